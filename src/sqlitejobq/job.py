@@ -1,0 +1,211 @@
+"""Values: a job, its status, batches and statistics."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. A job waiting for a retry is QUEUED with attempts > 0."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the end states: completed, failed, cancelled."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+#: The edges a job may move along. Rescue of an expired lease and retries move
+#: processing -> queued; ``Queue.retry`` moves failed/cancelled -> queued.
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
+    JobStatus.PROCESSING: frozenset(
+        {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
+}
+
+#: Progress writes of one running job are spaced at least this far apart.
+PROGRESS_WRITE_INTERVAL = 0.25
+#: How long a running job trusts its last look at the cancel flag.
+CANCEL_CHECK_INTERVAL = 0.2
+
+
+class Claim:
+    """The mutable side of a claimed job: who holds it, and what its handler reported."""
+
+    __slots__ = (
+        "cancel_checked_at",
+        "cancelled",
+        "lease",
+        "lock",
+        "pending_message",
+        "pending_progress",
+        "progress_written_at",
+        "worker",
+    )
+
+    def __init__(self, worker: str, lease: float) -> None:
+        self.worker = worker
+        self.lease = lease
+        self.lock = threading.Lock()
+        self.progress_written_at = 0.0
+        self.pending_progress: float | None = None
+        self.pending_message: str | None = None
+        self.cancelled = False
+        self.cancel_checked_at = time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as read from the queue. A claimed job is also the handle its handler uses."""
+
+    id: int
+    task: str
+    queue: str
+    payload: Any
+    status: JobStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: float
+    progress_message: str | None
+    result: Any
+    error: str | None
+    traceback: str | None
+    run_at: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    batch_id: int | None
+    unique_key: str | None
+    worker: str | None
+    lease_until: float | None
+    cancel_requested: bool
+    _queue: Queue | None = field(default=None, repr=False, compare=False)
+    _claim: Claim | None = field(default=None, repr=False, compare=False)
+
+    def _owned(self) -> tuple[Queue, Claim]:
+        if self._queue is None or self._claim is None:
+            raise RuntimeError(f"job {self.id} was not claimed by this process; nothing to update")
+        return self._queue, self._claim
+
+    def set_progress(self, progress: float, message: str | None = None) -> bool:
+        """Report progress (0.0..1.0, optional message); also extends the lease.
+
+        Writes are spaced at least ``PROGRESS_WRITE_INTERVAL`` apart; a report in between
+        is kept and written with the next one. Returns False if this claim lost the job.
+        """
+        queue, _ = self._owned()
+        return queue.set_progress(self, progress, message)
+
+    def heartbeat(self) -> bool:
+        """Extend the lease. Returns False if this claim no longer owns the job."""
+        queue, _ = self._owned()
+        return queue.heartbeat(self)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this running job; the handler should stop."""
+        queue, claim = self._owned()
+        if not claim.cancelled and (
+            time.monotonic() - claim.cancel_checked_at >= CANCEL_CHECK_INTERVAL
+        ):
+            claim.cancelled = queue.cancel_requested(self.id)
+            claim.cancel_checked_at = time.monotonic()
+        return claim.cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Jobs enqueued together, followed as one unit."""
+
+    id: int
+    job_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """Counts of a batch's jobs by status; ``percent`` is the share that has finished."""
+
+    batch_id: int
+    name: str | None
+    total: int
+    queued: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    created_at: float
+
+    @property
+    def finished(self) -> int:
+        """Jobs that reached an end state (completed, failed or cancelled)."""
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def percent(self) -> float:
+        """Finished jobs as a percentage of the total (100.0 for an empty batch)."""
+        return 100.0 if self.total == 0 else round(100.0 * self.finished / self.total, 2)
+
+    @property
+    def done(self) -> bool:
+        """True when no job of the batch is queued or processing."""
+        return self.queued == 0 and self.processing == 0
+
+    def __str__(self) -> str:
+        return f"{self.finished}/{self.total}, {self.percent:.0f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class LockStats:
+    """How much waiting for SQLite's write lock this process has done."""
+
+    writes: int = 0
+    lock_wait_seconds: float = 0.0
+    lock_wait_max_seconds: float = 0.0
+    lock_retries: int = 0
+    busy_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of the queue: counts by queue and status, age of the backlog, lock waits."""
+
+    counts: dict[str, dict[str, int]]
+    oldest_queued_age: float | None
+    next_run_at: float | None
+    lock: LockStats
+    workers_lock: LockStats
+    active_workers: int
+
+    def total(self, status: JobStatus | str | None = None) -> int:
+        """Jobs in one status (all statuses when None) across every queue."""
+        key = None if status is None else JobStatus(status).value
+        return sum(
+            n
+            for by_status in self.counts.values()
+            for s, n in by_status.items()
+            if key is None or s == key
+        )
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        """Counts per status across every queue, every status present (zero included)."""
+        return {s.value: self.total(s) for s in JobStatus}

@@ -1,0 +1,104 @@
+"""Argument checks of the public API: each error names the bad value and what was expected."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from .errors import InvalidArgument, InvalidArgumentType
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,199}$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def name(value: object, what: str) -> str:
+    """A task or queue name: text of 1-200 characters, letters, digits and ``_.:@/-``."""
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"{what} must be a str, got {type(value).__name__}: {value!r}")
+    if not _NAME.match(value):
+        raise InvalidArgument(
+            f"{what} must be 1-200 characters of letters, digits and _.:@/- "
+            f"(not starting with a symbol), got {value!r}"
+        )
+    return value
+
+
+def names(values: object, what: str) -> tuple[str, ...] | None:
+    """None (meaning all) or a non-empty list of names."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return (name(values, what),)
+    if not isinstance(values, list | tuple | set | frozenset):
+        raise InvalidArgumentType(
+            f"{what} must be a list of names or None, got {type(values).__name__}"
+        )
+    checked = tuple(dict.fromkeys(name(v, what) for v in values))
+    if not checked:
+        raise InvalidArgument(f"{what} must not be empty; pass None for all")
+    return checked
+
+
+def integer(value: object, what: str, *, minimum: int | None = None) -> int:
+    """An int (not a bool) within SQLite's 64-bit range and at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(f"{what} must be an int, got {type(value).__name__}: {value!r}")
+    low = _INT64_MIN if minimum is None else minimum
+    if not low <= value <= _INT64_MAX:
+        raise InvalidArgument(f"{what} must be >= {low}, got {value}")
+    return value
+
+
+def seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """A finite, non-negative number of seconds (strictly positive when asked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentType(
+            f"{what} must be a number of seconds, got {type(value).__name__}: {value!r}"
+        )
+    result = float(value)
+    if not math.isfinite(result):
+        raise InvalidArgument(f"{what} must be finite, got {value!r}")
+    if positive and result <= 0:
+        raise InvalidArgument(f"{what} must be > 0, got {value!r}")
+    if result < 0:
+        raise InvalidArgument(f"{what} must be >= 0, got {value!r}")
+    return result
+
+
+def optional_text(value: object, what: str, *, max_length: int) -> str | None:
+    """None or non-empty text of at most ``max_length`` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"{what} must be a str or None, got {type(value).__name__}")
+    if not value or len(value) > max_length:
+        raise InvalidArgument(f"{what} must be 1-{max_length} characters, got {len(value)}")
+    return value
+
+
+def fraction(value: object, what: str) -> float:
+    """A number from 0.0 to 1.0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentType(f"{what} must be a number, got {type(value).__name__}")
+    result = float(value)
+    if not 0.0 <= result <= 1.0:
+        raise InvalidArgument(f"{what} must be between 0.0 and 1.0, got {value!r}")
+    return result
+
+
+def choice(value: object, what: str, allowed: tuple[str, ...]) -> str:
+    """One of a fixed set of words, compared case-insensitively, returned upper-case."""
+    if not isinstance(value, str) or value.upper() not in allowed:
+        raise InvalidArgument(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+    return value.upper()
+
+
+def keyword_options(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Refuse option names the callee does not know, listing the known ones."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidArgumentType(
+            f"{what} got unknown option(s) {', '.join(unknown)}; "
+            f"known options: {', '.join(sorted(allowed))}"
+        )
