@@ -1,0 +1,120 @@
+"""The library's own tables, created and evolved through :mod:`sqlitejobq.migrations`."""
+
+from __future__ import annotations
+
+from .migrations import Migration
+
+NAMESPACE = "sqlitejobq"
+
+_V1_TABLES = """
+CREATE TABLE sqlitejobq_batches (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT,
+    created_at  REAL    NOT NULL,
+    total       INTEGER NOT NULL DEFAULT 0,
+    queued      INTEGER NOT NULL DEFAULT 0,
+    processing  INTEGER NOT NULL DEFAULT 0,
+    completed   INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    cancelled   INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE sqlitejobq_jobs (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    task             TEXT    NOT NULL,
+    queue            TEXT    NOT NULL DEFAULT 'default',
+    payload          TEXT    NOT NULL,
+    status           TEXT    NOT NULL DEFAULT 'queued'
+                     CHECK (status IN ('queued', 'processing', 'completed', 'failed', 'cancelled')),
+    priority         INTEGER NOT NULL DEFAULT 0,
+    run_at           REAL    NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts     INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    progress         REAL    NOT NULL DEFAULT 0.0 CHECK (progress BETWEEN 0.0 AND 1.0),
+    progress_message TEXT,
+    result           TEXT,
+    error            TEXT,
+    traceback        TEXT,
+    created_at       REAL    NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    batch_id         INTEGER REFERENCES sqlitejobq_batches (id),
+    unique_key       TEXT,
+    worker           TEXT,
+    lease_until      REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE sqlitejobq_workers (
+    id                    TEXT PRIMARY KEY,
+    hostname              TEXT    NOT NULL,
+    pid                   INTEGER NOT NULL,
+    queues                TEXT,
+    concurrency           INTEGER NOT NULL,
+    started_at            REAL    NOT NULL,
+    last_seen             REAL    NOT NULL,
+    stopped_at            REAL,
+    jobs_completed        INTEGER NOT NULL DEFAULT 0,
+    jobs_failed           INTEGER NOT NULL DEFAULT 0,
+    writes                INTEGER NOT NULL DEFAULT 0,
+    lock_retries          INTEGER NOT NULL DEFAULT 0,
+    lock_wait_seconds     REAL    NOT NULL DEFAULT 0.0,
+    lock_wait_max_seconds REAL    NOT NULL DEFAULT 0.0,
+    busy_errors           INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# The claim reads one ordered range of a partial index per queue (only queued jobs), so its
+# cost does not grow with the number of finished jobs. The partial indexes also count jobs
+# by status (queued: due, processing: lease, the end states: finished) and serve the
+# timers, lease rescue, batches and unique keys. Every index is paid for on the hot path
+# (enqueue, claim, complete), so there is none that a query does not need.
+_V1_INDEXES = """
+CREATE INDEX sqlitejobq_jobs_claim ON sqlitejobq_jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued';
+CREATE INDEX sqlitejobq_jobs_due ON sqlitejobq_jobs (queue, run_at)
+    WHERE status = 'queued';
+CREATE INDEX sqlitejobq_jobs_lease ON sqlitejobq_jobs (lease_until)
+    WHERE status = 'processing';
+CREATE INDEX sqlitejobq_jobs_finished ON sqlitejobq_jobs (status, queue)
+    WHERE status IN ('completed', 'failed', 'cancelled');
+CREATE INDEX sqlitejobq_jobs_batch ON sqlitejobq_jobs (batch_id)
+    WHERE batch_id IS NOT NULL;
+CREATE UNIQUE INDEX sqlitejobq_jobs_unique ON sqlitejobq_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing');
+"""
+
+# Batch counters are kept by triggers, so batch progress is one row read at any table size
+# and stays right whatever writes the jobs. Deleting (purging) jobs keeps a batch's counts.
+_V1_BATCH_TRIGGERS = """
+CREATE TRIGGER sqlitejobq_batch_count_insert AFTER INSERT ON sqlitejobq_jobs
+WHEN NEW.batch_id IS NOT NULL
+BEGIN
+    UPDATE sqlitejobq_batches
+    SET total = total + 1,
+        queued = queued + (NEW.status = 'queued'),
+        processing = processing + (NEW.status = 'processing'),
+        completed = completed + (NEW.status = 'completed'),
+        failed = failed + (NEW.status = 'failed'),
+        cancelled = cancelled + (NEW.status = 'cancelled')
+    WHERE id = NEW.batch_id;
+END;
+
+CREATE TRIGGER sqlitejobq_batch_count_update AFTER UPDATE OF status ON sqlitejobq_jobs
+WHEN NEW.batch_id IS NOT NULL AND NEW.status != OLD.status
+BEGIN
+    UPDATE sqlitejobq_batches
+    SET queued = queued + (NEW.status = 'queued') - (OLD.status = 'queued'),
+        processing = processing + (NEW.status = 'processing') - (OLD.status = 'processing'),
+        completed = completed + (NEW.status = 'completed') - (OLD.status = 'completed'),
+        failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),
+        cancelled = cancelled + (NEW.status = 'cancelled') - (OLD.status = 'cancelled')
+    WHERE id = NEW.batch_id;
+END;
+"""
+
+MIGRATIONS = [
+    Migration(1, "jobs, batches and workers tables", _V1_TABLES),
+    Migration(2, "indexes for claims, counts, leases, batches and unique keys", _V1_INDEXES),
+    Migration(3, "batch counters kept by triggers", _V1_BATCH_TRIGGERS),
+]

@@ -1,0 +1,286 @@
+"""Every SQL statement of the SQLite backend, by name. Values are always bound parameters."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+JOBS = "sqlitejobq_jobs"
+
+JOB_COLUMNS = (
+    "id, task, queue, payload, status, priority, attempts, max_attempts, progress, "
+    "progress_message, result, error, traceback, run_at, created_at, started_at, finished_at, "
+    "batch_id, unique_key, worker, lease_until, cancel_requested"
+)
+
+# --- enqueue ----------------------------------------------------------------------------
+
+INSERT_JOB = """
+INSERT INTO sqlitejobq_jobs
+    (task, queue, payload, status, priority, run_at, max_attempts, unique_key, batch_id,
+     created_at)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+ACTIVE_JOB_WITH_KEY = """
+SELECT id FROM sqlitejobq_jobs
+WHERE unique_key = ? AND status IN ('queued', 'processing')
+"""
+
+INSERT_BATCH = """
+INSERT INTO sqlitejobq_batches (name, created_at) VALUES (?, ?) RETURNING id
+"""
+
+# --- claim ------------------------------------------------------------------------------
+
+_CLAIM = f"""
+UPDATE sqlitejobq_jobs
+SET status = 'processing', attempts = attempts + 1, worker = :worker,
+    lease_until = :lease_until, started_at = :now
+WHERE id IN ({{candidates}})
+RETURNING {JOB_COLUMNS}
+"""
+
+_CANDIDATES_ONE_QUEUE = """
+SELECT id{extra} FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+WHERE status = 'queued' AND queue = :q{n} AND run_at <= :now
+ORDER BY priority DESC, run_at, id LIMIT :limit
+"""
+
+# The names of the queues that hold queued jobs: a skip from one distinct name to the
+# next over the due index, so it costs one seek per queue, not one step per job.
+_QUEUED_QUEUE_NAMES = """
+WITH RECURSIVE queues (name) AS (
+    SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+    WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+            WHERE status = 'queued' AND queue > queues.name)
+    FROM queues WHERE name IS NOT NULL
+)
+"""
+
+QUEUES_WITH_QUEUED_JOBS = _QUEUED_QUEUE_NAMES + "SELECT name FROM queues WHERE name IS NOT NULL"
+
+
+@lru_cache(maxsize=64)
+def claim_from_queues(count: int) -> str:
+    """The claim statement for ``count`` named queues (parameters :q0 .. :q{count-1}).
+
+    Each queue is read through its own ordered index range and the ranges are merged, so
+    the cost stays flat however many jobs wait in other queues.
+    """
+    if count == 1:
+        return _CLAIM.format(candidates=_CANDIDATES_ONE_QUEUE.format(extra="", n=0))
+    parts = " UNION ALL ".join(
+        "SELECT * FROM (" + _CANDIDATES_ONE_QUEUE.format(extra=", priority, run_at", n=n) + ")"
+        for n in range(count)
+    )
+    merged = f"SELECT id FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT :limit"
+    return _CLAIM.format(candidates=merged)
+
+
+# A claim is fenced by (id, attempts, worker): a worker whose lease expired and whose job
+# was taken over (or rescued) matches no row, so it changes nothing.
+_FENCE = "id = :id AND attempts = :attempts AND worker = :worker AND status = 'processing'"
+
+COMPLETE = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
+    result = :result, error = NULL, traceback = NULL,
+    progress = CASE WHEN cancel_requested THEN progress ELSE 1.0 END,
+    progress_message = coalesce(:message, progress_message),
+    finished_at = :now, lease_until = NULL
+WHERE {_FENCE}
+RETURNING status
+"""
+
+FAIL = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE :run_at END,
+    error = :error, traceback = :traceback, lease_until = NULL,
+    progress_message = coalesce(:message, progress_message),
+    finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
+WHERE {_FENCE}
+RETURNING status
+"""
+
+HEARTBEAT = f"""
+UPDATE sqlitejobq_jobs SET lease_until = :lease_until
+WHERE {_FENCE}
+RETURNING cancel_requested
+"""
+
+SET_PROGRESS = f"""
+UPDATE sqlitejobq_jobs
+SET progress = :progress, progress_message = coalesce(:message, progress_message),
+    lease_until = :lease_until
+WHERE {_FENCE}
+RETURNING cancel_requested
+"""
+
+# Claimed but never started (a worker stopping): back to the queue, the attempt not counted.
+RELEASE = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempts = attempts - 1, lease_until = NULL, started_at = NULL,
+    finished_at = CASE WHEN cancel_requested THEN :now END
+WHERE {_FENCE}
+RETURNING status
+"""
+
+# A run that ended without an outcome (lease expired, worker interrupted) counts as an
+# attempt: back to the queue while attempts remain, else failed.
+_ABANDON_SET = """
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'failed'
+                  ELSE 'queued' END,
+    run_at = :now, lease_until = NULL, error = :error, traceback = NULL,
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now END
+"""
+
+ABANDON = f"""
+UPDATE sqlitejobq_jobs {_ABANDON_SET}
+WHERE {_FENCE}
+RETURNING status
+"""
+
+RESCUE_EXPIRED = f"""
+UPDATE sqlitejobq_jobs {_ABANDON_SET}
+WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
+             WHERE status = 'processing' AND lease_until < :now)
+RETURNING id, task, status, attempts, max_attempts, worker
+"""
+
+NEXT_LEASE_EXPIRY = """
+SELECT min(lease_until) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
+WHERE status = 'processing'
+"""
+
+# --- operator actions -------------------------------------------------------------------
+
+CANCEL = """
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+    cancel_requested = 1,
+    finished_at = CASE WHEN status = 'queued' THEN :now ELSE finished_at END
+WHERE id = :id AND status IN ('queued', 'processing')
+RETURNING status
+"""
+
+RETRY = """
+UPDATE sqlitejobq_jobs
+SET status = 'queued', attempts = 0, run_at = :now, cancel_requested = 0,
+    finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING id
+"""
+
+FAILED_IDS = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id"
+
+PURGE_FINISHED = """
+DELETE FROM sqlitejobq_jobs WHERE id IN (
+    SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_finished
+    WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < :cutoff
+    LIMIT :chunk)
+"""
+
+PURGE_BATCHES = """
+DELETE FROM sqlitejobq_batches
+WHERE created_at < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM sqlitejobq_jobs j WHERE j.batch_id = sqlitejobq_batches.id)
+"""
+
+PURGE_WORKERS = "DELETE FROM sqlitejobq_workers WHERE last_seen < :cutoff"
+
+# --- reads ------------------------------------------------------------------------------
+
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = ?"
+
+JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = ?"
+
+CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = ?"
+
+COUNTS = """
+SELECT queue, 'queued', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+WHERE status = 'queued' GROUP BY queue
+UNION ALL
+SELECT queue, 'processing', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
+WHERE status = 'processing' GROUP BY queue
+UNION ALL
+SELECT queue, status, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_finished
+WHERE status IN ('completed', 'failed', 'cancelled') GROUP BY status, queue
+"""
+
+# The earliest run_at over every queue: one index seek per queue name.
+NEXT_RUN_ANY_QUEUE = (
+    _QUEUED_QUEUE_NAMES
+    + """
+SELECT min((SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+            WHERE status = 'queued' AND queue = queues.name))
+FROM queues WHERE name IS NOT NULL
+"""
+)
+
+NEXT_RUN_IN_QUEUE = """
+SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+WHERE status = 'queued' AND queue = ?
+"""
+
+BATCH = """
+SELECT id, name, total, queued, processing, completed, failed, cancelled, created_at
+FROM sqlitejobq_batches WHERE id = ?
+"""
+
+LATEST_BATCH_ID = "SELECT max(id) FROM sqlitejobq_batches"
+
+BATCH_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = ? ORDER BY id
+"""
+
+_LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs
+WHERE (:status IS NULL OR status = :status)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:batch_id IS NULL OR batch_id = :batch_id)
+ORDER BY id {{order}} LIMIT :limit
+"""
+
+LIST_JOBS_NEWEST_FIRST = _LIST_JOBS.format(order="DESC")
+LIST_JOBS_OLDEST_FIRST = _LIST_JOBS.format(order="ASC")
+
+DATA_VERSION = "PRAGMA data_version"
+
+# --- workers ----------------------------------------------------------------------------
+
+REGISTER_WORKER = """
+INSERT INTO sqlitejobq_workers (id, hostname, pid, queues, concurrency, started_at, last_seen)
+VALUES (:id, :hostname, :pid, :queues, :concurrency, :now, :now)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stopped_at = NULL
+"""
+
+REPORT_WORKER = """
+UPDATE sqlitejobq_workers
+SET last_seen = :now, stopped_at = :stopped_at, jobs_completed = :jobs_completed,
+    jobs_failed = :jobs_failed, writes = :writes, lock_retries = :lock_retries,
+    lock_wait_seconds = :lock_wait_seconds, lock_wait_max_seconds = :lock_wait_max_seconds,
+    busy_errors = :busy_errors
+WHERE id = :id
+"""
+
+WORKER_TOTALS = """
+SELECT coalesce(sum(writes), 0), coalesce(sum(lock_wait_seconds), 0.0),
+       coalesce(max(lock_wait_max_seconds), 0.0), coalesce(sum(lock_retries), 0),
+       coalesce(sum(busy_errors), 0),
+       coalesce(sum(stopped_at IS NULL AND last_seen >= :alive_since), 0)
+FROM sqlitejobq_workers
+"""
+
+LIST_WORKERS = """
+SELECT id, hostname, pid, queues, concurrency, started_at, last_seen, stopped_at,
+       jobs_completed, jobs_failed, writes, lock_retries, lock_wait_seconds, busy_errors
+FROM sqlitejobq_workers ORDER BY started_at DESC LIMIT :limit
+"""

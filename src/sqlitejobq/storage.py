@@ -1,0 +1,756 @@
+"""SQLite storage: connections and pragmas, the one write path, the busy-retry policy.
+
+Every write in sqlitejobq goes through :func:`run_write`: it opens ``BEGIN IMMEDIATE`` (a
+deferred transaction that later upgrades to a write lock fails at once with ``database is
+locked``, busy timeout or not), commits or rolls back, and is retried as a whole by one
+tenacity policy while SQLite reports SQLITE_BUSY or SQLITE_LOCKED.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from . import sql
+from .errors import DatabaseBusy, QueueClosed, SqliteJobQError, UnsafeFilesystem
+from .job import LockStats
+
+log = logging.getLogger("sqlitejobq")
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Where the mount table is read from to recognise network filesystems.
+MOUNTINFO = "/proc/self/mountinfo"
+
+#: Filesystem types on which SQLite's POSIX locks or shared-memory WAL index are unreliable.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "9p", "v9fs",
+        "drvfs", "fuse.sshfs", "sshfs", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph",
+        "lustre", "gpfs", "beegfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "davfs",
+        "fuse.davfs2", "osxfs", "fuse.grpcfuse",
+    }
+)  # fmt: skip
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True when ``exc`` is SQLite saying another connection holds the lock."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc)
+    return "database is locked" in text or "is busy" in text or "table is locked" in text
+
+
+class LockMetrics:
+    """Counters of waiting for the write lock, shared by every thread of one storage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.writes = 0
+        self.wait = 0.0
+        self.wait_max = 0.0
+        self.retries = 0
+        self.busy_errors = 0
+
+    def record_write(self, waited: float) -> None:
+        with self._lock:
+            self.writes += 1
+            self.wait += waited
+            if waited > self.wait_max:
+                self.wait_max = waited
+
+    def record_retry(self, state: RetryCallState) -> None:
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        with self._lock:
+            self.retries += 1
+            self.wait += sleep
+        log.debug("database busy, write retry %d in %.3fs", state.attempt_number, sleep)
+
+    def record_first_busy(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def record_busy_error(self) -> None:
+        with self._lock:
+            self.busy_errors += 1
+
+    def snapshot(self) -> LockStats:
+        with self._lock:
+            return LockStats(
+                writes=self.writes,
+                lock_wait_seconds=self.wait,
+                lock_wait_max_seconds=self.wait_max,
+                lock_retries=self.retries,
+                busy_errors=self.busy_errors,
+            )
+
+
+class BusyRetry:
+    """The one retry policy: on busy/locked only, full-jitter exponential waits, bounded.
+
+    Calling it runs a function under the policy; when the bound is spent the caller gets
+    DatabaseBusy (never a bare sqlite3.OperationalError).
+    """
+
+    def __init__(self, timeout: float, metrics: LockMetrics) -> None:
+        self.timeout = timeout
+        self.metrics = metrics
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_busy),
+            wait=wait_random_exponential(multiplier=0.002, max=0.5),
+            stop=stop_after_delay(timeout),
+            before_sleep=metrics.record_retry,
+        )
+
+    def __call__(self, fn: Callable[[], T], what: str) -> T:
+        # The uncontended case pays for one plain call; the policy takes over at the
+        # first busy error, with what is left of the time bound.
+        started = time.monotonic()
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            self.metrics.record_first_busy()
+        remaining = max(0.0, self.timeout - (time.monotonic() - started))
+        try:
+            return self._retrying.copy(stop=stop_after_delay(remaining))(fn)
+        except RetryError as exc:
+            self.metrics.record_busy_error()
+            last = exc.last_attempt.exception()
+            raise DatabaseBusy(
+                f"{what}: the database stayed locked by other connections for more than "
+                f"{self.timeout:g}s ({exc.last_attempt.attempt_number + 1} attempts; "
+                f"last error: {last})"
+            ) from last
+
+
+def run_write(
+    conn: sqlite3.Connection,
+    body: Callable[[sqlite3.Connection], T],
+    *,
+    retry: BusyRetry,
+    lock: threading.Lock | None = None,
+    what: str = "write",
+) -> T:
+    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction, retried as a whole while busy.
+
+    ``lock`` serializes the writers of one process so that its threads queue in Python
+    instead of spinning in SQLite's busy handler. ``body`` may run more than once, so it
+    must have no effect outside the transaction.
+    """
+
+    def attempt() -> T:
+        if lock is not None and not lock.acquire(timeout=retry.timeout):
+            raise DatabaseBusy(f"{what}: other threads of this process held the write lock "
+                               f"for more than {retry.timeout:g}s")  # fmt: skip
+        try:
+            started = time.perf_counter()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                retry.metrics.record_write(time.perf_counter() - started)
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+        finally:
+            if lock is not None:
+                lock.release()
+
+    return retry(attempt, what)
+
+
+def run_read(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], *,
+             retry: BusyRetry) -> T:  # fmt: skip
+    """Run several reads in one snapshot (a deferred transaction that never writes)."""
+
+    def attempt() -> T:
+        conn.execute("BEGIN")
+        try:
+            return body(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    return retry(attempt, "read")
+
+
+def connect(
+    path: str,
+    *,
+    synchronous: str = "NORMAL",
+    busy_timeout: float = 5.0,
+    journal_size_limit: int = 64 * 1024 * 1024,
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (no implicit transactions) with sqlitejobq's pragmas."""
+    conn = sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=256,
+    )
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA journal_size_limit = {int(journal_size_limit)}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+class Step(enum.Enum):
+    """A fenced change to a claimed job; each names one statement of the backend."""
+
+    COMPLETE = "complete"
+    FAIL = "fail"
+    RELEASE = "release"
+    ABANDON = "abandon"
+    HEARTBEAT = "heartbeat"
+    PROGRESS = "progress"
+
+
+_STEP_SQL = {
+    Step.COMPLETE: sql.COMPLETE,
+    Step.FAIL: sql.FAIL,
+    Step.RELEASE: sql.RELEASE,
+    Step.ABANDON: sql.ABANDON,
+    Step.HEARTBEAT: sql.HEARTBEAT,
+    Step.PROGRESS: sql.SET_PROGRESS,
+}
+
+
+class Storage(Protocol):
+    """What the Queue needs of a database: the seam where another engine plugs in.
+
+    Rows of jobs come back as tuples in the order of ``sql.JOB_COLUMNS``; times are epoch
+    seconds; JSON is already encoded. Every method that writes is atomic and retried while
+    the database is busy.
+    """
+
+    path: str
+    settings: Settings
+    metrics: LockMetrics
+
+    def close(self) -> None: ...
+    def notify(self) -> None: ...
+    def migrate_schema(self) -> None: ...
+    def insert_jobs(
+        self,
+        rows: Iterable[tuple[Any, ...]],
+        *,
+        batch_name: str | None = None,
+        make_batch: bool = False,
+        now: float,
+        connection: sqlite3.Connection | None = None,
+    ) -> tuple[int | None, list[int]]: ...
+    def claim(
+        self, worker: str, queues: tuple[str, ...] | None, limit: int, lease: float, now: float
+    ) -> list[Row]: ...
+    def apply_steps(self, steps: Sequence[tuple[Step, dict[str, Any]]]) -> list[Any]: ...
+    def rescue_expired(self, now: float, error: str) -> list[Row]: ...
+    def cancel(self, job_id: int, now: float) -> str | None: ...
+    def retry(self, job_ids: Sequence[int], now: float) -> list[int]: ...
+    def purge(self, cutoff: float, chunk: int = 2000) -> int: ...
+    def checkpoint(self) -> tuple[int, int, int]: ...
+    def data_version(self) -> int: ...
+    def get_job(self, job_id: int) -> Row | None: ...
+    def job_status(self, job_id: int) -> str | None: ...
+    def cancel_requested(self, job_id: int) -> bool: ...
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[Row]: ...
+    def failed_ids(self) -> list[int]: ...
+    def batch(self, batch_id: int) -> Row | None: ...
+    def latest_batch_id(self) -> int | None: ...
+    def batch_jobs(self, batch_id: int) -> list[Row]: ...
+    def next_run_at(self, queues: tuple[str, ...] | None) -> float | None: ...
+    def next_lease_expiry(self) -> float | None: ...
+    def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]: ...
+
+
+# --- network filesystems ------------------------------------------------------------------
+
+
+def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:
+    """The filesystem type holding ``path`` per the mount table, or None if unknown."""
+    try:
+        with open(mountinfo or MOUNTINFO, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split(" - ", 1)
+        if len(fields) != 2:
+            continue
+        left, right = fields[0].split(), fields[1].split()
+        if len(left) < 5 or not right:
+            continue
+        mount_point = _unescape_mount(left[4])
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, right[0]
+    return best_type
+
+
+def _unescape_mount(text: str) -> str:
+    return (
+        text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )  # fmt: skip
+
+
+def check_filesystem(path: str, *, allow_network: bool, mountinfo: str | None = None) -> None:
+    """Refuse a database on a network filesystem unless the caller opted in."""
+    fstype = filesystem_type(os.path.dirname(os.path.realpath(path)) or ".", mountinfo)
+    if fstype is None or fstype not in NETWORK_FILESYSTEMS:
+        return
+    if allow_network:
+        log.warning("database %s is on a %s filesystem; SQLite locking may be unsafe", path,
+                    fstype)  # fmt: skip
+        return
+    raise UnsafeFilesystem(
+        f"database {path} is on a {fstype} filesystem, where SQLite's file locks are not "
+        f"reliable and jobs could be claimed twice or the file corrupted; put it on a local "
+        f"disk, or pass allow_network_filesystem=True if you accept the risk"
+    )
+
+
+# --- one process's connections --------------------------------------------------------------
+
+_fork_generation = 0
+_inherited: list[Any] = []  # connections a forked child must never touch nor close
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Shared:
+    """What every Storage on one file in this process shares: the writer lock, the wake-up."""
+
+    def __init__(self) -> None:
+        self.write_lock = threading.Lock()
+        self.wakeup = threading.Condition(threading.Lock())
+        self.enqueued = 0
+
+    def notify(self) -> None:
+        with self.wakeup:
+            self.enqueued += 1
+            self.wakeup.notify_all()
+
+
+_shared_by_file: dict[str, _Shared] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_for(path: str) -> _Shared:
+    key = os.path.realpath(path)
+    with _shared_lock:
+        shared = _shared_by_file.get(key)
+        if shared is None:
+            shared = _shared_by_file[key] = _Shared()
+        return shared
+
+
+class _Holder:
+    """A connection held by one thread; a weak set of holders lets close() reach them all."""
+
+    __slots__ = ("__weakref__", "conn", "generation")
+
+    def __init__(self, conn: sqlite3.Connection, generation: int) -> None:
+        self.conn = conn
+        self.generation = generation
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Connection and retry settings of one storage."""
+
+    synchronous: str = "NORMAL"
+    busy_timeout: float = 5.0
+    retry_timeout: float = 30.0
+    journal_size_limit: int = 64 * 1024 * 1024
+    allow_network_filesystem: bool = False
+
+
+class SqliteStorage:
+    """The SQLite backend: one connection per thread, every statement of the engine."""
+
+    def __init__(self, path: str | os.PathLike[str], settings: Settings) -> None:
+        self.path = os.fspath(path)
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            raise SqliteJobQError(
+                f"a queue needs a database file shared by its workers, got {self.path!r}"
+            )
+        self.settings = settings
+        parent = Path(self.path).resolve().parent
+        if not parent.is_dir():
+            raise SqliteJobQError(f"directory {parent} of database {self.path} does not exist")
+        check_filesystem(self.path, allow_network=settings.allow_network_filesystem)
+        self.metrics = LockMetrics()
+        self.busy_retry = BusyRetry(settings.retry_timeout, self.metrics)
+        self._shared = shared_for(self.path)
+        self._local = threading.local()
+        self._holders: weakref.WeakSet[_Holder] = weakref.WeakSet()
+        self._holders_lock = threading.Lock()
+        self._closed = False
+        self._enable_wal()
+
+    # connections
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use and again after a fork."""
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is not None and holder.generation == _fork_generation:
+            return holder.conn
+        if self._closed:
+            raise QueueClosed(f"the queue on {self.path} is closed")
+        if holder is not None:
+            _inherited.append(holder.conn)
+        conn = connect(
+            self.path,
+            synchronous=self.settings.synchronous,
+            busy_timeout=min(self.settings.busy_timeout, self.settings.retry_timeout),
+            journal_size_limit=self.settings.journal_size_limit,
+        )
+        holder = _Holder(conn, _fork_generation)
+        self._local.holder = holder
+        with self._holders_lock:
+            self._holders.add(holder)
+        return conn
+
+    def _enable_wal(self) -> None:
+        conn = self.connection()
+
+        mode = self.busy_retry(
+            lambda: str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]), "enable WAL"
+        )
+        if mode.lower() != "wal":
+            raise SqliteJobQError(
+                f"database {self.path} could not use WAL journaling (got {mode!r}); "
+                f"sqlitejobq needs WAL for concurrent readers and writers"
+            )
+
+    def close(self) -> None:
+        """Close every connection this storage opened in this process."""
+        self._closed = True
+        with self._holders_lock:
+            holders = list(self._holders)
+            self._holders.clear()
+        for holder in holders:
+            if holder.generation == _fork_generation:
+                holder.conn.close()
+        self._local = threading.local()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # the write and read paths
+
+    def write(self, body: Callable[[sqlite3.Connection], T], what: str = "write") -> T:
+        """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
+        return run_write(
+            self.connection(), body, retry=self.busy_retry, lock=self._shared.write_lock, what=what
+        )
+
+    def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run several reads in one consistent snapshot."""
+        return run_read(self.connection(), body, retry=self.busy_retry)
+
+    def read_one(
+        self, statement: str, parameters: Sequence[Any] | dict[str, Any] = ()
+    ) -> Row | None:
+        """One row of a single read statement (autocommit: its own snapshot)."""
+        conn = self.connection()
+        result: Row | None = self.busy_retry(
+            lambda: conn.execute(statement, parameters).fetchone(), "read"
+        )
+        return result
+
+    def read_all(
+        self, statement: str, parameters: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[Row]:
+        conn = self.connection()
+        result: list[Row] = self.busy_retry(
+            lambda: conn.execute(statement, parameters).fetchall(), "read"
+        )
+        return result
+
+    def notify(self) -> None:
+        """Wake the workers of this process waiting on this file."""
+        self._shared.notify()
+
+    @property
+    def wakeup(self) -> threading.Condition:
+        return self._shared.wakeup
+
+    @property
+    def enqueued_counter(self) -> int:
+        return self._shared.enqueued
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file: a cheap "anything new?"."""
+        row = self.connection().execute(sql.DATA_VERSION).fetchone()
+        return int(row[0])
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database and truncate it, if no reader is in the way."""
+        conn = self.connection()
+        row = self.busy_retry(
+            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(), "checkpoint"
+        )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    # --- the operations of the queue ---------------------------------------------------
+
+    def insert_jobs(
+        self,
+        rows: Iterable[tuple[Any, ...]],
+        *,
+        batch_name: str | None = None,
+        make_batch: bool = False,
+        now: float,
+        connection: sqlite3.Connection | None = None,
+    ) -> tuple[int | None, list[int]]:
+        """Insert jobs (task, queue, payload, priority, run_at, max_attempts, unique_key).
+
+        A job whose unique key is already held by a queued or processing job is not
+        inserted; the existing id is returned in its place. Returns (batch id, job ids).
+        """
+        materialized = list(rows)
+
+        def body(conn: sqlite3.Connection) -> tuple[int | None, list[int]]:
+            batch_id = None
+            if make_batch:
+                batch_id = int(conn.execute(sql.INSERT_BATCH, (batch_name, now)).fetchone()[0])
+            ids = []
+            for task, queue, payload, priority, run_at, max_attempts, key in materialized:
+                row = conn.execute(
+                    sql.INSERT_JOB,
+                    (task, queue, payload, priority, run_at, max_attempts, key, batch_id, now),
+                ).fetchone()
+                if row is None:
+                    row = conn.execute(sql.ACTIVE_JOB_WITH_KEY, (key,)).fetchone()
+                ids.append(int(row[0]))
+            return batch_id, ids
+
+        if connection is None:
+            return self.write(body, "enqueue")
+        return _in_caller_transaction(connection, self.path, body)
+
+    def claim(
+        self, worker: str, queues: tuple[str, ...] | None, limit: int, lease: float, now: float
+    ) -> list[Row]:
+        params: dict[str, Any] = {
+            "worker": worker, "lease_until": now + lease, "now": now, "limit": limit,
+        }  # fmt: skip
+        if queues is not None:
+            statement = sql.claim_from_queues(len(queues))
+            params.update({f"q{n}": name for n, name in enumerate(queues)})
+            return self.write(lambda conn: conn.execute(statement, params).fetchall(), "claim")
+
+        def from_every_queue(conn: sqlite3.Connection) -> list[Row]:
+            names = [row[0] for row in conn.execute(sql.QUEUES_WITH_QUEUED_JOBS)]
+            if not names:
+                return []
+            names_params = {f"q{n}": name for n, name in enumerate(names)}
+            return conn.execute(sql.claim_from_queues(len(names)), params | names_params).fetchall()
+
+        return self.write(from_every_queue, "claim")
+
+    def apply_steps(self, steps: Sequence[tuple[Step, dict[str, Any]]]) -> list[Any]:
+        """Apply fenced steps in one transaction. For each: the value the statement returns
+        (the new status, or the cancel flag), or None when the claim no longer owned the job
+        and nothing changed."""
+
+        def body(conn: sqlite3.Connection) -> list[Any]:
+            results = []
+            for step, params in steps:
+                row = conn.execute(_STEP_SQL[step], params).fetchone()
+                results.append(None if row is None else row[0])
+            return results
+
+        return self.write(body, steps[0][0].value if steps else "finish")
+
+    def rescue_expired(self, now: float, error: str) -> list[Row]:
+        return self.write(
+            lambda conn: conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error}).fetchall(),
+            "rescue",
+        )
+
+    def cancel(self, job_id: int, now: float) -> str | None:
+        row = self.write(
+            lambda conn: conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone(),
+            "cancel",
+        )
+        return None if row is None else str(row[0])
+
+    def retry(self, job_ids: Sequence[int], now: float) -> list[int]:
+        def body(conn: sqlite3.Connection) -> list[int]:
+            done = []
+            for job_id in job_ids:
+                if conn.execute(sql.RETRY, {"id": job_id, "now": now}).fetchone() is not None:
+                    done.append(job_id)
+            return done
+
+        return self.write(body, "retry")
+
+    def purge(self, cutoff: float, chunk: int = 2000) -> int:
+        """Delete finished jobs older than ``cutoff`` in short transactions; the count."""
+        total = 0
+        while True:
+            deleted = self.write(
+                lambda conn: (
+                    conn.execute(sql.PURGE_FINISHED, {"cutoff": cutoff, "chunk": chunk}).rowcount
+                ),
+                "purge",
+            )
+            total += deleted
+            if deleted < chunk:
+                break
+
+        def tidy(conn: sqlite3.Connection) -> None:
+            conn.execute(sql.PURGE_BATCHES, {"cutoff": cutoff})
+            conn.execute(sql.PURGE_WORKERS, {"cutoff": cutoff})
+
+        self.write(tidy, "purge")
+        return total
+
+    def migrate_schema(self) -> None:
+        """Create or update the library's own tables."""
+        # imported here: the migrations module itself writes through this module
+        from . import schema
+        from .migrations import migrate
+
+        migrate(
+            self.connection(),
+            schema.MIGRATIONS,
+            namespace=schema.NAMESPACE,
+            retry_timeout=self.settings.retry_timeout,
+        )
+
+    # reads
+
+    def get_job(self, job_id: int) -> Row | None:
+        return self.read_one(sql.GET_JOB, (job_id,))
+
+    def job_status(self, job_id: int) -> str | None:
+        row = self.read_one(sql.JOB_STATUS, (job_id,))
+        return None if row is None else str(row[0])
+
+    def cancel_requested(self, job_id: int) -> bool:
+        row = self.read_one(sql.CANCEL_REQUESTED, (job_id,))
+        return bool(row and row[0])
+
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[Row]:
+        statement = sql.LIST_JOBS_OLDEST_FIRST if oldest_first else sql.LIST_JOBS_NEWEST_FIRST
+        return self.read_all(statement, filters)
+
+    def failed_ids(self) -> list[int]:
+        return [int(row[0]) for row in self.read_all(sql.FAILED_IDS)]
+
+    def batch(self, batch_id: int) -> Row | None:
+        return self.read_one(sql.BATCH, (batch_id,))
+
+    def latest_batch_id(self) -> int | None:
+        return _scalar(self.read_one(sql.LATEST_BATCH_ID), int)
+
+    def batch_jobs(self, batch_id: int) -> list[Row]:
+        return self.read_all(sql.BATCH_JOBS, (batch_id,))
+
+    def next_run_at(self, queues: tuple[str, ...] | None) -> float | None:
+        if queues is None:
+            return _scalar(self.read_one(sql.NEXT_RUN_ANY_QUEUE), float)
+        times = [
+            t for name in queues
+            if (t := _scalar(self.read_one(sql.NEXT_RUN_IN_QUEUE, (name,)), float)) is not None
+        ]  # fmt: skip
+        return min(times) if times else None
+
+    def next_lease_expiry(self) -> float | None:
+        return _scalar(self.read_one(sql.NEXT_LEASE_EXPIRY), float)
+
+    def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]:
+        """Counts by (queue, status), the earliest run_at, and the workers' lock totals."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Row], float | None, Row]:
+            counts = conn.execute(sql.COUNTS).fetchall()
+            earliest = _scalar(conn.execute(sql.NEXT_RUN_ANY_QUEUE).fetchone(), float)
+            workers = conn.execute(sql.WORKER_TOTALS, {"alive_since": alive_since}).fetchone()
+            return counts, earliest, workers
+
+        return self.read(read)
+
+
+def _scalar(row: Row | None, kind: Callable[[Any], T]) -> T | None:
+    return None if row is None or row[0] is None else kind(row[0])
+
+
+def _in_caller_transaction(
+    conn: sqlite3.Connection, path: str, body: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run ``body`` on the caller's connection, inside the caller's own transaction.
+
+    The caller owns the transaction, so it is not retried here: a busy error becomes
+    DatabaseBusy and the caller decides whether to roll back and try again.
+    """
+    if not isinstance(conn, sqlite3.Connection):
+        raise SqliteJobQError(f"connection must be a sqlite3.Connection, got {type(conn).__name__}")
+    if not conn.in_transaction and conn.isolation_level is None:
+        raise SqliteJobQError(
+            "connection is in autocommit mode with no open transaction: the job would be "
+            "committed on its own; run BEGIN (or BEGIN IMMEDIATE) first"
+        )
+    files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    if not files or not files[0] or not os.path.samefile(files[0], path):
+        raise SqliteJobQError(
+            f"connection is open on {files[0] if files else '?'!r}, not on the queue's "
+            f"database {path!r}; a job can only join a transaction on the same file"
+        )
+    try:
+        return body(conn)
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise DatabaseBusy(
+                f"enqueue inside the caller's transaction: database locked ({exc}); "
+                f"roll back and retry the transaction, or open it with BEGIN IMMEDIATE"
+            ) from exc
+        raise
+
+
+def hostname() -> str:
+    return socket.gethostname()
