@@ -1,0 +1,44 @@
+"""sqlitejobq: a job queue on SQLite that never jams."""
+
+from .__about__ import __version__
+from .errors import (
+    DatabaseBusy,
+    DuplicateJob,
+    InvalidArgument,
+    InvalidArgumentType,
+    JobNotFound,
+    MigrationError,
+    PayloadError,
+    QueueClosed,
+    SqliteJobQError,
+    UnknownTask,
+    UnsafeFilesystem,
+)
+from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats
+from .queue import Queue
+from .registry import Registry, Task, TaskOptions
+
+__all__ = [
+    "Batch",
+    "BatchProgress",
+    "DatabaseBusy",
+    "DuplicateJob",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "LockStats",
+    "MigrationError",
+    "PayloadError",
+    "Queue",
+    "QueueClosed",
+    "QueueStats",
+    "Registry",
+    "SqliteJobQError",
+    "Task",
+    "TaskOptions",
+    "UnknownTask",
+    "UnsafeFilesystem",
+    "__version__",
+]
