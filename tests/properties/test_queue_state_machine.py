@@ -1,0 +1,258 @@
+"""The queue as a state machine, checked against a model after every step.
+
+Hypothesis drives enqueue / claim / complete / fail / cancel / retry / heartbeat / release /
+lease expiry with a clock it controls, and checks: no job is lost, none completes twice,
+states only move along the allowed edges, claims follow priority then age, and the counts of
+stats() and batch_progress() match the jobs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
+
+from sqlitejobq import Job, JobStatus, Queue
+from sqlitejobq.job import ALLOWED_TRANSITIONS
+
+from ..conftest import Clock
+
+
+@dataclass
+class Model:
+    status: JobStatus
+    priority: int
+    run_at: float
+    attempts: int
+    max_attempts: int
+    batch_id: int | None
+    cancel_requested: bool = False
+    lease_until: float | None = None
+    worker: str | None = None
+    completions: int = 0
+
+
+class QueueMachine(RuleBasedStateMachine):
+    claims = Bundle("claims")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="sqlitejobq-sm-")
+        self.clock = Clock()
+        self.queue = Queue(
+            Path(self.dir) / "jobs.db", clock=self.clock, retry_backoff=2.0,
+            retry_backoff_max=10.0,
+        )  # fmt: skip
+        self.jobs: dict[int, Model] = {}
+        self.batches: set[int] = set()
+        self.seen_status: dict[int, JobStatus] = {}
+
+    def teardown(self) -> None:
+        self.queue.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def owns(self, job: Job) -> bool:
+        model = self.jobs[job.id]
+        return (model.status is JobStatus.PROCESSING and model.attempts == job.attempts
+                and model.worker == job.worker)  # fmt: skip
+
+    def end_run(self, job_id: int, status: JobStatus) -> None:
+        model = self.jobs[job_id]
+        model.status = status
+        model.lease_until = None
+        if status is JobStatus.QUEUED:
+            model.run_at = self.queue.get(job_id).run_at
+
+    # --- rules -------------------------------------------------------------------------
+
+    @initialize()
+    def start(self) -> None:
+        assert self.queue.stats().total() == 0
+
+    @rule(
+        count=st.integers(1, 3),
+        priority=st.sampled_from([0, 0, 1]),
+        delay=st.sampled_from([0.0, 0.0, 5.0]),
+        max_attempts=st.integers(1, 3),
+        as_batch=st.booleans(),
+    )
+    def enqueue(self, count: int, priority: int, delay: float, max_attempts: int,
+                as_batch: bool) -> None:  # fmt: skip
+        options = {"priority": priority, "delay": delay, "max_attempts": max_attempts}
+        batch_id = None
+        if as_batch:
+            batch = self.queue.enqueue_batch("t", list(range(count)), **options)
+            ids, batch_id = batch.job_ids, batch.id
+            self.batches.add(batch.id)
+        elif count == 1:
+            ids = [self.queue.enqueue("t", 0, **options)]
+        else:
+            ids = self.queue.enqueue_many("t", list(range(count)), **options)
+        for job_id in ids:
+            assert job_id not in self.jobs
+            self.jobs[job_id] = Model(JobStatus.QUEUED, priority, self.clock() + delay, 0,
+                                      max_attempts, batch_id)  # fmt: skip
+
+    @rule(target=claims, worker=st.sampled_from(["w1", "w2"]), limit=st.integers(1, 3),
+          lease=st.sampled_from([5.0, 20.0]))  # fmt: skip
+    def claim(self, worker: str, limit: int, lease: float) -> object:
+        now = self.clock()
+        due = sorted(
+            (m.priority * -1, m.run_at, job_id)
+            for job_id, m in self.jobs.items()
+            if m.status is JobStatus.QUEUED and m.run_at <= now
+        )
+        expected = [job_id for _, _, job_id in due[:limit]]
+        claimed = self.queue.claim(worker, limit=limit, lease=lease)
+        assert [j.id for j in claimed] == expected
+        for job in claimed:
+            model = self.jobs[job.id]
+            model.status = JobStatus.PROCESSING
+            model.attempts += 1
+            model.worker = worker
+            model.lease_until = now + lease
+            assert job.attempts == model.attempts
+        return multiple(*claimed)
+
+    @rule(job=consumes(claims))
+    def complete(self, job: Job) -> None:
+        owned = self.owns(job)
+        assert self.queue.complete(job, {"id": job.id}) is owned
+        if owned:
+            model = self.jobs[job.id]
+            self.end_run(job.id, JobStatus.CANCELLED if model.cancel_requested
+                         else JobStatus.COMPLETED)  # fmt: skip
+            model.completions += model.status is JobStatus.COMPLETED
+
+    @rule(job=consumes(claims), retry=st.booleans())
+    def fail(self, job: Job, retry: bool) -> None:
+        owned = self.owns(job)
+        assert self.queue.fail(job, "boom", retry=retry) is owned
+        if owned:
+            model = self.jobs[job.id]
+            if model.cancel_requested:
+                self.end_run(job.id, JobStatus.CANCELLED)
+            elif retry and model.attempts < model.max_attempts:
+                self.end_run(job.id, JobStatus.QUEUED)
+            else:
+                self.end_run(job.id, JobStatus.FAILED)
+
+    @rule(job=claims)
+    def heartbeat(self, job: Job) -> None:
+        owned = self.owns(job)
+        assert self.queue.heartbeat(job) is owned
+        if owned:
+            self.jobs[job.id].lease_until = self.clock() + job._claim.lease  # type: ignore[union-attr]
+
+    @rule(job=consumes(claims))
+    def release(self, job: Job) -> None:
+        owned = self.owns(job)
+        assert self.queue.release([job]) == int(owned)
+        if owned:
+            model = self.jobs[job.id]
+            model.attempts -= 1
+            self.end_run(job.id, JobStatus.CANCELLED if model.cancel_requested
+                         else JobStatus.QUEUED)  # fmt: skip
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
+        model = self.jobs[job_id]
+        expected = model.status in (JobStatus.QUEUED, JobStatus.PROCESSING)
+        assert self.queue.cancel(job_id) is expected
+        if model.status is JobStatus.QUEUED:
+            model.status = JobStatus.CANCELLED
+            model.cancel_requested = True
+        elif model.status is JobStatus.PROCESSING:
+            model.cancel_requested = True
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
+        model = self.jobs[job_id]
+        expected = model.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+        assert self.queue.retry(job_id) is expected
+        if expected:
+            model.status = JobStatus.QUEUED
+            model.attempts = 0
+            model.cancel_requested = False
+            model.run_at = self.clock()
+
+    @rule(seconds=st.sampled_from([1.0, 6.0, 25.0]))
+    def advance_clock(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def rescue_expired(self) -> None:
+        now = self.clock()
+        expected = sorted(
+            job_id for job_id, m in self.jobs.items()
+            if m.status is JobStatus.PROCESSING and m.lease_until is not None
+            and m.lease_until < now
+        )  # fmt: skip
+        assert sorted(self.queue.rescue_expired()) == expected
+        for job_id in expected:
+            model = self.jobs[job_id]
+            if model.cancel_requested:
+                self.end_run(job_id, JobStatus.CANCELLED)
+            elif model.attempts >= model.max_attempts:
+                self.end_run(job_id, JobStatus.FAILED)
+            else:
+                self.end_run(job_id, JobStatus.QUEUED)
+
+    # --- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def every_job_matches_the_model_and_moved_along_an_allowed_edge(self) -> None:
+        stored = {job.id: job for job in self.queue.jobs(limit=10_000)}
+        assert set(stored) == set(self.jobs)  # no job lost, none invented
+        for job_id, model in self.jobs.items():
+            job = stored[job_id]
+            assert (job.status, job.attempts) == (model.status, model.attempts), job_id
+            before = self.seen_status.get(job_id, JobStatus.QUEUED)
+            assert job.status is before or job.status in ALLOWED_TRANSITIONS[before]
+            self.seen_status[job_id] = job.status
+            assert model.completions <= 1  # none completed twice
+            if job.status is JobStatus.COMPLETED:
+                assert job.result == {"id": job_id}
+
+    @invariant()
+    def counts_match_stats_and_batches(self) -> None:
+        by_status = self.queue.stats().by_status
+        for status in JobStatus:
+            assert by_status[status.value] == sum(m.status is status for m in self.jobs.values())
+        for batch_id in self.batches:
+            progress = self.queue.batch_progress(batch_id)
+            members = [m for m in self.jobs.values() if m.batch_id == batch_id]
+            assert progress.total == len(members)
+            for status in JobStatus:
+                assert getattr(progress, status.value) == sum(m.status is status for m in members)
+
+
+QueueMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+test_queue_state_machine = pytest.mark.timeout(600)(QueueMachine.TestCase)
