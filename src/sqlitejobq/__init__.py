@@ -14,9 +14,10 @@ from .errors import (
     UnknownTask,
     UnsafeFilesystem,
 )
-from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats
+from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats, WorkerInfo
 from .queue import Queue
 from .registry import Registry, Task, TaskOptions
+from .worker import Worker, WorkerSummary
 
 __all__ = [
     "Batch",
@@ -40,5 +41,8 @@ __all__ = [
     "TaskOptions",
     "UnknownTask",
     "UnsafeFilesystem",
+    "Worker",
+    "WorkerInfo",
+    "WorkerSummary",
     "__version__",
 ]

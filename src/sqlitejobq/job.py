@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -101,6 +101,12 @@ class Job:
     _queue: Queue | None = field(default=None, repr=False, compare=False)
     _claim: Claim | None = field(default=None, repr=False, compare=False)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The job's fields as JSON-ready values (status as text, times as epoch seconds)."""
+        values = {name: getattr(self, name) for name in _JOB_FIELDS}
+        values["status"] = self.status.value
+        return values
+
     def _owned(self) -> tuple[Queue, Claim]:
         if self._queue is None or self._claim is None:
             raise RuntimeError(f"job {self.id} was not claimed by this process; nothing to update")
@@ -130,6 +136,9 @@ class Job:
             claim.cancelled = queue.cancel_requested(self.id)
             claim.cancel_checked_at = time.monotonic()
         return claim.cancelled
+
+
+_JOB_FIELDS = tuple(f for f in Job.__dataclass_fields__ if not f.startswith("_"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,35 @@ class BatchProgress:
     def __str__(self) -> str:
         return f"{self.finished}/{self.total}, {self.percent:.0f}%"
 
+    def as_dict(self) -> dict[str, Any]:
+        """Counts, percent and done flag as JSON-ready values."""
+        return {
+            "batch_id": self.batch_id, "name": self.name, "total": self.total,
+            "queued": self.queued, "processing": self.processing, "completed": self.completed,
+            "failed": self.failed, "cancelled": self.cancelled, "finished": self.finished,
+            "percent": self.percent, "done": self.done, "created_at": self.created_at,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker as it last reported itself in the database."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: str
+    concurrency: int
+    started_at: float
+    last_seen: float
+    stopped_at: float | None
+    jobs_completed: int
+    jobs_failed: int
+    writes: int
+    lock_retries: int
+    lock_wait_seconds: float
+    busy_errors: int
+
 
 @dataclass(frozen=True, slots=True)
 class LockStats:
@@ -209,3 +247,15 @@ class QueueStats:
     def by_status(self) -> dict[str, int]:
         """Counts per status across every queue, every status present (zero included)."""
         return {s.value: self.total(s) for s in JobStatus}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything above as JSON-ready values."""
+        return {
+            "counts": self.counts,
+            "by_status": self.by_status,
+            "oldest_queued_age": self.oldest_queued_age,
+            "next_run_at": self.next_run_at,
+            "active_workers": self.active_workers,
+            "lock": asdict(self.lock),
+            "workers_lock": asdict(self.workers_lock),
+        }

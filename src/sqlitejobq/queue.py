@@ -29,9 +29,18 @@ from .job import (
     JobStatus,
     LockStats,
     QueueStats,
+    WorkerInfo,
 )
 from .registry import Handler, Registry
-from .storage import SYNCHRONOUS_LEVELS, Row, Settings, SqliteStorage, Step, Storage
+from .storage import (
+    SYNCHRONOUS_LEVELS,
+    ClaimRequest,
+    Row,
+    Settings,
+    SqliteStorage,
+    Step,
+    Storage,
+)
 
 log = logging.getLogger("sqlitejobq")
 
@@ -323,20 +332,19 @@ class Queue:
         Each claimed job is ``processing``, its attempts counted, and leased to
         ``worker_id`` for ``lease`` seconds; renew it with heartbeat or set_progress.
         """
+        return self._settle([], self.claim_request(worker_id, queues, limit, lease))[1]
+
+    def claim_request(
+        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> ClaimRequest:
+        """Checked arguments of a claim, dated now (what :meth:`claim` and workers send)."""
         validation.name(worker_id, "worker_id")
         names = validation.names(queues, "queues")
         count = validation.integer(limit, "limit", minimum=1)
         if count > _MAX_CLAIM:
             raise InvalidArgument(f"limit must be <= {_MAX_CLAIM}, got {count}")
         seconds = validation.seconds(lease, "lease", positive=True)
-        rows = self._storage.claim(worker_id, names, count, seconds, self.clock())
-        jobs = [self._job(row, Claim(worker_id, seconds)) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        if jobs and log.isEnabledFor(logging.INFO):
-            for job in jobs:
-                log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id, job.task,
-                         job.attempts, job.max_attempts, worker_id)  # fmt: skip
-        return jobs
+        return ClaimRequest(worker_id, names, count, seconds, self.clock())
 
     def complete(self, job: Job, result: Any = None) -> bool:
         """Record success. False (and no change) if this claim no longer owns the job."""
@@ -408,13 +416,30 @@ class Queue:
         }
 
     def _finish(self, steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]]) -> list[bool]:
-        if not steps:
-            return []
-        statuses = self._storage.apply_steps([step for _, step in steps])
+        return self._settle(steps, None)[0] if steps else []
+
+    def _settle(
+        self,
+        steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]],
+        request: ClaimRequest | None,
+    ) -> tuple[list[bool], list[Job]]:
+        """Record outcomes of claimed jobs and claim more, in one transaction.
+
+        Returns whether each claim still owned its job, and the jobs newly claimed.
+        """
+        statuses, rows = self._storage.exchange([step for _, step in steps], request)
         if log.isEnabledFor(logging.INFO):
             for (job, (_, params)), status in zip(steps, statuses, strict=True):
                 _log_outcome(job, status, params)
-        return [status is not None for status in statuses]
+        jobs: list[Job] = []
+        if request is not None and rows:
+            jobs = [self._job(row, Claim(request.worker, request.lease)) for row in rows]
+            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+            if log.isEnabledFor(logging.INFO):
+                for job in jobs:
+                    log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,
+                             job.task, job.attempts, job.max_attempts, request.worker)  # fmt: skip
+        return [status is not None for status in statuses], jobs
 
     def backoff(self, task: str, attempts: int) -> float:
         """Seconds before the retry that follows failed attempt number ``attempts``.
@@ -468,7 +493,7 @@ class Queue:
         return owned
 
     def _renew(self, job: Job, claim: Claim, step: Step, params: dict[str, Any]) -> bool:
-        [cancel_flag] = self._storage.apply_steps([(step, {**_fence(job, claim), **params})])
+        [cancel_flag], _ = self._storage.exchange([(step, {**_fence(job, claim), **params})], None)
         _note_cancel_flag(claim, cancel_flag, time.monotonic())
         return cancel_flag is not None
 
@@ -478,10 +503,10 @@ class Queue:
             return []
         now = self.clock()
         claims = [_claim_of(job) for job in jobs]
-        flags = self._storage.apply_steps([
+        flags, _ = self._storage.exchange([
             (Step.HEARTBEAT, {**_fence(job, claim), "lease_until": now + claim.lease})
             for job, claim in zip(jobs, claims, strict=True)
-        ])  # fmt: skip
+        ], None)  # fmt: skip
         checked = time.monotonic()
         for claim, flag in zip(claims, flags, strict=True):
             _note_cancel_flag(claim, flag, checked)
@@ -685,6 +710,16 @@ class Queue:
             ),
             active_workers=workers[5],
         )
+
+    def workers(self, *, limit: int = 50, alive_only: bool = False) -> list[WorkerInfo]:
+        """Workers as they last reported, newest first; ``alive_only``: running and seen
+        within the last minute."""
+        found = [WorkerInfo(*row) for row in self._storage.workers(
+            validation.integer(limit, "limit", minimum=1))]  # fmt: skip
+        if alive_only:
+            since = self.clock() - WORKER_ALIVE_WINDOW
+            found = [w for w in found if w.stopped_at is None and w.last_seen >= since]
+        return found
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -96,6 +96,31 @@ WHERE {_FENCE}
 RETURNING status
 """
 
+_COMPLETE_MANY = """
+WITH done (id, attempts, worker, result, message, finished_at) AS (VALUES {rows})
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
+    result = done.result, error = NULL, traceback = NULL,
+    progress = CASE WHEN cancel_requested THEN progress ELSE 1.0 END,
+    progress_message = coalesce(done.message, progress_message),
+    finished_at = done.finished_at, lease_until = NULL
+FROM done
+WHERE sqlitejobq_jobs.id = done.id AND sqlitejobq_jobs.attempts = done.attempts
+  AND sqlitejobq_jobs.worker = done.worker AND sqlitejobq_jobs.status = 'processing'
+RETURNING sqlitejobq_jobs.id, sqlitejobq_jobs.status
+"""
+
+#: COMPLETE_MANY takes rows of (id, attempts, worker, result, message, finished_at), padded
+#: with NULL rows to one of these sizes so that a handful of statements serve every batch.
+COMPLETE_MANY_SIZES = (1, 4, 16, 64, 256)
+
+
+@lru_cache(maxsize=len(COMPLETE_MANY_SIZES))
+def complete_many(size: int) -> str:
+    """Complete ``size`` claimed jobs in one statement (fenced like COMPLETE, row by row)."""
+    return _COMPLETE_MANY.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * size))
+
+
 FAIL = f"""
 UPDATE sqlitejobq_jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,

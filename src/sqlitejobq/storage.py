@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -248,6 +248,33 @@ _STEP_SQL = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's row: who it is and what it has done (counts and lock waits so far)."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: str
+    concurrency: int
+    now: float
+    stopped_at: float | None = None
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    lock: LockStats = field(default_factory=LockStats)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Who claims, from which queues (None: all), how many, for how long, as of when."""
+
+    worker: str
+    queues: tuple[str, ...] | None
+    limit: int
+    lease: float
+    now: float
+
+
 class Storage(Protocol):
     """What the Queue needs of a database: the seam where another engine plugs in.
 
@@ -262,6 +289,9 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
     def notify(self) -> None: ...
+    def listen(self, event: threading.Event, active: bool = True) -> None: ...
+    @property
+    def enqueued_counter(self) -> int: ...
     def migrate_schema(self) -> None: ...
     def insert_jobs(
         self,
@@ -272,10 +302,9 @@ class Storage(Protocol):
         now: float,
         connection: sqlite3.Connection | None = None,
     ) -> tuple[int | None, list[int]]: ...
-    def claim(
-        self, worker: str, queues: tuple[str, ...] | None, limit: int, lease: float, now: float
-    ) -> list[Row]: ...
-    def apply_steps(self, steps: Sequence[tuple[Step, dict[str, Any]]]) -> list[Any]: ...
+    def exchange(
+        self, steps: Sequence[tuple[Step, dict[str, Any]]], claim: ClaimRequest | None
+    ) -> tuple[list[Any], list[Row]]: ...
     def rescue_expired(self, now: float, error: str) -> list[Row]: ...
     def cancel(self, job_id: int, now: float) -> str | None: ...
     def retry(self, job_ids: Sequence[int], now: float) -> list[int]: ...
@@ -293,6 +322,9 @@ class Storage(Protocol):
     def next_run_at(self, queues: tuple[str, ...] | None) -> float | None: ...
     def next_lease_expiry(self) -> float | None: ...
     def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]: ...
+    def register_worker(self, worker: WorkerRecord) -> None: ...
+    def report_worker(self, worker: WorkerRecord) -> None: ...
+    def workers(self, limit: int) -> list[Row]: ...
 
 
 # --- network filesystems ------------------------------------------------------------------
@@ -363,13 +395,13 @@ class _Shared:
 
     def __init__(self) -> None:
         self.write_lock = threading.Lock()
-        self.wakeup = threading.Condition(threading.Lock())
+        self.listeners: set[threading.Event] = set()
         self.enqueued = 0
 
     def notify(self) -> None:
-        with self.wakeup:
-            self.enqueued += 1
-            self.wakeup.notify_all()
+        self.enqueued += 1
+        for event in list(self.listeners):
+            event.set()
 
 
 _shared_by_file: dict[str, _Shared] = {}
@@ -514,12 +546,16 @@ class SqliteStorage:
         """Wake the workers of this process waiting on this file."""
         self._shared.notify()
 
-    @property
-    def wakeup(self) -> threading.Condition:
-        return self._shared.wakeup
+    def listen(self, event: threading.Event, active: bool = True) -> None:
+        """Have (or stop having) ``event`` set whenever a job is enqueued in this process."""
+        if active:
+            self._shared.listeners.add(event)
+        else:
+            self._shared.listeners.discard(event)
 
     @property
     def enqueued_counter(self) -> int:
+        """Counts enqueues in this process: a change means new work, no read needed."""
         return self._shared.enqueued
 
     def data_version(self) -> int:
@@ -572,39 +608,21 @@ class SqliteStorage:
             return self.write(body, "enqueue")
         return _in_caller_transaction(connection, self.path, body)
 
-    def claim(
-        self, worker: str, queues: tuple[str, ...] | None, limit: int, lease: float, now: float
-    ) -> list[Row]:
-        params: dict[str, Any] = {
-            "worker": worker, "lease_until": now + lease, "now": now, "limit": limit,
-        }  # fmt: skip
-        if queues is not None:
-            statement = sql.claim_from_queues(len(queues))
-            params.update({f"q{n}": name for n, name in enumerate(queues)})
-            return self.write(lambda conn: conn.execute(statement, params).fetchall(), "claim")
+    def exchange(
+        self, steps: Sequence[tuple[Step, dict[str, Any]]], claim: ClaimRequest | None
+    ) -> tuple[list[Any], list[Row]]:
+        """In one transaction: apply fenced steps to claimed jobs, then claim more.
 
-        def from_every_queue(conn: sqlite3.Connection) -> list[Row]:
-            names = [row[0] for row in conn.execute(sql.QUEUES_WITH_QUEUED_JOBS)]
-            if not names:
-                return []
-            names_params = {f"q{n}": name for n, name in enumerate(names)}
-            return conn.execute(sql.claim_from_queues(len(names)), params | names_params).fetchall()
+        For each step: the value its statement returns (the new status, or the cancel flag),
+        or None when the claim no longer owned the job and nothing changed. Then the rows
+        of the jobs claimed (none when ``claim`` is None).
+        """
 
-        return self.write(from_every_queue, "claim")
+        def body(conn: sqlite3.Connection) -> tuple[list[Any], list[Row]]:
+            return _apply_steps(conn, steps), [] if claim is None else _claim_rows(conn, claim)
 
-    def apply_steps(self, steps: Sequence[tuple[Step, dict[str, Any]]]) -> list[Any]:
-        """Apply fenced steps in one transaction. For each: the value the statement returns
-        (the new status, or the cancel flag), or None when the claim no longer owned the job
-        and nothing changed."""
-
-        def body(conn: sqlite3.Connection) -> list[Any]:
-            results = []
-            for step, params in steps:
-                row = conn.execute(_STEP_SQL[step], params).fetchone()
-                results.append(None if row is None else row[0])
-            return results
-
-        return self.write(body, steps[0][0].value if steps else "finish")
+        what = "claim" if not steps else steps[0][0].value
+        return self.write(body, what)
 
     def rescue_expired(self, now: float, error: str) -> list[Row]:
         return self.write(
@@ -714,6 +732,78 @@ class SqliteStorage:
             return counts, earliest, workers
 
         return self.read(read)
+
+    # workers
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        self.write(lambda conn: conn.execute(sql.REGISTER_WORKER, {
+            "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
+            "queues": worker.queues, "concurrency": worker.concurrency, "now": worker.now,
+        }), "register worker")  # fmt: skip
+
+    def report_worker(self, worker: WorkerRecord) -> None:
+        self.write(lambda conn: conn.execute(sql.REPORT_WORKER, {
+            "id": worker.id, "now": worker.now, "stopped_at": worker.stopped_at,
+            "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
+            "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
+            "lock_wait_seconds": worker.lock.lock_wait_seconds,
+            "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
+            "busy_errors": worker.lock.busy_errors,
+        }), "report worker")  # fmt: skip
+
+    def workers(self, limit: int) -> list[Row]:
+        return self.read_all(sql.LIST_WORKERS, {"limit": limit})
+
+
+def _apply_steps(
+    conn: sqlite3.Connection, steps: Sequence[tuple[Step, dict[str, Any]]]
+) -> list[Any]:
+    """Run each step's statement; completions go set-based, many rows per statement."""
+    results: list[Any] = [None] * len(steps)
+    completions = [n for n, (step, _) in enumerate(steps) if step is Step.COMPLETE]
+    ids = [steps[n][1]["id"] for n in completions]
+    if len(completions) > 1 and len(set(ids)) == len(ids):
+        statuses = _complete_many(conn, [steps[n][1] for n in completions])
+        for n, job_id in zip(completions, ids, strict=True):
+            results[n] = statuses.get(job_id)
+        done = set(completions)
+    else:
+        done = set()
+    for n, (step, params) in enumerate(steps):
+        if n not in done:
+            row = conn.execute(_STEP_SQL[step], params).fetchone()
+            results[n] = None if row is None else row[0]
+    return results
+
+
+def _complete_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> dict[int, str]:
+    statuses: dict[int, str] = {}
+    largest = sql.COMPLETE_MANY_SIZES[-1]
+    for start in range(0, len(rows), largest):
+        chunk = rows[start : start + largest]
+        size = next(s for s in sql.COMPLETE_MANY_SIZES if s >= len(chunk))
+        params: list[Any] = []
+        for row in chunk:
+            params += (row["id"], row["attempts"], row["worker"], row["result"], row["message"],
+                       row["now"])  # fmt: skip
+        params += [None] * (6 * (size - len(chunk)))
+        for job_id, status in conn.execute(sql.complete_many(size), params):
+            statuses[job_id] = status
+    return statuses
+
+
+def _claim_rows(conn: sqlite3.Connection, claim: ClaimRequest) -> list[Row]:
+    params: dict[str, Any] = {
+        "worker": claim.worker, "lease_until": claim.now + claim.lease, "now": claim.now,
+        "limit": claim.limit,
+    }  # fmt: skip
+    names = claim.queues
+    if names is None:
+        names = tuple(row[0] for row in conn.execute(sql.QUEUES_WITH_QUEUED_JOBS))
+        if not names:
+            return []
+    params.update({f"q{n}": name for n, name in enumerate(names)})
+    return conn.execute(sql.claim_from_queues(len(names)), params).fetchall()
 
 
 def _scalar(row: Row | None, kind: Callable[[Any], T]) -> T | None:
