@@ -1,0 +1,576 @@
+"""The ``sqlitejobq`` command: run workers, and see and fix what is in a queue.
+
+Every command mirrors a library call. Exit status: 0 on success, 1 on an error (one line
+on stderr), 2 on bad usage. Read commands print aligned tables, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__
+from .errors import SqliteJobQError
+from .job import Job, JobStatus
+from .migrations import Migration, migrate
+from .queue import Queue
+from .registry import Registry
+from .supervisor import Supervisor, worker_command
+from .worker import Worker
+
+DB_ENV = "SQLITEJOBQ_DB"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class CliError(Exception):
+    """An error to report as one line with exit status 1."""
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="sqlitejobq",
+        description="A job queue on SQLite that never jams: run workers, inspect and fix jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"sqlitejobq {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        metavar="PATH",
+        default=os.environ.get(DB_ENV),
+        help=f"the queue's SQLite file (default: ${DB_ENV})",
+    )
+    common.add_argument(
+        "--log-level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO for worker, WARNING otherwise)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    worker = commands.add_parser(
+        "worker", parents=[common], help="run workers (threads, optionally several processes)",
+        description="Run handlers of the tasks registered in --app until stopped (SIGTERM or "
+        "SIGINT stop gracefully; a second signal stops at once).",
+    )  # fmt: skip
+    worker.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="where the Registry or Queue is, e.g. myapp.tasks:registry",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="handler threads per process (default: 4)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes, supervised and restarted if they die (default: 1)",
+    )
+    worker.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="NAME",
+        help="claim from this queue (repeatable; default: every queue)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a claim holds a job between heartbeats (default: 30)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on stop, how long running handlers may take (default: 30)",
+    )
+    worker.add_argument(
+        "--prefetch",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="jobs claimed ahead of free threads (default: adaptive)",
+    )
+    worker.add_argument("--burst", action="store_true",
+                        help="stop once nothing is runnable")  # fmt: skip
+
+    enqueue = commands.add_parser("enqueue", parents=[common, as_json], help="add a job")
+    enqueue.add_argument("task", help="task name")
+    enqueue.add_argument("payload", nargs="?", default="null", help="JSON payload (default null)")
+    enqueue.add_argument("--queue", default=None, help="named queue (default: 'default')")
+    enqueue.add_argument("--priority", type=int, default=None, help="higher runs first")
+    enqueue.add_argument(
+        "--delay",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="run no earlier than this from now (e.g. 30, 5m, 2h)",
+    )
+    enqueue.add_argument("--max-attempts", type=_positive_int, default=None, metavar="N")
+    enqueue.add_argument("--unique-key", default=None, metavar="KEY",
+                         help="do not add a second active job with this key")  # fmt: skip
+
+    commands.add_parser("status", parents=[common, as_json],
+                        help="counts per queue and status, backlog age, lock waits")  # fmt: skip
+
+    jobs = commands.add_parser("jobs", parents=[common, as_json], help="list jobs")
+    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
+    jobs.add_argument("--queue")
+    jobs.add_argument("--task")
+    jobs.add_argument("--batch", type=int, metavar="ID")
+    jobs.add_argument("--limit", type=_positive_int, default=20)
+    jobs.add_argument("--oldest-first", action="store_true")
+
+    show = commands.add_parser("show", parents=[common, as_json], help="one job in full")
+    show.add_argument("id", type=int)
+
+    retry = commands.add_parser("retry", parents=[common, as_json],
+                                help="queue failed or cancelled jobs again")  # fmt: skip
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?")
+    which.add_argument("--all-failed", action="store_true", help="every failed job")
+
+    cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job")
+    cancel.add_argument("id", type=int)
+
+    purge = commands.add_parser("purge", parents=[common, as_json],
+                                help="delete finished jobs older than a duration")  # fmt: skip
+    purge.add_argument("--older-than", type=_duration, required=True, metavar="DURATION",
+                       help="e.g. 7d, 12h, 3600")  # fmt: skip
+
+    migrate_cmd = commands.add_parser(
+        "migrate", parents=[common, as_json],
+        help="create or update the queue's tables (and an app's, with --migrations)",
+    )  # fmt: skip
+    migrate_cmd.add_argument(
+        "--migrations",
+        metavar="MODULE:ATTR",
+        help="a list of Migration values of the app to apply too",
+    )
+    migrate_cmd.add_argument(
+        "--namespace", default="app", help="the app's migration namespace (default: app)"
+    )
+    migrate_cmd.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    migrate_cmd.add_argument("--backup", metavar="PATH",
+                             help="copy the database here first (online backup API)")  # fmt: skip
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '5m', '2h', '7d' or '1w'."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30, 30s, 5m, 2h, 7d or 1w, got {text!r}"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = args.log_level or ("INFO" if args.command == "worker" else "WARNING")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    command: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return command(args)
+    except (CliError, SqliteJobQError) as exc:
+        print(f"sqlitejobq: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sqlitejobq: interrupted", file=sys.stderr)
+        return 130
+
+
+def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
+    if not args.db:
+        raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
+    if not os.path.exists(args.db) and args.command not in ("worker", "enqueue"):
+        raise CliError(f"database {args.db} does not exist")
+    return Queue(args.db, registry=registry)
+
+
+def load_app(spec: str) -> Any:
+    """Import ``MODULE:ATTR`` (the current directory is importable, as with ``python -m``)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CliError(f"--app must look like MODULE:ATTR, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def _queue_for_app(args: argparse.Namespace) -> Queue:
+    app = load_app(args.app)
+    if isinstance(app, Queue):
+        if args.db and os.path.realpath(args.db) != os.path.realpath(app.path):
+            raise CliError(f"--db {args.db} differs from the queue's own file {app.path}")
+        return app
+    if isinstance(app, Registry):
+        return _open(args, app)
+    raise CliError(f"--app {args.app} is a {type(app).__name__}, expected a Registry or a Queue")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    if args.processes > 1:
+        app = load_app(args.app)  # fail here, once, rather than in every child
+        if not isinstance(app, Registry | Queue):
+            raise CliError(f"--app {args.app} is a {type(app).__name__}, "
+                           f"expected a Registry or a Queue")  # fmt: skip
+        if isinstance(app, Registry) and not args.db:
+            raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
+        child_args = ["worker", "--app", args.app, "--concurrency", str(args.concurrency),
+                      "--lease", str(args.lease), "--grace", str(args.grace)]  # fmt: skip
+        if args.db:
+            child_args += ["--db", os.path.abspath(args.db)]
+        for name in args.queues or []:
+            child_args += ["--queue", name]
+        if args.prefetch is not None:
+            child_args += ["--prefetch", str(args.prefetch)]
+        if args.burst:
+            child_args.append("--burst")
+        if args.log_level:
+            child_args += ["--log-level", args.log_level]
+        return Supervisor(worker_command(child_args), args.processes, burst=args.burst).run()
+    queue = _queue_for_app(args)
+    try:
+        summary = Worker(
+            queue, concurrency=args.concurrency, queues=args.queues, lease=args.lease,
+            grace=args.grace, prefetch=args.prefetch,
+        ).run(burst=args.burst)  # fmt: skip
+    finally:
+        queue.close()
+    logging.getLogger("sqlitejobq").info(
+        "worker finished: %d completed, %d failed, %d retried, %d lost in %.1fs",
+        summary.completed,
+        summary.failed,
+        summary.retried,
+        summary.lost,
+        summary.seconds,
+    )
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"payload is not valid JSON: {exc}") from None
+    with _open(args) as queue:
+        job_id = queue.enqueue(
+            args.task, payload, queue=args.queue, priority=args.priority, delay=args.delay,
+            max_attempts=args.max_attempts, unique_key=args.unique_key,
+        )  # fmt: skip
+        if args.json:
+            _print_json(queue.get(job_id).as_dict())
+        else:
+            print(job_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        stats = queue.stats()
+        workers = queue.workers(alive_only=True)
+    if args.json:
+        data = stats.as_dict()
+        data["database"] = os.path.abspath(args.db)
+        data["wal_bytes"] = _wal_size(args.db)
+        data["workers"] = [asdict(w) for w in workers]
+        _print_json(data)
+        return 0
+    statuses = [s.value for s in JobStatus]
+    rows = [[name, *(str(c[s]) for s in statuses)] for name, c in sorted(stats.counts.items())]
+    rows.append(["(all)", *(str(stats.by_status[s]) for s in statuses)])
+    print(f"database   {os.path.abspath(args.db)}  (WAL {_human_bytes(_wal_size(args.db))})")
+    print()
+    print(_table(["queue", *statuses], rows))
+    print()
+    age = stats.oldest_queued_age
+    print(f"oldest due job waiting  {'-' if age is None else _human_seconds(age)}")
+    if stats.next_run_at is not None and (age is None):
+        print(f"next delayed job at     {_when(stats.next_run_at)}")
+    print(f"active workers          {stats.active_workers}")
+    lock = stats.workers_lock
+    print(
+        f"lock waits (workers)    {lock.writes} writes, waited {lock.lock_wait_seconds:.3f}s "
+        f"(longest {lock.lock_wait_max_seconds * 1000:.1f} ms), {lock.lock_retries} retries, "
+        f"{lock.busy_errors} busy errors"
+    )
+    if workers:
+        print()
+        print(_table(
+            ["worker", "pid", "queues", "threads", "completed", "failed", "lock retries",
+             "last seen"],
+            [[w.id, str(w.pid), w.queues, str(w.concurrency), str(w.jobs_completed),
+              str(w.jobs_failed), str(w.lock_retries),
+              _human_seconds(time.time() - w.last_seen) + " ago"] for w in workers],
+        ))  # fmt: skip
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        jobs = queue.jobs(
+            status=args.status, queue=args.queue, task=args.task, batch_id=args.batch,
+            limit=args.limit, oldest_first=args.oldest_first,
+        )  # fmt: skip
+    if args.json:
+        _print_json([job.as_dict() for job in jobs])
+        return 0
+    if not jobs:
+        print("no jobs")
+        return 0
+    print(_table(
+        ["id", "task", "queue", "status", "attempts", "progress", "created", "error"],
+        [[str(j.id), j.task, j.queue, j.status.value, f"{j.attempts}/{j.max_attempts}",
+          f"{j.progress * 100:.0f}%", _when(j.created_at),
+          (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs],
+    ))  # fmt: skip
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        job = queue.get(args.id)
+    if args.json:
+        _print_json(job.as_dict())
+        return 0
+    print(_describe(job))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        if args.all_failed:
+            ids = queue.retry_failed()
+            if args.json:
+                _print_json({"retried": ids})
+            else:
+                print(f"queued again: {len(ids)} jobs" + (f" ({_ids(ids)})" if ids else ""))
+            return 0
+        if not queue.retry(args.id):
+            status = queue.get(args.id).status.value
+            raise CliError(f"job {args.id} is {status}; only failed or cancelled jobs can be "
+                           f"retried")  # fmt: skip
+        if args.json:
+            _print_json({"retried": [args.id]})
+        else:
+            print(f"job {args.id} queued again")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        if not queue.cancel(args.id):
+            raise CliError(f"job {args.id} is already {queue.get(args.id).status.value}")
+        status = queue.get(args.id).status
+    message = (
+        "cancelled"
+        if status is JobStatus.CANCELLED
+        else "is processing: asked to stop, its handler will see job.cancelled"
+    )
+    if args.json:
+        _print_json({"id": args.id, "status": status.value})
+    else:
+        print(f"job {args.id} {message}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        count = queue.purge(args.older_than)
+    if args.json:
+        _print_json({"purged": count})
+    else:
+        print(f"purged {count} finished jobs older than {_human_seconds(args.older_than)}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    if not args.db:
+        raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
+    from . import schema
+
+    plans = [(schema.NAMESPACE, schema.MIGRATIONS)]
+    if args.migrations:
+        app_migrations = load_app(args.migrations)
+        if not isinstance(app_migrations, list | tuple) or not all(
+            isinstance(m, Migration) for m in app_migrations
+        ):
+            raise CliError(f"--migrations {args.migrations} is not a list of Migration values")
+        plans.append((args.namespace, list(app_migrations)))
+    report: dict[str, list[int]] = {}
+    backup = args.backup
+    for namespace, migrations in plans:
+        report[namespace] = migrate(
+            args.db, migrations, namespace, dry_run=args.dry_run, backup=backup
+        )
+        if report[namespace]:
+            backup = None  # one copy, taken before the first change
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "applied": report})
+        return 0
+    verb = "would apply" if args.dry_run else "applied"
+    for namespace, versions in report.items():
+        print(f"{namespace}: {verb} {_ids(versions) if versions else 'nothing (up to date)'}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker": cmd_worker,
+    "enqueue": cmd_enqueue,
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "show": cmd_show,
+    "retry": cmd_retry,
+    "cancel": cmd_cancel,
+    "purge": cmd_purge,
+    "migrate": cmd_migrate,
+}
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _describe(job: Job) -> str:
+    fields = [
+        ("id", str(job.id)), ("task", job.task), ("queue", job.queue),
+        ("status", job.status.value + (" (cancel requested)" if job.cancel_requested
+                                       and job.status is JobStatus.PROCESSING else "")),
+        ("priority", str(job.priority)), ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("progress", f"{job.progress * 100:.0f}%"
+         + (f" {job.progress_message}" if job.progress_message else "")),
+        ("created", _when(job.created_at)), ("run at", _when(job.run_at)),
+        ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
+        ("worker", job.worker or "-"),
+        ("lease until", _when(job.lease_until)),
+        ("batch", "-" if job.batch_id is None else str(job.batch_id)),
+        ("unique key", job.unique_key or "-"),
+        ("payload", json.dumps(job.payload, ensure_ascii=False)),
+        ("result", "-" if job.result is None else json.dumps(job.result, ensure_ascii=False)),
+        ("error", job.error or "-"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in fields)
+    text = "\n".join(f"{name.ljust(width)}  {value}" for name, value in fields)
+    if job.traceback:
+        text += "\n\n" + job.traceback.rstrip()
+    return text
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _human_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def _human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _wal_size(db: str) -> int:
+    try:
+        return os.path.getsize(db + "-wal")
+    except OSError:
+        return 0
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20])
+    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
