@@ -1,0 +1,42 @@
+"""Handlers for worker processes started by the integration tests (``--app`` targets).
+
+Each run of a handler appends one line ``job_id attempt pid`` to the file named by
+$SQLITEJOBQ_TEST_LOG, so a test can count how often each job really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlitejobq import Job, Registry
+
+registry = Registry()
+
+
+def _record(job: Job) -> None:
+    path = os.environ.get("SQLITEJOBQ_TEST_LOG")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{job.id} {job.attempts} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+
+
+@registry.task("sleep", max_attempts=5, backoff=0.0)
+def sleep(job: Job) -> dict[str, float]:
+    """Sleep for payload['seconds'] in small steps, reporting progress."""
+    _record(job)
+    seconds = float(job.payload.get("seconds", 0.0))
+    steps = max(1, int(seconds / 0.05))
+    for step in range(steps):
+        time.sleep(seconds / steps)
+        job.set_progress((step + 1) / steps)
+    return {"pid": os.getpid(), "attempt": job.attempts}
+
+
+@registry.task("noop", max_attempts=5, backoff=0.0)
+def noop(job: Job) -> int:
+    _record(job)
+    return int(job.id)

@@ -1,0 +1,256 @@
+"""The sqlitejobq command: every subcommand, --json, exit statuses, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sqlitejobq import JobStatus, Queue
+from sqlitejobq.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = ["worker", "enqueue", "status", "jobs", "show", "retry", "cancel", "purge", "migrate"]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "jobs.db")
+
+
+def test_enqueue_then_show_and_jobs(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    code, out, _ = cli(capsys, "enqueue", "--db", db, "analyze_stock", '{"symbol": "TCS.NS"}',
+                       "--priority", "5", "--queue", "stocks", "--max-attempts", "2")  # fmt: skip
+    assert code == 0
+    job_id = int(out)
+    _, out, _ = cli(capsys, "show", str(job_id), "--db", db, "--json")
+    shown = json.loads(out)
+    assert shown["payload"] == {"symbol": "TCS.NS"} and shown["status"] == "queued"
+    assert (shown["priority"], shown["queue"], shown["max_attempts"]) == (5, "stocks", 2)
+    code, out, _ = cli(capsys, "show", str(job_id), "--db", db)
+    assert "task" in out and "analyze_stock" in out and '"TCS.NS"' in out
+    code, out, _ = cli(capsys, "jobs", "--db", db)
+    header, row = out.splitlines()
+    assert header.split()[:4] == ["id", "task", "queue", "status"]
+    assert row.split()[:4] == [str(job_id), "analyze_stock", "stocks", "queued"]
+
+
+def test_enqueue_with_delay_and_unique_key(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    _, first, _ = cli(capsys, "enqueue", "--db", db, "t", "--unique-key", "k", "--delay", "5m")
+    _, second, _ = cli(capsys, "enqueue", "--db", db, "t", "--unique-key", "k")
+    assert first == second
+    with Queue(db) as queue:
+        job = queue.get(int(first))
+        assert job.run_at - job.created_at == pytest.approx(300, abs=1)
+
+
+def test_status_counts_by_queue_and_status(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    with Queue(db) as queue:
+        queue.enqueue_many("t", [1, 2, 3], queue="a")
+        queue.enqueue("t", queue="b")
+        [job] = queue.claim("w", queues=["a"])
+        queue.fail(job, "x", retry=False)
+    code, out, _ = cli(capsys, "status", "--db", db)
+    assert code == 0
+    lines = out.splitlines()
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == ["queue", "queued", "processing", "completed", "failed",
+                                "cancelled"]  # fmt: skip
+    assert table[1].split() == ["a", "2", "0", "0", "1", "0"]
+    assert table[2].split() == ["b", "1", "0", "0", "0", "0"]
+    assert "oldest due job waiting" in out and "lock waits" in out
+    code, out, _ = cli(capsys, "status", "--db", db, "--json")
+    data = json.loads(out)
+    assert data["by_status"]["queued"] == 3 and data["counts"]["a"]["failed"] == 1
+    assert data["workers_lock"]["busy_errors"] == 0
+
+
+def test_jobs_filters_and_json(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    with Queue(db) as queue:
+        batch = queue.enqueue_batch("t", [1, 2])
+        queue.enqueue("other")
+    code, out, _ = cli(capsys, "jobs", "--db", db, "--batch", str(batch.id), "--json")
+    assert sorted(j["id"] for j in json.loads(out)) == batch.job_ids
+    code, out, _ = cli(capsys, "jobs", "--db", db, "--task", "other", "--json")
+    assert [j["task"] for j in json.loads(out)] == ["other"]
+    _, out, _ = cli(capsys, "jobs", "--db", db, "--status", "failed")
+    assert out.strip() == "no jobs"
+
+
+def test_retry_cancel_and_their_errors(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    with Queue(db) as queue:
+        failed_id = queue.enqueue("t", max_attempts=1)
+        done_id = queue.enqueue("t")
+        waiting_id = queue.enqueue("t")
+        failed, done = queue.claim("w", limit=2)
+        queue.fail(failed, "broken")
+        queue.complete(done)
+    assert cli(capsys, "retry", str(failed_id), "--db", db)[0] == 0
+    code, _, err = cli(capsys, "retry", str(done_id), "--db", db)
+    assert code == 1
+    assert err.strip() == (f"sqlitejobq: error: job {done_id} is completed; only failed or "
+                           f"cancelled jobs can be retried")  # fmt: skip
+    code, out, _ = cli(capsys, "cancel", str(waiting_id), "--db", db)
+    assert code == 0 and "cancelled" in out
+    code, _, err = cli(capsys, "cancel", str(waiting_id), "--db", db)
+    assert code == 1 and "already cancelled" in err
+    code, _, err = cli(capsys, "cancel", "999", "--db", db)
+    assert code == 1 and err.count("\n") == 1 and "no job with id 999" in err
+    with Queue(db) as queue:
+        assert queue.get(failed_id).status is JobStatus.QUEUED
+        assert queue.get(waiting_id).status is JobStatus.CANCELLED
+
+
+def test_retry_all_failed(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    with Queue(db) as queue:
+        queue.enqueue_many("t", [1, 2], max_attempts=1)
+        for job in queue.claim("w", limit=2):
+            queue.fail(job, "x")
+    code, out, _ = cli(capsys, "retry", "--all-failed", "--db", db, "--json")
+    assert code == 0 and len(json.loads(out)["retried"]) == 2
+
+
+def test_purge_older_than(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    with Queue(db) as queue:
+        queue.enqueue("t")
+        [job] = queue.claim("w")
+        queue.complete(job)
+    code, out, _ = cli(capsys, "purge", "--db", db, "--older-than", "7d")
+    assert code == 0 and "purged 0" in out
+    code, out, _ = cli(capsys, "purge", "--db", db, "--older-than", "0", "--json")
+    assert json.loads(out) == {"purged": 1}
+
+
+def test_migrate_reports_and_applies_app_migrations(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "appschema.py").write_text(
+        "from sqlitejobq.migrations import Migration\n"
+        "MIGRATIONS = [Migration(1, 'notes', 'CREATE TABLE notes (body TEXT);')]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
+                       "--namespace", "notes_app", "--dry-run", "--json")  # fmt: skip
+    assert json.loads(out) == {"dry_run": True, "applied": {"sqlitejobq": [1, 2, 3],
+                                                            "notes_app": [1]}}  # fmt: skip
+    code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
+                       "--namespace", "notes_app", "--backup", str(tmp_path / "b.db"))  # fmt: skip
+    assert code == 0 and "notes_app: applied 1" in out
+    code, out, _ = cli(capsys, "migrate", "--db", db)
+    assert "sqlitejobq: applied nothing (up to date)" in out
+
+
+def test_worker_runs_an_app_in_burst(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tinyapp.py").write_text(
+        "from sqlitejobq import Registry\n"
+        "registry = Registry()\n"
+        "@registry.task('double')\n"
+        "def double(job):\n"
+        "    return job.payload * 2\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with Queue(db) as queue:
+        ids = queue.enqueue_many("double", [1, 2, 3])
+    code, _, _ = cli(capsys, "worker", "--db", db, "--app", "tinyapp:registry", "--burst",
+                     "--concurrency", "2")  # fmt: skip
+    assert code == 0
+    with Queue(db) as queue:
+        assert [queue.get(i).result for i in ids] == [2, 4, 6]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "--app", "nope_module:registry"], "cannot import 'nope_module'"),
+        (["worker", "--app", "json:dumps"], "is a function, expected a Registry or a Queue"),
+        (["worker", "--app", "no_colon"], "--app must look like MODULE:ATTR"),
+        (["enqueue", "t", "{not json"], "payload is not valid JSON"),
+        (["show", "1", "--db", "/nonexistent/x.db"], "database /nonexistent/x.db does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_status_1(
+    capsys: pytest.CaptureFixture[str], db: str, args: list[str], message: str
+) -> None:
+    if "--db" not in args:
+        args = [*args, "--db", db]
+    code, _, err = cli(capsys, *args)
+    assert code == 1
+    assert err.startswith("sqlitejobq: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_no_database_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SQLITEJOBQ_DB", raising=False)
+    code, _, err = cli(capsys, "status")
+    assert code == 1 and "pass --db PATH or set $SQLITEJOBQ_DB" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["jobs", "--limit", "0"],
+        ["jobs", "--status", "stuck"],
+        ["purge", "--older-than", "soon"],
+        ["retry"],
+        ["worker"],
+        ["worker", "--app", "a:b", "--concurrency", "0"],
+    ],
+)
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command")
+    assert sorted(subcommands.choices) == sorted(COMMANDS)  # type: ignore[arg-type]
+    for command in COMMANDS:
+        text = subcommands.choices[command].format_help()  # type: ignore[index]
+        assert text.startswith(f"usage: sqlitejobq {command}") and "--db" in text
+
+
+def test_the_console_script_and_module_entry_points(db: str) -> None:
+    for command in ([sys.executable, "-m", "sqlitejobq"],):
+        done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT, check=False)  # fmt: skip
+        assert done.returncode == 0 and "worker" in done.stdout
+        done = subprocess.run(
+            [*command, "enqueue", "--db", db, "t", '{"a": 1}'],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "1"
+        done = subprocess.run([*command, "show", "7", "--db", db], capture_output=True,
+                              text=True, timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 1
+        assert done.stderr == f"sqlitejobq: error: no job with id 7 in {db}\n"
+    script = Path(sys.executable).with_name("sqlitejobq")
+    if script.exists():
+        done = subprocess.run(
+            [str(script), "status", "--db", db, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and json.loads(done.stdout)["by_status"]["queued"] == 1

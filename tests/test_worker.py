@@ -1,0 +1,325 @@
+"""Worker: threads running handlers against a real SQLite file."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlitejobq import InvalidArgument, Job, JobStatus, Queue, Registry, Worker
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def wait_until(condition: object, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def run_in_background(worker: Worker) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False}, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> tuple[Queue, Registry]:
+    registry = Registry()
+    queue = Queue(tmp_path / "jobs.db", registry=registry, retry_backoff=0.0)
+    return queue, registry
+
+
+def test_burst_runs_every_job_once_and_stores_results(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @registry.task("square")
+    def square(job: Job) -> int:
+        with lock:
+            seen.append(job.id)
+        return int(job.payload["n"]) ** 2
+
+    ids = queue.enqueue_many("square", [{"n": n} for n in range(200)])
+    summary = Worker(queue, concurrency=4).run(burst=True)
+    assert summary.completed == 200 and summary.failed == summary.lost == 0
+    assert sorted(seen) == sorted(ids)
+    assert [queue.get(i).result for i in ids[:5]] == [0, 1, 4, 9, 16]
+    assert queue.stats().by_status["completed"] == 200
+
+
+def test_a_handler_exception_is_retried_then_failed_with_its_traceback(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, registry = app
+    calls: list[int] = []
+
+    @registry.task("flaky", max_attempts=3)
+    def flaky(job: Job) -> None:
+        calls.append(job.attempts)
+        raise ConnectionError(f"upstream down (attempt {job.attempts})")
+
+    @registry.task("fine")
+    def fine(job: Job) -> str:
+        return "ok"
+
+    bad = queue.enqueue("flaky")
+    good = queue.enqueue_many("fine", [1, 2, 3])
+    summary = Worker(queue, concurrency=2).run(burst=True)
+    assert calls == [1, 2, 3]
+    job = queue.get(bad)
+    assert job.status is JobStatus.FAILED and job.attempts == 3
+    assert job.error == "ConnectionError: upstream down (attempt 3)"
+    assert job.traceback is not None and 'raise ConnectionError(f"upstream down' in job.traceback
+    assert all(queue.get(i).status is JobStatus.COMPLETED for i in good)
+    assert (summary.failed, summary.retried, summary.completed) == (1, 2, 3)
+
+
+def test_an_unknown_task_fails_that_job_and_the_worker_goes_on(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("known", lambda job: "done")
+    unknown = queue.enqueue("never_registered", max_attempts=5)
+    known = queue.enqueue("known")
+    Worker(queue, concurrency=1).run(burst=True)
+    job = queue.get(unknown)
+    assert job.status is JobStatus.FAILED and job.attempts == 1
+    assert job.error is not None and job.error.startswith("UnknownTask: no handler is registered")
+    assert queue.get(known).status is JobStatus.COMPLETED
+
+
+def test_a_result_that_is_not_json_fails_the_job(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("bad_result", lambda job: {1, 2, 3})
+    jid = queue.enqueue("bad_result")
+    Worker(queue, concurrency=1).run(burst=True)
+    job = queue.get(jid)
+    assert job.status is JobStatus.FAILED
+    assert "result must be JSON-serializable" in (job.error or "")
+
+
+def test_progress_is_visible_while_the_handler_runs(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    reported, release = threading.Event(), threading.Event()
+
+    @registry.task("long")
+    def long(job: Job) -> str:
+        job.set_progress(0.3, "fetched prices")
+        reported.set()
+        assert release.wait(30)
+        return "done"
+
+    jid = queue.enqueue("long")
+    worker = Worker(queue, concurrency=1)
+    thread = run_in_background(worker)
+    assert reported.wait(30)
+    running = queue.get(jid)
+    assert running.status is JobStatus.PROCESSING
+    assert (running.progress, running.progress_message) == (0.3, "fetched prices")
+    release.set()
+    wait_until(lambda: queue.get(jid).status is JobStatus.COMPLETED, what="completion")
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_running_handler_sees_its_cancellation(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    started = threading.Event()
+    stopped_early: list[bool] = []
+
+    @registry.task("cancellable")
+    def cancellable(job: Job) -> str:
+        started.set()
+        deadline = time.monotonic() + 30
+        while not job.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stopped_early.append(job.cancelled)
+        return "stopped"
+
+    jid = queue.enqueue("cancellable")
+    worker = Worker(queue, concurrency=1)
+    thread = run_in_background(worker)
+    assert started.wait(30)
+    assert queue.cancel(jid) is True
+    wait_until(lambda: queue.get(jid).status is JobStatus.CANCELLED, what="cancelled")
+    assert stopped_early == [True]
+    worker.stop()
+    thread.join(30)
+
+
+def test_burst_rescues_a_dead_workers_job_before_returning(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("t", lambda job: job.attempts)
+    jid = queue.enqueue("t")
+    queue.claim("dead-worker", lease=0.2)  # a worker that will never report back
+    time.sleep(0.3)
+    summary = Worker(queue, concurrency=1).run(burst=True)
+    job = queue.get(jid)
+    assert job.status is JobStatus.COMPLETED and job.result == 2
+    assert summary.completed == 1
+
+
+def test_burst_leaves_a_job_held_by_a_live_lease_alone(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("t", lambda job: None)
+    jid = queue.enqueue("t")
+    [held] = queue.claim("other-worker", lease=60)
+    summary = Worker(queue, concurrency=1).run(burst=True)
+    assert summary.processed == 0
+    assert queue.get(jid).status is JobStatus.PROCESSING
+    assert queue.complete(held) is True
+
+
+def test_a_long_job_keeps_its_lease_through_heartbeats(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+
+    @registry.task("slow", lease=0.4)
+    def slow(job: Job) -> int:
+        time.sleep(1.5)  # well past the lease: only heartbeats keep it
+        return job.attempts
+
+    jid = queue.enqueue("slow")
+    watcher = Queue(queue.path)
+    rescued: list[int] = []
+    done = threading.Event()
+
+    def try_to_rescue() -> None:
+        while not done.is_set():
+            rescued.extend(watcher.rescue_expired())
+            time.sleep(0.05)
+
+    rescuer = threading.Thread(target=try_to_rescue)
+    rescuer.start()
+    Worker(queue, concurrency=1, lease=0.4).run(burst=True)
+    done.set()
+    rescuer.join(10)
+    assert rescued == []
+    job = queue.get(jid)
+    assert job.status is JobStatus.COMPLETED and job.result == 1
+    watcher.close()
+
+
+def test_handlers_run_in_parallel_threads(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    barrier = threading.Barrier(4, timeout=20)
+
+    @registry.task("meet")
+    def meet(job: Job) -> str:
+        barrier.wait()  # only passes if four handlers run at once
+        return threading.current_thread().name
+
+    ids = queue.enqueue_many("meet", [1, 2, 3, 4])
+    Worker(queue, concurrency=4).run(burst=True)
+    names = {queue.get(i).result for i in ids}
+    assert len(names) == 4
+    assert all(queue.get(i).status is JobStatus.COMPLETED for i in ids)
+
+
+def test_a_worker_claims_only_its_queues(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("t", lambda job: job.queue)
+    mine = queue.enqueue("t", queue="reports")
+    other = queue.enqueue("t", queue="emails")
+    Worker(queue, queues=["reports"]).run(burst=True)
+    assert queue.get(mine).status is JobStatus.COMPLETED
+    assert queue.get(other).status is JobStatus.QUEUED
+
+
+def test_an_idle_worker_picks_up_new_and_delayed_jobs(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("t", lambda job: time.time())
+    worker = Worker(queue, concurrency=2)
+    thread = run_in_background(worker)
+    wait_until(lambda: queue.workers(alive_only=True), what="worker registration")
+    now_id = queue.enqueue("t")
+    later_id = queue.enqueue("t", delay=0.5)
+    wait_until(lambda: queue.get(later_id).status is JobStatus.COMPLETED, what="delayed job")
+    assert queue.get(now_id).status is JobStatus.COMPLETED
+    later = queue.get(later_id)
+    assert later.started_at is not None and later.started_at >= later.run_at
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_stop_lets_running_jobs_finish_and_returns_unstarted_ones(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, registry = app
+    started = threading.Event()
+
+    @registry.task("work")
+    def work(job: Job) -> int:
+        started.set()
+        time.sleep(0.3)
+        return job.id
+
+    ids = queue.enqueue_many("work", list(range(20)))
+    worker = Worker(queue, concurrency=2, prefetch=4, grace=10)
+    thread = run_in_background(worker)
+    assert started.wait(30)
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    jobs = [queue.get(i) for i in ids]
+    assert not [j for j in jobs if j.status is JobStatus.PROCESSING]
+    completed = [j for j in jobs if j.status is JobStatus.COMPLETED]
+    queued = [j for j in jobs if j.status is JobStatus.QUEUED]
+    assert len(completed) >= 1 and len(completed) + len(queued) == 20
+    assert all(j.attempts == 0 for j in queued)  # never started: attempt not counted
+
+
+def test_a_handler_past_the_grace_period_is_abandoned_not_left_processing(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, registry = app
+    started, release = threading.Event(), threading.Event()
+
+    @registry.task("stuck", max_attempts=3)
+    def stuck(job: Job) -> None:
+        started.set()
+        release.wait(30)
+
+    jid = queue.enqueue("stuck")
+    worker = Worker(queue, concurrency=1, grace=0.2)
+    thread = run_in_background(worker)
+    assert started.wait(30)
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    job = queue.get(jid)
+    assert job.status is JobStatus.QUEUED and job.attempts == 1
+    assert "interrupted" in (job.error or "")
+    release.set()
+
+
+def test_the_worker_reports_itself_in_the_database(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    registry.register("t", lambda job: None)
+    queue.enqueue_many("t", [1, 2, 3])
+    worker = Worker(queue, concurrency=2)
+    thread = run_in_background(worker)
+    wait_until(lambda: queue.stats().by_status["completed"] == 3, what="jobs")
+    [info] = queue.workers(alive_only=True)
+    assert info.id == worker.id and info.concurrency == 2
+    assert queue.stats().active_workers == 1
+    worker.stop()
+    thread.join(30)
+    [info] = queue.workers()
+    assert info.stopped_at is not None and info.jobs_completed == 3
+    assert queue.workers(alive_only=True) == []
+
+
+def test_bad_worker_settings_are_refused(app: tuple[Queue, Registry]) -> None:
+    queue, _ = app
+    with pytest.raises(InvalidArgument, match="concurrency must be >= 1"):
+        Worker(queue, concurrency=0)
+    with pytest.raises(InvalidArgument, match="lease must be > 0"):
+        Worker(queue, lease=0)
+    with pytest.raises(TypeError, match=r"queue must be a sqlitejobq\.Queue"):
+        Worker("jobs.db")  # type: ignore[arg-type]
