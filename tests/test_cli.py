@@ -78,9 +78,9 @@ def test_jobs_filters_and_json(capsys: pytest.CaptureFixture[str], db: str) -> N
     with Queue(db) as queue:
         batch = queue.enqueue_batch("t", [1, 2])
         queue.enqueue("other")
-    code, out, _ = cli(capsys, "jobs", "--db", db, "--batch", str(batch.id), "--json")
+    _, out, _ = cli(capsys, "jobs", "--db", db, "--batch", str(batch.id), "--json")
     assert sorted(j["id"] for j in json.loads(out)) == batch.job_ids
-    code, out, _ = cli(capsys, "jobs", "--db", db, "--task", "other", "--json")
+    _, out, _ = cli(capsys, "jobs", "--db", db, "--task", "other", "--json")
     assert [j["task"] for j in json.loads(out)] == ["other"]
     _, out, _ = cli(capsys, "jobs", "--db", db, "--status", "failed")
     assert out.strip() == "no jobs"
