@@ -139,6 +139,17 @@ class Job:
 
 
 _JOB_FIELDS = tuple(f for f in Job.__dataclass_fields__ if not f.startswith("_"))
+_JOB_SETTERS = tuple(getattr(Job, f).__set__ for f in Job.__dataclass_fields__)
+_new = object.__new__
+
+
+def job_from_values(values: tuple[Any, ...]) -> Job:
+    """A Job from its field values in declaration order, several times faster than
+    ``Job(...)``: the slot descriptors fill a frozen instance without ``__setattr__``."""
+    job = _new(Job)
+    for setter, value in zip(_JOB_SETTERS, values, strict=True):
+        setter(job, value)
+    return job
 
 
 @dataclass(frozen=True, slots=True)

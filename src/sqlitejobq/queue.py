@@ -30,6 +30,7 @@ from .job import (
     LockStats,
     QueueStats,
     WorkerInfo,
+    job_from_values,
 )
 from .registry import Handler, Registry
 from .storage import (
@@ -307,6 +308,8 @@ class Queue:
         return make_row
 
     def _encode(self, value: Any, what: str) -> str:
+        if value is None:
+            return "null"
         try:
             text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
@@ -724,32 +727,13 @@ class Queue:
     # --- helpers --------------------------------------------------------------------------
 
     def _job(self, row: Row, claim: Claim | None = None) -> Job:
-        return Job(
-            id=row[0],
-            task=row[1],
-            queue=row[2],
-            payload=json.loads(row[3]),
-            status=_STATUS[row[4]],
-            priority=row[5],
-            attempts=row[6],
-            max_attempts=row[7],
-            progress=row[8],
-            progress_message=row[9],
-            result=None if row[10] is None else json.loads(row[10]),
-            error=row[11],
-            traceback=row[12],
-            run_at=row[13],
-            created_at=row[14],
-            started_at=row[15],
-            finished_at=row[16],
-            batch_id=row[17],
-            unique_key=row[18],
-            worker=row[19],
-            lease_until=row[20],
-            cancel_requested=bool(row[21]),
-            _queue=self if claim is not None else None,
-            _claim=claim,
-        )
+        # row follows JOB_COLUMNS; payload and result are JSON text, status its value
+        result = row[10]
+        return job_from_values((
+            *row[:3], json.loads(row[3]), _STATUS[row[4]], *row[5:10],
+            None if result is None else json.loads(result), *row[11:21], bool(row[21]),
+            None if claim is None else self, claim,
+        ))  # fmt: skip
 
 
 def _claim_of(job: Job) -> Claim:

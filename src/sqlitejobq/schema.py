@@ -66,13 +66,11 @@ CREATE TABLE sqlitejobq_workers (
 
 # The claim reads one ordered range of a partial index per queue (only queued jobs), so its
 # cost does not grow with the number of finished jobs. The partial indexes also count jobs
-# by status (queued: due, processing: lease, the end states: finished) and serve the
+# by status (queued: claim, processing: lease, the end states: finished) and serve the
 # timers, lease rescue, batches and unique keys. Every index is paid for on the hot path
 # (enqueue, claim, complete), so there is none that a query does not need.
 _V1_INDEXES = """
 CREATE INDEX sqlitejobq_jobs_claim ON sqlitejobq_jobs (queue, priority DESC, run_at, id)
-    WHERE status = 'queued';
-CREATE INDEX sqlitejobq_jobs_due ON sqlitejobq_jobs (queue, run_at)
     WHERE status = 'queued';
 CREATE INDEX sqlitejobq_jobs_lease ON sqlitejobq_jobs (lease_until)
     WHERE status = 'processing';

@@ -14,14 +14,19 @@ JOB_COLUMNS = (
 
 # --- enqueue ----------------------------------------------------------------------------
 
-INSERT_JOB = """
+INSERT_JOB_PLAIN = """
 INSERT INTO sqlitejobq_jobs
     (task, queue, payload, status, priority, run_at, max_attempts, unique_key, batch_id,
      created_at)
 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
-ON CONFLICT DO NOTHING
-RETURNING id
 """
+
+# A job whose unique key an active job holds is not inserted (no row comes back).
+INSERT_JOB = INSERT_JOB_PLAIN + "ON CONFLICT DO NOTHING RETURNING id"
+
+MAX_JOB_ID = "SELECT max(id) FROM sqlitejobq_jobs"
+
+JOB_IDS_AFTER = "SELECT id FROM sqlitejobq_jobs WHERE id > ? ORDER BY id"
 
 ACTIVE_JOB_WITH_KEY = """
 SELECT id FROM sqlitejobq_jobs
@@ -49,13 +54,13 @@ ORDER BY priority DESC, run_at, id LIMIT :limit
 """
 
 # The names of the queues that hold queued jobs: a skip from one distinct name to the
-# next over the due index, so it costs one seek per queue, not one step per job.
+# next over the claim index, so it costs one seek per queue, not one step per job.
 _QUEUED_QUEUE_NAMES = """
 WITH RECURSIVE queues (name) AS (
-    SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+    SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
     WHERE status = 'queued'
     UNION ALL
-    SELECT (SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+    SELECT (SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
             WHERE status = 'queued' AND queue > queues.name)
     FROM queues WHERE name IS NOT NULL
 )
@@ -229,7 +234,7 @@ JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = ?"
 CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = ?"
 
 COUNTS = """
-SELECT queue, 'queued', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
+SELECT queue, 'queued', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
 WHERE status = 'queued' GROUP BY queue
 UNION ALL
 SELECT queue, 'processing', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
@@ -239,19 +244,43 @@ SELECT queue, status, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_f
 WHERE status IN ('completed', 'failed', 'cancelled') GROUP BY status, queue
 """
 
-# The earliest run_at over every queue: one index seek per queue name.
-NEXT_RUN_ANY_QUEUE = (
-    _QUEUED_QUEUE_NAMES
-    + """
-SELECT min((SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
-            WHERE status = 'queued' AND queue = queues.name))
-FROM queues WHERE name IS NOT NULL
+# The earliest run_at of queued jobs, without an index of its own: the claim index is
+# ordered (queue, priority, run_at), so the earliest run_at of each (queue, priority) pair
+# is one seek, and the pairs are found by skipping from one to the next.
+_LOWER_PRIORITY = """(SELECT max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+    WHERE status = 'queued' AND queue = pairs.queue AND priority < pairs.priority)"""
+_NEXT_QUEUE = """(SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+    WHERE status = 'queued' AND queue > pairs.queue)"""
+_EARLIEST_OF_PAIRS = """
+SELECT min((SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+            WHERE status = 'queued' AND queue = pairs.queue AND priority = pairs.priority))
+FROM pairs WHERE queue IS NOT NULL AND priority IS NOT NULL
 """
-)
 
-NEXT_RUN_IN_QUEUE = """
-SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_due
-WHERE status = 'queued' AND queue = ?
+NEXT_RUN_ANY_QUEUE = f"""
+WITH RECURSIVE pairs (queue, priority) AS (
+    SELECT queue, max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+    WHERE status = 'queued' AND queue = (
+        SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+        WHERE status = 'queued')
+    UNION ALL
+    SELECT CASE WHEN {_LOWER_PRIORITY} IS NULL THEN {_NEXT_QUEUE} ELSE queue END,
+           coalesce({_LOWER_PRIORITY}, (
+               SELECT max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+               WHERE status = 'queued' AND queue = {_NEXT_QUEUE}))
+    FROM pairs WHERE queue IS NOT NULL
+)
+{_EARLIEST_OF_PAIRS}
+"""
+
+NEXT_RUN_IN_QUEUE = f"""
+WITH RECURSIVE pairs (queue, priority) AS (
+    SELECT :queue, max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+    WHERE status = 'queued' AND queue = :queue
+    UNION ALL
+    SELECT queue, {_LOWER_PRIORITY} FROM pairs WHERE priority IS NOT NULL
+)
+{_EARLIEST_OF_PAIRS}
 """
 
 BATCH = """

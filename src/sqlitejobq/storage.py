@@ -593,6 +593,8 @@ class SqliteStorage:
             batch_id = None
             if make_batch:
                 batch_id = int(conn.execute(sql.INSERT_BATCH, (batch_name, now)).fetchone()[0])
+            if len(materialized) > 1 and all(row[6] is None for row in materialized):
+                return batch_id, _insert_many(conn, materialized, batch_id, now)
             ids = []
             for task, queue, payload, priority, run_at, max_attempts, key in materialized:
                 row = conn.execute(
@@ -715,7 +717,8 @@ class SqliteStorage:
             return _scalar(self.read_one(sql.NEXT_RUN_ANY_QUEUE), float)
         times = [
             t for name in queues
-            if (t := _scalar(self.read_one(sql.NEXT_RUN_IN_QUEUE, (name,)), float)) is not None
+            if (t := _scalar(self.read_one(sql.NEXT_RUN_IN_QUEUE, {"queue": name}), float))
+            is not None
         ]  # fmt: skip
         return min(times) if times else None
 
@@ -753,6 +756,22 @@ class SqliteStorage:
 
     def workers(self, limit: int) -> list[Row]:
         return self.read_all(sql.LIST_WORKERS, {"limit": limit})
+
+
+def _insert_many(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], batch_id: int | None, now: float
+) -> list[int]:
+    """Insert jobs without unique keys in one executemany; read their ids back.
+
+    The caller holds the write lock, so the ids above the largest one before the insert
+    are exactly the new jobs', in insertion order.
+    """
+    before = conn.execute(sql.MAX_JOB_ID).fetchone()[0] or 0
+    conn.executemany(sql.INSERT_JOB_PLAIN, [(*row, batch_id, now) for row in rows])
+    ids = [row[0] for row in conn.execute(sql.JOB_IDS_AFTER, (before,))]
+    if len(ids) != len(rows):
+        raise SqliteJobQError(f"inserted {len(rows)} jobs but found {len(ids)} new ids")
+    return ids
 
 
 def _apply_steps(

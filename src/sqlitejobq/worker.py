@@ -36,6 +36,8 @@ log = logging.getLogger("sqlitejobq")
 PARENT_PID_ENV = "SQLITEJOBQ_PARENT_PID"
 #: An idle worker still writes its row this often, so others can tell it is alive.
 _ALIVE_EVERY = 30.0
+#: The most jobs claimed ahead of free threads (only short jobs are claimed ahead).
+_MAX_AHEAD = 256
 
 _Outcome = tuple[Job, tuple[Step, dict[str, Any]]]
 
@@ -316,8 +318,8 @@ class Worker:
     def _free_slots(self) -> int:
         """Slots to claim for: idle threads, plus what will finish during one round trip.
 
-        Short jobs are claimed ahead (up to 8 per thread) so that a transaction carries
-        many of them; long jobs are not, so they spread over every worker.
+        Short jobs are claimed ahead (up to 256) so that one transaction carries many of
+        them; long jobs are not, so they spread over every worker.
         """
         ahead = self.prefetch
         if ahead is None:
@@ -325,7 +327,7 @@ class Worker:
                 ahead = 0
             else:
                 per_round = self._round_trip / self._run_time
-                ahead = min(8 * self.concurrency, int(self.concurrency * per_round))
+                ahead = min(_MAX_AHEAD, int(self.concurrency * per_round))
         with self._lock:
             return self.concurrency + ahead - len(self._running) - len(self._buffer)
 
