@@ -541,7 +541,7 @@ class Queue:
         rows = self._storage.rescue_expired(
             now, "lease expired: the worker stopped renewing it (crashed, killed or hung)"
         )
-        for job_id, task, status, attempts, max_attempts, worker in rows:
+        for job_id, task, status, attempts, max_attempts, worker, *_ in rows:
             log.warning("job %d %s lease expired (worker %s, attempt %d/%d): now %s", job_id,
                         task, worker, attempts, max_attempts, status)  # fmt: skip
         if rows:

@@ -65,54 +65,36 @@ CREATE TABLE sqlitejobq_workers (
 """
 
 # The claim reads one ordered range of a partial index per queue (only queued jobs), so its
-# cost does not grow with the number of finished jobs. The partial indexes also count jobs
-# by status (queued: claim, processing: lease, the end states: finished) and serve the
-# timers, lease rescue, batches and unique keys. Every index is paid for on the hot path
-# (enqueue, claim, complete), so there is none that a query does not need.
+# cost does not grow with the number of finished jobs; the same index answers when the next
+# delayed job is due. The others serve lease rescue, batches and unique keys. Every index
+# is paid for on the hot path (enqueue, claim, complete), so there is none that a query
+# does not need.
 _V1_INDEXES = """
 CREATE INDEX sqlitejobq_jobs_claim ON sqlitejobq_jobs (queue, priority DESC, run_at, id)
     WHERE status = 'queued';
 CREATE INDEX sqlitejobq_jobs_lease ON sqlitejobq_jobs (lease_until)
     WHERE status = 'processing';
-CREATE INDEX sqlitejobq_jobs_finished ON sqlitejobq_jobs (status, queue)
-    WHERE status IN ('completed', 'failed', 'cancelled');
 CREATE INDEX sqlitejobq_jobs_batch ON sqlitejobq_jobs (batch_id)
     WHERE batch_id IS NOT NULL;
 CREATE UNIQUE INDEX sqlitejobq_jobs_unique ON sqlitejobq_jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing');
 """
 
-# Batch counters are kept by triggers, so batch progress is one row read at any table size
-# and stays right whatever writes the jobs. Deleting (purging) jobs keeps a batch's counts.
-_V1_BATCH_TRIGGERS = """
-CREATE TRIGGER sqlitejobq_batch_count_insert AFTER INSERT ON sqlitejobq_jobs
-WHEN NEW.batch_id IS NOT NULL
-BEGIN
-    UPDATE sqlitejobq_batches
-    SET total = total + 1,
-        queued = queued + (NEW.status = 'queued'),
-        processing = processing + (NEW.status = 'processing'),
-        completed = completed + (NEW.status = 'completed'),
-        failed = failed + (NEW.status = 'failed'),
-        cancelled = cancelled + (NEW.status = 'cancelled')
-    WHERE id = NEW.batch_id;
-END;
-
-CREATE TRIGGER sqlitejobq_batch_count_update AFTER UPDATE OF status ON sqlitejobq_jobs
-WHEN NEW.batch_id IS NOT NULL AND NEW.status != OLD.status
-BEGIN
-    UPDATE sqlitejobq_batches
-    SET queued = queued + (NEW.status = 'queued') - (OLD.status = 'queued'),
-        processing = processing + (NEW.status = 'processing') - (OLD.status = 'processing'),
-        completed = completed + (NEW.status = 'completed') - (OLD.status = 'completed'),
-        failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),
-        cancelled = cancelled + (NEW.status = 'cancelled') - (OLD.status = 'cancelled')
-    WHERE id = NEW.batch_id;
-END;
+# Counts of jobs by (queue, status), and each batch's counts by status, are kept by the
+# library's own statements in the transaction that changes a job's status, so stats() and
+# batch_progress() read a few rows whatever the size of the table, and the hot path pays
+# no trigger and no index on status for it. Batch counts keep purged jobs.
+_V1_COUNTS = """
+CREATE TABLE sqlitejobq_counts (
+    queue  TEXT    NOT NULL,
+    status TEXT    NOT NULL,
+    count  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, status)
+) WITHOUT ROWID;
 """
 
 MIGRATIONS = [
     Migration(1, "jobs, batches and workers tables", _V1_TABLES),
-    Migration(2, "indexes for claims, counts, leases, batches and unique keys", _V1_INDEXES),
-    Migration(3, "batch counters kept by triggers", _V1_BATCH_TRIGGERS),
+    Migration(2, "indexes for claims, timers, leases, batches and unique keys", _V1_INDEXES),
+    Migration(3, "job counts by queue and status", _V1_COUNTS),
 ]

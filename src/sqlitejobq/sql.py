@@ -98,7 +98,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
     progress_message = coalesce(:message, progress_message),
     finished_at = :now, lease_until = NULL
 WHERE {_FENCE}
-RETURNING status
+RETURNING status, queue, batch_id
 """
 
 _COMPLETE_MANY = """
@@ -112,7 +112,8 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
 FROM done
 WHERE sqlitejobq_jobs.id = done.id AND sqlitejobq_jobs.attempts = done.attempts
   AND sqlitejobq_jobs.worker = done.worker AND sqlitejobq_jobs.status = 'processing'
-RETURNING sqlitejobq_jobs.id, sqlitejobq_jobs.status
+RETURNING sqlitejobq_jobs.id, sqlitejobq_jobs.status, sqlitejobq_jobs.queue,
+          sqlitejobq_jobs.batch_id
 """
 
 #: COMPLETE_MANY takes rows of (id, attempts, worker, result, message, finished_at), padded
@@ -134,7 +135,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
     progress_message = coalesce(:message, progress_message),
     finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
 WHERE {_FENCE}
-RETURNING status
+RETURNING status, queue, batch_id
 """
 
 HEARTBEAT = f"""
@@ -158,7 +159,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempts = attempts - 1, lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested THEN :now END
 WHERE {_FENCE}
-RETURNING status
+RETURNING status, queue, batch_id
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
@@ -174,14 +175,14 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
 ABANDON = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE {_FENCE}
-RETURNING status
+RETURNING status, queue, batch_id
 """
 
 RESCUE_EXPIRED = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
-RETURNING id, task, status, attempts, max_attempts, worker
+RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id
 """
 
 NEXT_LEASE_EXPIRY = """
@@ -197,8 +198,10 @@ SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
     cancel_requested = 1,
     finished_at = CASE WHEN status = 'queued' THEN :now ELSE finished_at END
 WHERE id = :id AND status IN ('queued', 'processing')
-RETURNING status
+RETURNING status, queue, batch_id
 """
+
+STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = ?"
 
 RETRY = """
 UPDATE sqlitejobq_jobs
@@ -212,9 +215,10 @@ FAILED_IDS = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id
 
 PURGE_FINISHED = """
 DELETE FROM sqlitejobq_jobs WHERE id IN (
-    SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_finished
+    SELECT id FROM sqlitejobq_jobs
     WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < :cutoff
     LIMIT :chunk)
+RETURNING queue, status
 """
 
 PURGE_BATCHES = """
@@ -233,15 +237,21 @@ JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = ?"
 
 CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = ?"
 
-COUNTS = """
-SELECT queue, 'queued', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-WHERE status = 'queued' GROUP BY queue
-UNION ALL
-SELECT queue, 'processing', count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
-WHERE status = 'processing' GROUP BY queue
-UNION ALL
-SELECT queue, status, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_finished
-WHERE status IN ('completed', 'failed', 'cancelled') GROUP BY status, queue
+COUNTS = "SELECT queue, status, count FROM sqlitejobq_counts WHERE count != 0"
+
+# --- counts kept beside the jobs ----------------------------------------------------------
+
+ADD_TO_COUNT = """
+INSERT INTO sqlitejobq_counts (queue, status, count) VALUES (?, ?, ?)
+ON CONFLICT (queue, status) DO UPDATE SET count = count + excluded.count
+"""
+
+ADD_TO_BATCH = """
+UPDATE sqlitejobq_batches
+SET total = total + :total, queued = queued + :queued, processing = processing + :processing,
+    completed = completed + :completed, failed = failed + :failed,
+    cancelled = cancelled + :cancelled
+WHERE id = :id
 """
 
 # The earliest run_at of queued jobs, without an index of its own: the claim index is

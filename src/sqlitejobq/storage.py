@@ -590,20 +590,26 @@ class SqliteStorage:
         materialized = list(rows)
 
         def body(conn: sqlite3.Connection) -> tuple[int | None, list[int]]:
+            tally = _Tally()
             batch_id = None
             if make_batch:
                 batch_id = int(conn.execute(sql.INSERT_BATCH, (batch_name, now)).fetchone()[0])
             if len(materialized) > 1 and all(row[6] is None for row in materialized):
-                return batch_id, _insert_many(conn, materialized, batch_id, now)
-            ids = []
-            for task, queue, payload, priority, run_at, max_attempts, key in materialized:
-                row = conn.execute(
-                    sql.INSERT_JOB,
-                    (task, queue, payload, priority, run_at, max_attempts, key, batch_id, now),
-                ).fetchone()
-                if row is None:
-                    row = conn.execute(sql.ACTIVE_JOB_WITH_KEY, (key,)).fetchone()
-                ids.append(int(row[0]))
+                ids = _insert_many(conn, materialized, batch_id, now)
+                for row in materialized:
+                    tally.move(row[1], batch_id, None, "queued")
+            else:
+                ids = []
+                for task, queue, payload, priority, run_at, max_attempts, key in materialized:
+                    row = conn.execute(sql.INSERT_JOB, (
+                        task, queue, payload, priority, run_at, max_attempts, key, batch_id, now,
+                    )).fetchone()  # fmt: skip
+                    if row is None:
+                        row = conn.execute(sql.ACTIVE_JOB_WITH_KEY, (key,)).fetchone()
+                    else:
+                        tally.move(queue, batch_id, None, "queued")
+                    ids.append(int(row[0]))
+            tally.write(conn)
             return batch_id, ids
 
         if connection is None:
@@ -621,44 +627,72 @@ class SqliteStorage:
         """
 
         def body(conn: sqlite3.Connection) -> tuple[list[Any], list[Row]]:
-            return _apply_steps(conn, steps), [] if claim is None else _claim_rows(conn, claim)
+            tally = _Tally()
+            results = _apply_steps(conn, steps, tally)
+            rows = [] if claim is None else _claim_rows(conn, claim)
+            for row in rows:
+                tally.move(row[2], row[17], "queued", "processing")
+            tally.write(conn)
+            return results, rows
 
         what = "claim" if not steps else steps[0][0].value
         return self.write(body, what)
 
     def rescue_expired(self, now: float, error: str) -> list[Row]:
-        return self.write(
-            lambda conn: conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error}).fetchall(),
-            "rescue",
-        )
+        def body(conn: sqlite3.Connection) -> list[Row]:
+            tally = _Tally()
+            rows = conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error}).fetchall()
+            for row in rows:
+                tally.move(row[6], row[7], "processing", row[2])
+            tally.write(conn)
+            return rows
+
+        return self.write(body, "rescue")
 
     def cancel(self, job_id: int, now: float) -> str | None:
-        row = self.write(
-            lambda conn: conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone(),
-            "cancel",
-        )
-        return None if row is None else str(row[0])
+        def body(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone()
+            if row is None:
+                return None
+            if row[0] == "cancelled":
+                tally = _Tally()
+                tally.move(row[1], row[2], "queued", "cancelled")
+                tally.write(conn)
+            return str(row[0])
+
+        return self.write(body, "cancel")
 
     def retry(self, job_ids: Sequence[int], now: float) -> list[int]:
         def body(conn: sqlite3.Connection) -> list[int]:
+            tally = _Tally()
             done = []
             for job_id in job_ids:
+                before = conn.execute(sql.STATUS_QUEUE_BATCH, (job_id,)).fetchone()
                 if conn.execute(sql.RETRY, {"id": job_id, "now": now}).fetchone() is not None:
+                    tally.move(before[1], before[2], before[0], "queued")
                     done.append(job_id)
+            tally.write(conn)
             return done
 
         return self.write(body, "retry")
 
     def purge(self, cutoff: float, chunk: int = 2000) -> int:
-        """Delete finished jobs older than ``cutoff`` in short transactions; the count."""
+        """Delete finished jobs older than ``cutoff`` in short transactions; the count.
+
+        Counts by queue drop the purged jobs; batch counts keep them.
+        """
+
+        def delete_chunk(conn: sqlite3.Connection) -> int:
+            tally = _Tally()
+            rows = conn.execute(sql.PURGE_FINISHED, {"cutoff": cutoff, "chunk": chunk}).fetchall()
+            for queue, status in rows:
+                tally.move(queue, None, status, None)
+            tally.write(conn)
+            return len(rows)
+
         total = 0
         while True:
-            deleted = self.write(
-                lambda conn: (
-                    conn.execute(sql.PURGE_FINISHED, {"cutoff": cutoff, "chunk": chunk}).rowcount
-                ),
-                "purge",
-            )
+            deleted = self.write(delete_chunk, "purge")
             total += deleted
             if deleted < chunk:
                 break
@@ -775,28 +809,37 @@ def _insert_many(
 
 
 def _apply_steps(
-    conn: sqlite3.Connection, steps: Sequence[tuple[Step, dict[str, Any]]]
+    conn: sqlite3.Connection, steps: Sequence[tuple[Step, dict[str, Any]]], tally: _Tally
 ) -> list[Any]:
     """Run each step's statement; completions go set-based, many rows per statement."""
     results: list[Any] = [None] * len(steps)
     completions = [n for n, (step, _) in enumerate(steps) if step is Step.COMPLETE]
     ids = [steps[n][1]["id"] for n in completions]
+    done: set[int] = set()
     if len(completions) > 1 and len(set(ids)) == len(ids):
-        statuses = _complete_many(conn, [steps[n][1] for n in completions])
+        rows = _complete_many(conn, [steps[n][1] for n in completions])
         for n, job_id in zip(completions, ids, strict=True):
-            results[n] = statuses.get(job_id)
+            row = rows.get(job_id)
+            if row is not None:
+                results[n] = row[0]
+                tally.move(row[1], row[2], "processing", row[0])
         done = set(completions)
-    else:
-        done = set()
     for n, (step, params) in enumerate(steps):
-        if n not in done:
-            row = conn.execute(_STEP_SQL[step], params).fetchone()
-            results[n] = None if row is None else row[0]
+        if n in done:
+            continue
+        row = conn.execute(_STEP_SQL[step], params).fetchone()
+        if row is not None:
+            results[n] = row[0]
+            if step in _STATUS_STEPS:
+                tally.move(row[1], row[2], "processing", row[0])
     return results
 
 
-def _complete_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> dict[int, str]:
-    statuses: dict[int, str] = {}
+def _complete_many(
+    conn: sqlite3.Connection, rows: list[dict[str, Any]]
+) -> dict[int, tuple[str, str, int | None]]:
+    """Complete many jobs, a chunk per statement; (status, queue, batch) by job id."""
+    outcome: dict[int, tuple[str, str, int | None]] = {}
     largest = sql.COMPLETE_MANY_SIZES[-1]
     for start in range(0, len(rows), largest):
         chunk = rows[start : start + largest]
@@ -806,9 +849,48 @@ def _complete_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> dict
             params += (row["id"], row["attempts"], row["worker"], row["result"], row["message"],
                        row["now"])  # fmt: skip
         params += [None] * (6 * (size - len(chunk)))
-        for job_id, status in conn.execute(sql.complete_many(size), params):
-            statuses[job_id] = status
-    return statuses
+        for job_id, status, queue, batch_id in conn.execute(sql.complete_many(size), params):
+            outcome[job_id] = (status, queue, batch_id)
+    return outcome
+
+
+class _Tally:
+    """How one transaction moved jobs between statuses; written before it commits, so the
+    counts by queue and by batch change in the same transaction as the jobs."""
+
+    __slots__ = ("batches", "queues")
+
+    def __init__(self) -> None:
+        self.queues: dict[tuple[str, str], int] = {}
+        self.batches: dict[int, dict[str, int]] = {}
+
+    def move(self, queue: str, batch_id: int | None, old: str | None, new: str | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            self.queues[queue, old] = self.queues.get((queue, old), 0) - 1
+        if new is not None:
+            self.queues[queue, new] = self.queues.get((queue, new), 0) + 1
+        if batch_id is not None and new is not None:
+            counts = self.batches.setdefault(batch_id, dict.fromkeys(_BATCH_COLUMNS, 0))
+            counts[new] += 1
+            if old is None:
+                counts["total"] += 1
+            else:
+                counts[old] -= 1
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        changed = [(q, s, n) for (q, s), n in self.queues.items() if n]
+        if changed:
+            conn.executemany(sql.ADD_TO_COUNT, changed)
+        if self.batches:
+            conn.executemany(
+                sql.ADD_TO_BATCH, [{"id": b, **counts} for b, counts in self.batches.items()]
+            )
+
+
+_BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cancelled")
+_STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON})
 
 
 def _claim_rows(conn: sqlite3.Connection, claim: ClaimRequest) -> list[Row]:
