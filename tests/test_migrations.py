@@ -11,7 +11,7 @@ import pytest
 from sqlitejobq import MigrationError, Queue
 from sqlitejobq.migrations import (
     Migration,
-    MigrationConnection,
+    TransactionConnection,
     add_column_if_missing,
     applied_migrations,
     create_index_if_missing,
@@ -127,7 +127,7 @@ def test_backup_copies_the_database_first(db_path: Path, tmp_path: Path) -> None
 
 
 def test_callable_migrations_run_inside_the_transaction(db_path: Path) -> None:
-    def seed(conn: MigrationConnection) -> None:
+    def seed(conn: TransactionConnection) -> None:
         conn.executescript("CREATE TABLE symbols (s TEXT); INSERT INTO symbols VALUES ('A');")
         conn.executemany("INSERT INTO symbols VALUES (?)", [("B",), ("C",)])
         raise RuntimeError("changed my mind")
@@ -138,7 +138,7 @@ def test_callable_migrations_run_inside_the_transaction(db_path: Path) -> None:
 
 
 def test_a_migration_cannot_commit_or_open_its_own_transaction(db_path: Path) -> None:
-    def commits(conn: MigrationConnection) -> None:
+    def commits(conn: TransactionConnection) -> None:
         conn.execute("CREATE TABLE a (x)")
         conn.commit()
 
@@ -152,7 +152,7 @@ def test_a_migration_cannot_commit_or_open_its_own_transaction(db_path: Path) ->
 
 
 def test_helpers_are_safe_to_run_twice(db_path: Path) -> None:
-    def additive(conn: MigrationConnection) -> None:
+    def additive(conn: TransactionConnection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS prices (symbol TEXT, close REAL)")
         add_column_if_missing(conn, "prices", "volume", "INTEGER NOT NULL DEFAULT 0")
         add_column_if_missing(conn, "prices", "volume", "INTEGER NOT NULL DEFAULT 0")

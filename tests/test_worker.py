@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from sqlitejobq import InvalidArgument, Job, JobStatus, Queue, Registry, Worker
+from sqlitejobq import (
+    InvalidArgument,
+    Job,
+    JobStatus,
+    PermanentFailure,
+    Queue,
+    Registry,
+    TaskOptions,
+    TransactionConnection,
+    Worker,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -323,3 +334,95 @@ def test_bad_worker_settings_are_refused(app: tuple[Queue, Registry]) -> None:
         Worker(queue, lease=0)
     with pytest.raises(TypeError, match=r"queue must be a sqlitejobq\.Queue"):
         Worker("jobs.db")  # type: ignore[arg-type]
+
+
+def test_permanent_failure_skips_the_remaining_attempts(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+
+    @registry.task("lookup", max_attempts=5)
+    def lookup(job: Job) -> None:
+        raise PermanentFailure("no such symbol 'XYZ.NS'")
+
+    jid = queue.enqueue("lookup")
+    Worker(queue, concurrency=1).run(burst=True)
+    job = queue.get(jid)
+    assert job.status is JobStatus.FAILED and job.attempts == 1
+    assert job.error == "PermanentFailure: no such symbol 'XYZ.NS'"
+
+
+def test_on_complete_writes_commit_with_the_completion(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+    with sqlite3.connect(queue.path) as conn:
+        conn.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY, value INTEGER)")
+
+    def store(conn: TransactionConnection, job: Job, result: int) -> None:
+        conn.execute("INSERT INTO results (job_id, value) VALUES (?, ?)", (job.id, result))
+
+    @registry.task("square", on_complete=store)
+    def square(job: Job) -> int:
+        return int(job.payload) ** 2
+
+    ids = queue.enqueue_many("square", [2, 3, 4])
+    Worker(queue, concurrency=2).run(burst=True)
+    with sqlite3.connect(queue.path) as conn:
+        rows = dict(conn.execute("SELECT job_id, value FROM results").fetchall())
+    assert rows == {ids[0]: 4, ids[1]: 9, ids[2]: 16}
+    assert all(queue.get(i).status is JobStatus.COMPLETED for i in ids)
+
+
+def test_on_complete_does_not_run_for_a_claim_that_lost_its_job(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, registry = app
+    calls: list[int] = []
+    registry.register(
+        "t", lambda job: None,
+        TaskOptions.checked(on_complete=lambda conn, job, result: calls.append(job.id)),
+    )  # fmt: skip
+    jid = queue.enqueue("t")
+    [stale] = queue.claim("w1", lease=0.05)
+    time.sleep(0.1)
+    assert queue.rescue_expired() == [jid]
+    [fresh] = queue.claim("w2")
+    assert queue.complete(stale, None) is False
+    assert calls == []
+    assert queue.complete(fresh, None) is True
+    assert calls == [jid]
+
+
+def test_a_failing_on_complete_rolls_back_its_writes_and_fails_the_attempt(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, registry = app
+    with sqlite3.connect(queue.path) as conn:
+        conn.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY)")
+
+    def store(conn: TransactionConnection, job: Job, result: object) -> None:
+        conn.execute("INSERT INTO results (job_id) VALUES (?)", (job.id,))
+        if job.attempts < 2:
+            raise RuntimeError("disk quota")
+
+    registry.register("t", lambda job: "ok", TaskOptions.checked(on_complete=store))
+    other = queue.enqueue("plain")
+    registry.register("plain", lambda job: "fine")
+    jid = queue.enqueue("t", max_attempts=3)
+    Worker(queue, concurrency=2).run(burst=True)
+    job = queue.get(jid)
+    assert job.status is JobStatus.COMPLETED and job.attempts == 2
+    with sqlite3.connect(queue.path) as conn:
+        assert conn.execute("SELECT job_id FROM results").fetchall() == [(jid,)]
+    assert queue.get(other).status is JobStatus.COMPLETED
+
+
+def test_on_complete_cannot_commit_the_transaction(app: tuple[Queue, Registry]) -> None:
+    queue, registry = app
+
+    def sneaky(conn: TransactionConnection, job: Job, result: object) -> None:
+        conn.commit()
+
+    registry.register("t", lambda job: 1, TaskOptions.checked(on_complete=sneaky))
+    jid = queue.enqueue("t", max_attempts=1)
+    Worker(queue, concurrency=1).run(burst=True)
+    job = queue.get(jid)
+    assert job.status is JobStatus.FAILED
+    assert "must not commit" in (job.error or "")

@@ -9,6 +9,7 @@ from .errors import (
     JobNotFound,
     MigrationError,
     PayloadError,
+    PermanentFailure,
     QueueClosed,
     SqliteJobQError,
     UnknownTask,
@@ -17,6 +18,7 @@ from .errors import (
 from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats, WorkerInfo
 from .queue import Queue
 from .registry import Registry, Task, TaskOptions
+from .storage import TransactionConnection
 from .worker import Worker, WorkerSummary
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "LockStats",
     "MigrationError",
     "PayloadError",
+    "PermanentFailure",
     "Queue",
     "QueueClosed",
     "QueueStats",
@@ -39,6 +42,7 @@ __all__ = [
     "SqliteJobQError",
     "Task",
     "TaskOptions",
+    "TransactionConnection",
     "UnknownTask",
     "UnsafeFilesystem",
     "Worker",

@@ -19,6 +19,10 @@ class JobNotFound(SqliteJobQError, LookupError):
     """No job has the given id."""
 
 
+class PermanentFailure(SqliteJobQError):
+    """Raised by a handler: fail the job now, without using the attempts it has left."""
+
+
 class PayloadError(SqliteJobQError, ValueError):
     """A payload or result is not JSON, or is larger than the configured bound."""
 

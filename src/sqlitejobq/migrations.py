@@ -31,13 +31,21 @@ from typing import Any
 
 from . import validation
 from .errors import InvalidArgument, InvalidArgumentType, MigrationError
-from .storage import BusyRetry, LockMetrics, connect, is_busy, run_write
+from .storage import (
+    BusyRetry,
+    LockMetrics,
+    TransactionConnection,
+    connect,
+    is_busy,
+    run_write,
+    split_statements,
+)
 
 __all__ = [
     "AppliedMigration",
     "Migration",
-    "MigrationConnection",
     "MigrationError",
+    "TransactionConnection",
     "add_column_if_missing",
     "applied_migrations",
     "create_index_if_missing",
@@ -70,12 +78,8 @@ INSERT INTO sqlitejobq_migrations (namespace, version, name, checksum, applied_a
 VALUES (?, ?, ?, ?, ?)
 """
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_TRANSACTION_CONTROL = re.compile(
-    r"^\s*(BEGIN|COMMIT|END|ROLLBACK|VACUUM|ATTACH|DETACH)\b", re.IGNORECASE
-)
-_LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*(\n|$)|/\*.*?\*/))*", re.DOTALL)
 
-MigrationBody = str | Callable[["MigrationConnection"], None]
+MigrationBody = str | Callable[[TransactionConnection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,62 +130,6 @@ class AppliedMigration:
     name: str
     checksum: str
     applied_at: float
-
-
-class MigrationConnection:
-    """The connection a callable migration receives: it cannot end the transaction.
-
-    ``executescript`` runs its statements one by one inside the migration's transaction;
-    ``commit`` and ``rollback`` are refused. Everything else is the sqlite3 connection's.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        _refuse_transaction_control(sql)
-        return self._conn.execute(sql, parameters)
-
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
-        _refuse_transaction_control(sql)
-        return self._conn.executemany(sql, parameters)
-
-    def executescript(self, script: str, /) -> None:
-        for statement in split_statements(script):
-            self.execute(statement)
-
-    def commit(self) -> None:
-        raise MigrationError("a migration must not commit: it runs inside one transaction")
-
-    def rollback(self) -> None:
-        raise MigrationError("a migration must not roll back; raise an exception instead")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-def split_statements(script: str) -> list[str]:
-    """Split SQL text into complete statements (trigger bodies and strings kept whole)."""
-    statements, start = [], 0
-    for index, char in enumerate(script):
-        if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
-            statement = script[start : index + 1].strip()
-            if _LEADING_COMMENTS.sub("", statement).strip(" \t\n;"):
-                statements.append(statement)
-            start = index + 1
-    rest = script[start:].strip()
-    if _LEADING_COMMENTS.sub("", rest).strip():
-        statements.append(rest)
-    return statements
-
-
-def _refuse_transaction_control(statement: str) -> None:
-    match = _TRANSACTION_CONTROL.match(_LEADING_COMMENTS.sub("", statement))
-    if match:
-        raise MigrationError(
-            f"{match.group(1).upper()} is not allowed in a migration: each migration already "
-            f"runs in one transaction of its own"
-        )
 
 
 def _check_identifier(value: str, what: str) -> str:
@@ -354,7 +302,7 @@ def _apply(conn: sqlite3.Connection, migration: Migration, namespace: str) -> bo
                 f"different text"
             )
         return False
-    wrapped = MigrationConnection(conn)
+    wrapped = TransactionConnection(conn, MigrationError, "a migration")
     try:
         if isinstance(migration.sql, str):
             wrapped.executescript(migration.sql)

@@ -19,6 +19,7 @@ from .errors import (
     InvalidArgumentType,
     JobNotFound,
     PayloadError,
+    PermanentFailure,
 )
 from .job import (
     PROGRESS_WRITE_INTERVAL,
@@ -32,8 +33,10 @@ from .job import (
     WorkerInfo,
     job_from_values,
 )
-from .registry import Handler, Registry
+from .registry import CompletionHook, Handler, Registry
 from .storage import (
+    HOOK,
+    HOOK_FAILED,
     SYNCHRONOUS_LEVELS,
     ClaimRequest,
     Row,
@@ -144,6 +147,7 @@ class Queue:
         backoff_max: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        on_complete: CompletionHook | None = None,
     ) -> Callable[[H], H]:
         """Register a handler on this queue's registry; same arguments as Registry.task."""
         return self.registry.task(
@@ -154,6 +158,7 @@ class Queue:
             backoff_max=backoff_max,
             queue=queue,
             priority=priority,
+            on_complete=on_complete,
         )
 
     # --- enqueue --------------------------------------------------------------------------
@@ -378,12 +383,19 @@ class Queue:
 
     def _complete_step(self, job: Job, result: Any, now: float) -> tuple[Step, dict[str, Any]]:
         claim = _claim_of(job)
-        return Step.COMPLETE, {
+        params = {
             **_fence(job, claim),
             "result": self._encode(result, "result"),
             "message": claim.pending_message,
             "now": now,
         }
+        hook = self.registry.options(job.task).on_complete
+        if hook is not None:
+            params[HOOK] = lambda conn: hook(conn, job, result)
+            params[HOOK_FAILED] = lambda exc: self._fail_step(
+                job, exc, None, not isinstance(exc, PermanentFailure), None, now
+            )[1]
+        return Step.COMPLETE, params
 
     def _fail_step(
         self,

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from .job import Job
 
 Handler = Callable[["Job"], Any]
+#: Runs inside the transaction that records a completion: (connection, job, result).
+CompletionHook = Callable[[Any, "Job", Any], None]
 H = TypeVar("H", bound=Handler)
 
 
@@ -27,6 +29,7 @@ class TaskOptions:
     backoff_max: float | None = None
     queue: str | None = None
     priority: int | None = None
+    on_complete: CompletionHook | None = None
 
     @classmethod
     def checked(
@@ -38,8 +41,11 @@ class TaskOptions:
         backoff_max: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        on_complete: CompletionHook | None = None,
     ) -> TaskOptions:
         """Validate every option and build the value."""
+        if on_complete is not None and not callable(on_complete):
+            raise InvalidArgument(f"on_complete must be callable, got {on_complete!r}")
         return cls(
             max_attempts=None
             if max_attempts is None
@@ -51,6 +57,7 @@ class TaskOptions:
             else validation.seconds(backoff_max, "backoff_max"),
             queue=None if queue is None else validation.name(queue, "queue"),
             priority=None if priority is None else validation.integer(priority, "priority"),
+            on_complete=on_complete,
         )
 
 
@@ -85,6 +92,7 @@ class Registry:
         backoff_max: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        on_complete: CompletionHook | None = None,
     ) -> Callable[[H], H]: ...
 
     def task(
@@ -98,10 +106,14 @@ class Registry:
         backoff_max: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        on_complete: CompletionHook | None = None,
     ) -> H | Callable[[H], H]:
         """Register the decorated function as the handler of task ``name``.
 
         ``name`` defaults to the function's ``__name__``; ``@registry.task`` works bare too.
+        ``on_complete(conn, job, result)`` runs inside the transaction that records the
+        job's completion, and only if it is recorded: what it writes on ``conn`` commits
+        with the completion or not at all. If it raises, the attempt fails instead.
         """
         options = TaskOptions.checked(
             max_attempts=max_attempts,
@@ -110,6 +122,7 @@ class Registry:
             backoff_max=backoff_max,
             queue=queue,
             priority=priority,
+            on_complete=on_complete,
         )
         if callable(name):
             self.register(name.__name__, name, options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -203,6 +204,71 @@ def run_read(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], 
             conn.execute("COMMIT")
 
     return retry(attempt, "read")
+
+
+_TRANSACTION_CONTROL = re.compile(
+    r"^\s*(BEGIN|COMMIT|END|ROLLBACK|VACUUM|ATTACH|DETACH)\b", re.IGNORECASE
+)
+_LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*(\n|$)|/\*.*?\*/))*", re.DOTALL)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split SQL text into complete statements (trigger bodies and strings kept whole)."""
+    statements, start = [], 0
+    for index, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
+            statement = script[start : index + 1].strip()
+            if _LEADING_COMMENTS.sub("", statement).strip(" \t\n;"):
+                statements.append(statement)
+            start = index + 1
+    rest = script[start:].strip()
+    if _LEADING_COMMENTS.sub("", rest).strip():
+        statements.append(rest)
+    return statements
+
+
+class TransactionConnection:
+    """A connection lent to code running inside sqlitejobq's transaction (a migration, an
+    on_complete hook): it can read and write, but not end or escape the transaction.
+
+    ``executescript`` runs its statements one by one inside the transaction (the sqlite3
+    module's own would commit first); ``commit``, ``rollback`` and statements that open,
+    end or leave the transaction are refused. Everything else is the sqlite3 connection's.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, error: type[Exception], owner: str) -> None:
+        self._conn = conn
+        self._error = error
+        self._owner = owner
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        self._refuse_transaction_control(sql)
+        return self._conn.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        self._refuse_transaction_control(sql)
+        return self._conn.executemany(sql, parameters)
+
+    def executescript(self, script: str, /) -> None:
+        for statement in split_statements(script):
+            self.execute(statement)
+
+    def commit(self) -> None:
+        raise self._error(f"{self._owner} must not commit: it runs inside one transaction")
+
+    def rollback(self) -> None:
+        raise self._error(f"{self._owner} must not roll back; raise an exception instead")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def _refuse_transaction_control(self, statement: str) -> None:
+        match = _TRANSACTION_CONTROL.match(_LEADING_COMMENTS.sub("", statement))
+        if match:
+            raise self._error(
+                f"{match.group(1).upper()} is not allowed in {self._owner}: it already runs "
+                f"in a transaction of its own"
+            )
 
 
 def connect(
@@ -813,7 +879,9 @@ def _apply_steps(
 ) -> list[Any]:
     """Run each step's statement; completions go set-based, many rows per statement."""
     results: list[Any] = [None] * len(steps)
-    completions = [n for n, (step, _) in enumerate(steps) if step is Step.COMPLETE]
+    completions = [
+        n for n, (step, params) in enumerate(steps) if step is Step.COMPLETE and HOOK not in params
+    ]
     ids = [steps[n][1]["id"] for n in completions]
     done: set[int] = set()
     if len(completions) > 1 and len(set(ids)) == len(ids):
@@ -827,12 +895,36 @@ def _apply_steps(
     for n, (step, params) in enumerate(steps):
         if n in done:
             continue
-        row = conn.execute(_STEP_SQL[step], params).fetchone()
+        if HOOK in params:
+            row = _complete_with_hook(conn, params)
+        else:
+            row = conn.execute(_STEP_SQL[step], params).fetchone()
         if row is not None:
             results[n] = row[0]
             if step in _STATUS_STEPS:
                 tally.move(row[1], row[2], "processing", row[0])
     return results
+
+
+def _complete_with_hook(conn: sqlite3.Connection, params: dict[str, Any]) -> Row | None:
+    """Complete one job and run its on_complete hook in a savepoint: both are kept, or the
+    attempt is recorded as failed with the hook's error and nothing the hook wrote stays."""
+    conn.execute("SAVEPOINT sqlitejobq_on_complete")
+    try:
+        row: Row | None = conn.execute(sql.COMPLETE, params).fetchone()
+        if row is not None:
+            params[HOOK](TransactionConnection(conn, SqliteJobQError, "an on_complete hook"))
+    except Exception as exc:
+        conn.execute("ROLLBACK TO sqlitejobq_on_complete")
+        conn.execute("RELEASE sqlitejobq_on_complete")
+        if is_busy(exc):
+            raise
+        log.warning("job %s: on_complete failed, the attempt counts as failed: %s",
+                    params["id"], exc)  # fmt: skip
+        failed: Row | None = conn.execute(sql.FAIL, params[HOOK_FAILED](exc)).fetchone()
+        return failed
+    conn.execute("RELEASE sqlitejobq_on_complete")
+    return row
 
 
 def _complete_many(
@@ -890,6 +982,10 @@ class _Tally:
 
 
 _BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cancelled")
+#: Keys of a COMPLETE step's parameters: code to run inside the completion's transaction
+#: (given the connection), and what to record instead if that code raises (given the error).
+HOOK = "on_complete"
+HOOK_FAILED = "on_complete_failed"
 _STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON})
 
 

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from . import validation
-from .errors import PayloadError, QueueClosed, SqliteJobQError, UnknownTask
+from .errors import PayloadError, PermanentFailure, QueueClosed, SqliteJobQError, UnknownTask
 from .job import Job
 from .queue import Queue
 from .storage import Step, WorkerRecord, hostname
@@ -483,7 +483,8 @@ class Worker:
             result = task.handler(job)
         except BaseException as exc:  # a handler's failure is the job's, never the worker's
             trace = "".join(traceback.format_exception(exc))
-            return job, queue._fail_step(job, exc, trace, True, None, queue.clock())
+            again = not isinstance(exc, PermanentFailure)
+            return job, queue._fail_step(job, exc, trace, again, None, queue.clock())
         try:
             return job, queue._complete_step(job, result, queue.clock())
         except PayloadError as exc:
