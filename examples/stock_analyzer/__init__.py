@@ -1,0 +1,1 @@
+"""Stock analysis as jobs: load NSE prices, compute indicators, store the results."""

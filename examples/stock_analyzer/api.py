@@ -1,0 +1,161 @@
+"""The original app's HTTP API, rebuilt on sqlitejobq (FastAPI).
+
+    python -m examples.stock_analyzer.api --db stock_analysis.db --port 8000
+
+Workers run in this process's threads by default (``--workers N``); with ``--workers 0``
+start them apart: ``sqlitejobq worker --db stock_analysis.db --app
+examples.stock_analyzer.tasks:registry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from sqlitejobq import JobNotFound, Queue, Worker
+
+from .prices import SOURCE_NAMES, validate_symbol
+from .service import (
+    DEFAULT_DB,
+    MAX_SYMBOLS,
+    SourceConfig,
+    batch_report,
+    check_symbols,
+    latest_analysis,
+    open_queue,
+    start_analysis,
+)
+
+log = logging.getLogger("stock_analyzer.api")
+
+
+class AnalyzeRequest(BaseModel):
+    """Body of POST /api/stocks/analyze-all-stocks."""
+
+    model_config = ConfigDict(extra="forbid")
+    symbols: list[StrictStr] = Field(min_length=1, max_length=MAX_SYMBOLS)
+
+
+def create_app(
+    db: str = DEFAULT_DB, *, source: SourceConfig | None = None, workers: int = 4
+) -> FastAPI:
+    """The app; with ``workers`` > 0 it runs that many worker threads while it serves."""
+    source = source or SourceConfig()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queue = open_queue(db)
+        state["queue"] = queue
+        worker = thread = None
+        if workers:
+            worker = Worker(queue, concurrency=workers)
+            thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False},
+                                      name="sqlitejobq-worker", daemon=True)  # fmt: skip
+            thread.start()
+        try:
+            yield
+        finally:
+            if worker is not None and thread is not None:
+                worker.stop()
+                thread.join(60)
+            queue.close()
+
+    app = FastAPI(title="Stock analyzer", lifespan=lifespan)
+
+    def queue() -> Queue:
+        q: Queue = state["queue"]
+        return q
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONResponse(status_code=422, content={"detail": problems})
+
+    @app.post("/api/stocks/analyze-all-stocks", status_code=202)
+    def analyze_all_stocks(body: AnalyzeRequest) -> dict[str, Any]:
+        try:
+            symbols = check_symbols(body.symbols)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        batch = start_analysis(queue(), symbols, source)
+        return {"batch_id": batch.id, "total": len(batch.job_ids), "job_ids": batch.job_ids,
+                "progress_url": f"/api/all-stocks/progress?batch_id={batch.id}"}  # fmt: skip
+
+    @app.get("/api/all-stocks/progress")
+    def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
+        target = batch_id if batch_id is not None else queue().latest_batch_id()
+        if target is None:
+            raise HTTPException(status_code=404, detail="no analysis has been started yet")
+        try:
+            return batch_report(queue(), target)
+        except JobNotFound:
+            raise HTTPException(status_code=404, detail=f"no batch with id {target}") from None
+
+    @app.get("/api/stocks/{symbol}/analysis")
+    def stock_analysis(symbol: str) -> dict[str, Any]:
+        try:
+            checked = validate_symbol(symbol)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        found = latest_analysis(queue(), checked)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet")
+        return found
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: int) -> dict[str, Any]:
+        try:
+            return queue().get(job_id).as_dict()
+        except JobNotFound:
+            raise HTTPException(status_code=404, detail=f"no job with id {job_id}") from None
+
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.stock_analyzer.api",
+                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="worker threads in this process (0: run workers apart)",
+    )
+    parser.add_argument("--source", choices=SOURCE_NAMES, default="sample")
+    parser.add_argument("--folder", help="folder of <SYMBOL>.csv files for --source csv")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="pretend network time per symbol, in seconds (for demos)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        source = SourceConfig(args.source, args.folder, args.delay)
+    except ValueError as exc:
+        parser.error(str(exc))
+    app = create_app(args.db, source=source, workers=args.workers)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

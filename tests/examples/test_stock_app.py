@@ -1,0 +1,145 @@
+"""The stock-analysis app on sqlitejobq: schema, tasks, the batch, the script."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from examples.stock_analyzer.__main__ import main as script_main
+from examples.stock_analyzer.prices import SAMPLE_SYMBOLS
+from examples.stock_analyzer.sample import write_sample
+from examples.stock_analyzer.schema import MIGRATIONS, NAMESPACE, migrate_app
+from examples.stock_analyzer.service import (
+    SourceConfig,
+    batch_report,
+    check_symbols,
+    latest_analysis,
+    open_queue,
+    results_of_batch,
+    start_analysis,
+)
+from sqlitejobq import JobStatus, Worker
+from sqlitejobq.migrations import applied_migrations
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+
+def stored(db: Path) -> list[tuple[int, str]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(
+            "SELECT job_id, symbol FROM analysis_results ORDER BY job_id"
+        ).fetchall()
+
+
+def test_the_app_schema_is_versioned_migrations_in_the_queue_file(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    queue = open_queue(db)
+    versions = [m.version for m in applied_migrations(db, NAMESPACE)]
+    assert versions == [m.version for m in MIGRATIONS]
+    assert migrate_app(db) == []
+    with closing(sqlite3.connect(db)) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(analysis_results)")]
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list(analysis_results)")]
+    assert {"job_id", "symbol", "signal", "result", "source"} <= set(columns)
+    assert "analysis_results_symbol" in indexes
+    queue.close()
+
+
+def test_a_batch_of_the_sample_runs_through_real_workers(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    queue = open_queue(db)
+    batch = start_analysis(queue, list(SAMPLE_SYMBOLS), SourceConfig())
+    summary = Worker(queue, concurrency=4).run(burst=True)
+    assert summary.completed == len(SAMPLE_SYMBOLS)
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "completed" and report["percent"] == 100.0
+    assert {s["status"] for s in report["symbols"]} == {"completed"}
+    results = results_of_batch(queue, batch.id)
+    assert sorted(r["symbol"] for r in results) == sorted(SAMPLE_SYMBOLS)
+    # one stored row per job, written in the completion's transaction
+    assert sorted(job_id for job_id, _ in stored(db)) == sorted(batch.job_ids)
+    tcs = latest_analysis(queue, "tcs.ns")
+    assert tcs is not None and tcs["symbol"] == "TCS.NS" and tcs["batch_id"] == batch.id
+    job = queue.get(batch.job_ids[0])
+    assert job.result["symbol"] == job.payload["symbol"] and job.progress == 1.0
+    queue.close()
+
+
+def test_an_unknown_symbol_fails_its_job_only_and_is_not_retried(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    queue = open_queue(db)
+    batch = start_analysis(queue, ["TCS.NS", "NOSUCH.NS", "INFY.NS"], SourceConfig())
+    Worker(queue, concurrency=2).run(burst=True)
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "completed_with_errors"
+    assert (report["completed"], report["failed"]) == (2, 1)
+    [failed] = [s for s in report["symbols"] if s["status"] == "failed"]
+    assert failed["symbol"] == "NOSUCH.NS" and failed["attempts"] == 1
+    assert "no price data for 'NOSUCH.NS'" in failed["error"]
+    assert [symbol for _, symbol in stored(db)] == ["TCS.NS", "INFY.NS"]
+    queue.close()
+
+
+def test_symbols_are_checked_before_anything_is_enqueued(tmp_path: Path) -> None:
+    assert check_symbols(["tcs.ns", "TCS.NS", " infy.ns "]) == ["TCS.NS", "INFY.NS"]
+    for bad, message in [([], "must not be empty"), (["A B"], "A B"), ("TCS.NS", "list"),
+                         (["X"] * 1001, "at most 1000")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            check_symbols(bad)  # type: ignore[arg-type]
+    queue = open_queue(tmp_path / "app.db")
+    with pytest.raises(ValueError, match=r"\.\./etc"):
+        start_analysis(queue, ["TCS.NS", "../etc"], SourceConfig())
+    assert queue.stats().total() == 0
+    queue.close()
+
+
+def test_the_script_analyzes_the_sample_and_prints_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "script.db"
+    code = script_main(["--db", str(db), "--workers", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "progress: 12/12, 100%" in out
+    assert "All 12 symbols analyzed" in out
+    for symbol in SAMPLE_SYMBOLS:
+        assert symbol in out
+    assert len(stored(db)) == 12
+
+
+def test_the_script_lists_failures_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = script_main(["--db", str(tmp_path / "s.db"), "--symbols", "TCS.NS,MISSING.NS"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 of 2 symbols failed" in out and "MISSING.NS: failed" in out
+
+
+def test_the_script_with_worker_processes_on_a_csv_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "prices"
+    symbols = [f"TEST{n}.NS" for n in range(8)]
+    write_sample(folder, symbols)
+    db = tmp_path / "procs.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.stock_analyzer", "--db", str(db), "--source", "csv",
+         "--folder", str(folder), "--symbols", ",".join(symbols), "--processes", "2",
+         "--workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All 8 symbols analyzed" in done.stdout
+    assert "database is locked" not in done.stdout + done.stderr
+    with closing(sqlite3.connect(db)) as conn:
+        results = [json.loads(r[0]) for r in conn.execute("SELECT result FROM analysis_results")]
+        statuses = conn.execute("SELECT DISTINCT status FROM sqlitejobq_jobs").fetchall()
+    assert sorted(r["symbol"] for r in results) == symbols
+    assert {r["source"] for r in results} == {"csv"}
+    assert statuses == [(JobStatus.COMPLETED.value,)]
