@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--burst", action="store_true",
                         help="stop once nothing is runnable")  # fmt: skip
+    worker.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
+                        help="SQLite durability of the worker's writes (default: NORMAL; "
+                        "FULL survives power loss)")  # fmt: skip
 
     enqueue = commands.add_parser("enqueue", parents=[common, as_json], help="add a job")
     enqueue.add_argument("task", help="task name")
@@ -248,7 +251,8 @@ def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
         raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
     if not os.path.exists(args.db) and args.command not in ("worker", "enqueue"):
         raise CliError(f"database {args.db} does not exist")
-    return Queue(args.db, registry=registry)
+    synchronous = getattr(args, "synchronous", None) or "NORMAL"
+    return Queue(args.db, registry=registry, synchronous=synchronous)
 
 
 def load_app(spec: str) -> Any:
@@ -301,6 +305,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             child_args.append("--burst")
         if args.log_level:
             child_args += ["--log-level", args.log_level]
+        if args.synchronous:
+            child_args += ["--synchronous", args.synchronous]
         return Supervisor(worker_command(child_args), args.processes, burst=args.burst).run()
     queue = _queue_for_app(args)
     try:
