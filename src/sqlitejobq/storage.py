@@ -912,7 +912,7 @@ def _complete_with_hook(conn: sqlite3.Connection, params: dict[str, Any]) -> Row
     conn.execute("SAVEPOINT sqlitejobq_on_complete")
     try:
         row: Row | None = conn.execute(sql.COMPLETE, params).fetchone()
-        if row is not None:
+        if row is not None and row[0] == "completed":
             params[HOOK](TransactionConnection(conn, SqliteJobQError, "an on_complete hook"))
     except Exception as exc:
         conn.execute("ROLLBACK TO sqlitejobq_on_complete")
