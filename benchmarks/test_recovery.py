@@ -60,5 +60,5 @@ def test_sigkill_to_last_rescued_job_completed(
 
     timed(benchmark, run, rounds=size(3, 1))
     seconds = sorted(f[0] for f in figures)
-    record(benchmark, request, lease_s=LEASE, kill_to_last_rescued_done_s=seconds[len(seconds) // 2],
-           jobs_held=figures[0][1])  # fmt: skip
+    record(benchmark, request, lease_s=LEASE, jobs_held=figures[0][1],
+           kill_to_last_rescued_done_s=seconds[len(seconds) // 2])  # fmt: skip
