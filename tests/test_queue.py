@@ -811,3 +811,13 @@ def test_queue_task_registers_on_its_registry(db_path: Path) -> None:
         assert "hello" in q.registry
         assert q.registry.get("hello").options.max_attempts == 2
         assert q.get(q.enqueue("hello")).max_attempts == 2
+
+
+def test_queue_task_works_bare_too(db_path: Path) -> None:
+    with Queue(db_path) as q:
+
+        @q.task
+        def tidy_up(job: Job) -> None:
+            return None
+
+        assert "tidy_up" in q.registry and q.registry.get("tidy_up").handler is tidy_up

@@ -136,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="run no earlier than this from now (e.g. 30, 5m, 2h)",
     )
-    enqueue.add_argument("--max-attempts", type=_positive_int, default=None, metavar="N")
+    enqueue.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="runs before the job ends failed (default: 3, or the task's)",
+    )
     enqueue.add_argument("--unique-key", default=None, metavar="KEY",
                          help="do not add a second active job with this key")  # fmt: skip
 
@@ -144,24 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="counts per queue and status, backlog age, lock waits")  # fmt: skip
 
     jobs = commands.add_parser("jobs", parents=[common, as_json], help="list jobs")
-    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
-    jobs.add_argument("--queue")
-    jobs.add_argument("--task")
-    jobs.add_argument("--batch", type=int, metavar="ID")
-    jobs.add_argument("--limit", type=_positive_int, default=20)
-    jobs.add_argument("--oldest-first", action="store_true")
+    jobs.add_argument(
+        "--status", choices=[s.value for s in JobStatus], help="only jobs in this status"
+    )
+    jobs.add_argument("--queue", help="only jobs of this named queue")
+    jobs.add_argument("--task", help="only jobs of this task")
+    jobs.add_argument("--batch", type=int, metavar="ID", help="only jobs of this batch")
+    jobs.add_argument(
+        "--limit", type=_positive_int, default=20, help="at most this many jobs (default: 20)"
+    )
+    jobs.add_argument(
+        "--oldest-first", action="store_true", help="oldest first (default: newest first)"
+    )
 
     show = commands.add_parser("show", parents=[common, as_json], help="one job in full")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the job's id")
 
     retry = commands.add_parser("retry", parents=[common, as_json],
                                 help="queue failed or cancelled jobs again")  # fmt: skip
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", type=int, nargs="?")
+    which.add_argument("id", type=int, nargs="?", help="the job's id")
     which.add_argument("--all-failed", action="store_true", help="every failed job")
 
     cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job")
-    cancel.add_argument("id", type=int)
+    cancel.add_argument("id", type=int, help="the job's id")
 
     purge = commands.add_parser("purge", parents=[common, as_json],
                                 help="delete finished jobs older than a duration")  # fmt: skip
@@ -286,6 +298,7 @@ def _queue_for_app(args: argparse.Namespace) -> Queue:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``sqlitejobq worker``: run workers in this process, or supervise ``--processes`` of them."""
     if args.processes > 1:
         app = load_app(args.app)  # fail here, once, rather than in every child
         if not isinstance(app, Registry | Queue):
@@ -328,6 +341,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    """``sqlitejobq enqueue``: add one job (``Queue.enqueue``) and print its id."""
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
@@ -345,6 +359,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``sqlitejobq status``: counts by queue and status, backlog age, lock waits, workers."""
     with _open(args) as queue:
         stats = queue.stats()
         workers = queue.workers(alive_only=True)
@@ -369,7 +384,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"active workers          {stats.active_workers}")
     lock = stats.workers_lock
     print(
-        f"lock waits (workers)    {lock.writes} writes, waited {lock.lock_wait_seconds:.3f}s "
+        f"lock waits, all workers {lock.writes} writes, waited {lock.lock_wait_seconds:.3f}s "
         f"(longest {lock.lock_wait_max_seconds * 1000:.1f} ms), {lock.lock_retries} retries, "
         f"{lock.busy_errors} busy errors"
     )
@@ -386,6 +401,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    """``sqlitejobq jobs``: the jobs matching the filters (``Queue.jobs``)."""
     with _open(args) as queue:
         jobs = queue.jobs(
             status=args.status, queue=args.queue, task=args.task, batch_id=args.batch,
@@ -407,6 +423,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """``sqlitejobq show``: one job in full, its traceback included (``Queue.get``)."""
     with _open(args) as queue:
         job = queue.get(args.id)
     if args.json:
@@ -417,6 +434,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    """``sqlitejobq retry``: queue one failed or cancelled job again, or every failed one."""
     with _open(args) as queue:
         if args.all_failed:
             ids = queue.retry_failed()
@@ -437,6 +455,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    """``sqlitejobq cancel``: cancel a queued job, or ask a running one to stop."""
     with _open(args) as queue:
         if not queue.cancel(args.id):
             raise CliError(f"job {args.id} is already {queue.get(args.id).status.value}")
@@ -454,6 +473,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    """``sqlitejobq purge``: delete finished jobs older than a duration (``Queue.purge``)."""
     with _open(args) as queue:
         count = queue.purge(args.older_than)
     if args.json:
@@ -464,6 +484,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """``sqlitejobq migrate``: apply the library's migrations, then the app's (``--migrations``)."""
     if not args.db:
         raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
     from . import schema

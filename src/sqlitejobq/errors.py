@@ -1,4 +1,4 @@
-"""Every error sqlitejobq raises derives from :class:`SqliteJobQError`."""
+"""Every error sqlitejobq raises derives from ``SqliteJobQError``."""
 
 from __future__ import annotations
 
@@ -48,4 +48,4 @@ class DuplicateJob(SqliteJobQError):
 
 
 class QueueClosed(SqliteJobQError):
-    """The queue was closed; open a new :class:`~sqlitejobq.Queue` to go on."""
+    """The queue was closed; open a new ``Queue`` to go on."""

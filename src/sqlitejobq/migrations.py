@@ -1,7 +1,7 @@
 """Versioned, transactional, additive schema migrations for SQLite, per namespace.
 
 The library's own tables are created with this module (namespace ``sqlitejobq``), and an
-app versions its tables the same way::
+app versions its tables the same way:
 
     from sqlitejobq.migrations import Migration, migrate
 

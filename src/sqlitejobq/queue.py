@@ -10,7 +10,7 @@ import sqlite3
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import validation
 from .errors import (
@@ -136,6 +136,10 @@ class Queue:
     def __repr__(self) -> str:
         return f"Queue({self.path!r}, synchronous={self.settings.synchronous!r})"
 
+    @overload
+    def task(self, name: H, /) -> H: ...
+
+    @overload
     def task(
         self,
         name: str | None = None,
@@ -148,8 +152,24 @@ class Queue:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
-    ) -> Callable[[H], H]:
+    ) -> Callable[[H], H]: ...
+
+    def task(
+        self,
+        name: str | H | None = None,
+        /,
+        *,
+        max_attempts: int | None = None,
+        lease: float | None = None,
+        backoff: float | None = None,
+        backoff_max: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        on_complete: CompletionHook | None = None,
+    ) -> H | Callable[[H], H]:
         """Register a handler on this queue's registry; same arguments as Registry.task."""
+        if callable(name):
+            return self.registry.task(name)
         return self.registry.task(
             name,
             max_attempts=max_attempts,
@@ -225,7 +245,7 @@ class Queue:
         unique_key: str | None = None,
         connection: sqlite3.Connection | None = None,
     ) -> Batch:
-        """Add jobs as one batch, followed with :meth:`batch_progress`."""
+        """Add jobs as one batch, followed with ``batch_progress``."""
         batch_id, ids = self._enqueue_all(
             task, payloads, validation.optional_text(name, "batch name", max_length=200), True,
             queue=queue, priority=priority, delay=delay, max_attempts=max_attempts,
@@ -345,7 +365,7 @@ class Queue:
     def claim_request(
         self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> ClaimRequest:
-        """Checked arguments of a claim, dated now (what :meth:`claim` and workers send)."""
+        """Checked arguments of a claim, dated now (what ``claim`` and workers send)."""
         validation.name(worker_id, "worker_id")
         names = validation.names(queues, "queues")
         count = validation.integer(limit, "limit", minimum=1)

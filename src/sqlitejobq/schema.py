@@ -1,4 +1,4 @@
-"""The library's own tables, created and evolved through :mod:`sqlitejobq.migrations`."""
+"""The library's own tables, created and evolved through ``sqlitejobq.migrations``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SQLite storage: connections and pragmas, the one write path, the busy-retry policy.
 
-Every write in sqlitejobq goes through :func:`run_write`: it opens ``BEGIN IMMEDIATE`` (a
+Every write in sqlitejobq goes through ``run_write``: it opens ``BEGIN IMMEDIATE`` (a
 deferred transaction that later upgrades to a write lock fails at once with ``database is
 locked``, busy timeout or not), commits or rolls back, and is retried as a whole by one
 tenacity policy while SQLite reports SQLITE_BUSY or SQLITE_LOCKED.
@@ -80,6 +80,7 @@ class LockMetrics:
         self.busy_errors = 0
 
     def record_write(self, waited: float) -> None:
+        """Count one write transaction and how long it waited to begin."""
         with self._lock:
             self.writes += 1
             self.wait += waited
@@ -87,6 +88,7 @@ class LockMetrics:
                 self.wait_max = waited
 
     def record_retry(self, state: RetryCallState) -> None:
+        """Count one retry of a busy write and the wait before it (tenacity's before_sleep)."""
         sleep = state.next_action.sleep if state.next_action is not None else 0.0
         with self._lock:
             self.retries += 1
@@ -94,14 +96,17 @@ class LockMetrics:
         log.debug("database busy, write retry %d in %.3fs", state.attempt_number, sleep)
 
     def record_first_busy(self) -> None:
+        """Count the busy error that hands a write over to the retry policy."""
         with self._lock:
             self.retries += 1
 
     def record_busy_error(self) -> None:
+        """Count a write that gave up: the database stayed busy past the time bound."""
         with self._lock:
             self.busy_errors += 1
 
     def snapshot(self) -> LockStats:
+        """The counters so far, as one consistent value."""
         with self._lock:
             return LockStats(
                 writes=self.writes,
@@ -130,6 +135,7 @@ class BusyRetry:
         )
 
     def __call__(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` under the policy; ``what`` names the operation in a DatabaseBusy message."""
         # The uncontended case pays for one plain call; the policy takes over at the
         # first busy error, with what is left of the time bound.
         started = time.monotonic()
@@ -242,21 +248,26 @@ class TransactionConnection:
         self._owner = owner
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Run one statement inside the transaction; transaction control is refused."""
         self._refuse_transaction_control(sql)
         return self._conn.execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        """Run one statement per parameter set inside the transaction."""
         self._refuse_transaction_control(sql)
         return self._conn.executemany(sql, parameters)
 
     def executescript(self, script: str, /) -> None:
+        """Run the script's statements one by one, inside the transaction."""
         for statement in split_statements(script):
             self.execute(statement)
 
     def commit(self) -> None:
+        """Refused: the transaction is sqlitejobq's, which commits it."""
         raise self._error(f"{self._owner} must not commit: it runs inside one transaction")
 
     def rollback(self) -> None:
+        """Refused: raise an exception to undo what was written instead."""
         raise self._error(f"{self._owner} must not roll back; raise an exception instead")
 
     def __getattr__(self, name: str) -> Any:
@@ -353,12 +364,22 @@ class Storage(Protocol):
     settings: Settings
     metrics: LockMetrics
 
-    def close(self) -> None: ...
-    def notify(self) -> None: ...
-    def listen(self, event: threading.Event, active: bool = True) -> None: ...
+    def close(self) -> None:
+        """Close this process's connections; later calls raise QueueClosed."""
+
+    def notify(self) -> None:
+        """Wake the workers of this process: a job was just enqueued here."""
+
+    def listen(self, event: threading.Event, active: bool = True) -> None:
+        """Have (or, with ``active`` false, stop having) ``event`` set by ``notify``."""
+
     @property
-    def enqueued_counter(self) -> int: ...
-    def migrate_schema(self) -> None: ...
+    def enqueued_counter(self) -> int:
+        """Changes with every enqueue in this process: new work, no read needed."""
+
+    def migrate_schema(self) -> None:
+        """Create or update the backend's own tables."""
+
     def insert_jobs(
         self,
         rows: Iterable[tuple[Any, ...]],
@@ -367,30 +388,74 @@ class Storage(Protocol):
         make_batch: bool = False,
         now: float,
         connection: sqlite3.Connection | None = None,
-    ) -> tuple[int | None, list[int]]: ...
+    ) -> tuple[int | None, list[int]]:
+        """Insert encoded jobs (in the caller's transaction with ``connection``); returns
+        the batch id and the job ids, an active job's id for a unique key already held."""
+
     def exchange(
         self, steps: Sequence[tuple[Step, dict[str, Any]]], claim: ClaimRequest | None
-    ) -> tuple[list[Any], list[Row]]: ...
-    def rescue_expired(self, now: float, error: str) -> list[Row]: ...
-    def cancel(self, job_id: int, now: float) -> str | None: ...
-    def retry(self, job_ids: Sequence[int], now: float) -> list[int]: ...
-    def purge(self, cutoff: float, chunk: int = 2000) -> int: ...
-    def checkpoint(self) -> tuple[int, int, int]: ...
-    def data_version(self) -> int: ...
-    def get_job(self, job_id: int) -> Row | None: ...
-    def job_status(self, job_id: int) -> str | None: ...
-    def cancel_requested(self, job_id: int) -> bool: ...
-    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[Row]: ...
-    def failed_ids(self) -> list[int]: ...
-    def batch(self, batch_id: int) -> Row | None: ...
-    def latest_batch_id(self) -> int | None: ...
-    def batch_jobs(self, batch_id: int) -> list[Row]: ...
-    def next_run_at(self, queues: tuple[str, ...] | None) -> float | None: ...
-    def next_lease_expiry(self) -> float | None: ...
-    def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]: ...
-    def register_worker(self, worker: WorkerRecord) -> None: ...
-    def report_worker(self, worker: WorkerRecord) -> None: ...
-    def workers(self, limit: int) -> list[Row]: ...
+    ) -> tuple[list[Any], list[Row]]:
+        """Apply fenced steps to claimed jobs, then claim more, in one transaction."""
+
+    def rescue_expired(self, now: float, error: str) -> list[Row]:
+        """Take back the jobs whose lease ended before ``now``; their rows after the change."""
+
+    def cancel(self, job_id: int, now: float) -> str | None:
+        """Cancel a queued job or flag a running one; its status then, None if it was neither."""
+
+    def retry(self, job_ids: Sequence[int], now: float) -> list[int]:
+        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
+
+    def purge(self, cutoff: float, chunk: int = 2000) -> int:
+        """Delete jobs that finished before ``cutoff``; how many."""
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the write-ahead log into the database: (busy, log frames, frames copied)."""
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits."""
+
+    def get_job(self, job_id: int) -> Row | None:
+        """The job's row, or None if there is no such job."""
+
+    def job_status(self, job_id: int) -> str | None:
+        """The job's status, or None if there is no such job."""
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True if someone asked to cancel the job."""
+
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[Row]:
+        """Rows of the jobs matching ``filters`` (status, queue, task, batch_id, limit)."""
+
+    def failed_ids(self) -> list[int]:
+        """The ids of every failed job, in enqueue order."""
+
+    def batch(self, batch_id: int) -> Row | None:
+        """The batch's counts in ``BatchProgress`` field order, or None if there is none."""
+
+    def latest_batch_id(self) -> int | None:
+        """The most recent batch's id, or None if there is no batch."""
+
+    def batch_jobs(self, batch_id: int) -> list[Row]:
+        """Rows of the batch's jobs in enqueue order."""
+
+    def next_run_at(self, queues: tuple[str, ...] | None) -> float | None:
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue)."""
+
+    def next_lease_expiry(self) -> float | None:
+        """When the earliest lease of a processing job ends, or None."""
+
+    def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]:
+        """Counts by (queue, status), the earliest run_at, and the workers' lock totals."""
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts (or starts again under the same id)."""
+
+    def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row: last seen, counts, lock waits, stop time."""
+
+    def workers(self, limit: int) -> list[Row]:
+        """Rows of the workers in ``WorkerInfo`` field order, most recently started first."""
 
 
 # --- network filesystems ------------------------------------------------------------------
@@ -475,6 +540,7 @@ _shared_lock = threading.Lock()
 
 
 def shared_for(path: str) -> _Shared:
+    """What every storage of this process on the file at ``path`` shares."""
     key = os.path.realpath(path)
     with _shared_lock:
         shared = _shared_by_file.get(key)
@@ -575,6 +641,7 @@ class SqliteStorage:
 
     @property
     def closed(self) -> bool:
+        """True once ``close`` was called; using the storage then raises QueueClosed."""
         return self._closed
 
     # the write and read paths
@@ -602,6 +669,7 @@ class SqliteStorage:
     def read_all(
         self, statement: str, parameters: Sequence[Any] | dict[str, Any] = ()
     ) -> list[Row]:
+        """Every row of a single read statement (autocommit: its own snapshot)."""
         conn = self.connection()
         result: list[Row] = self.busy_retry(
             lambda: conn.execute(statement, parameters).fetchall(), "read"
@@ -705,6 +773,8 @@ class SqliteStorage:
         return self.write(body, what)
 
     def rescue_expired(self, now: float, error: str) -> list[Row]:
+        """Take back jobs whose lease ended before ``now``; their rows after the change."""
+
         def body(conn: sqlite3.Connection) -> list[Row]:
             tally = _Tally()
             rows = conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error}).fetchall()
@@ -716,6 +786,8 @@ class SqliteStorage:
         return self.write(body, "rescue")
 
     def cancel(self, job_id: int, now: float) -> str | None:
+        """Cancel a queued job or flag a running one; its status then, None if it was neither."""
+
         def body(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone()
             if row is None:
@@ -729,6 +801,8 @@ class SqliteStorage:
         return self.write(body, "cancel")
 
     def retry(self, job_ids: Sequence[int], now: float) -> list[int]:
+        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
+
         def body(conn: sqlite3.Connection) -> list[int]:
             tally = _Tally()
             done = []
@@ -786,33 +860,42 @@ class SqliteStorage:
     # reads
 
     def get_job(self, job_id: int) -> Row | None:
+        """The job's row, or None."""
         return self.read_one(sql.GET_JOB, (job_id,))
 
     def job_status(self, job_id: int) -> str | None:
+        """The job's status, or None if there is no such job."""
         row = self.read_one(sql.JOB_STATUS, (job_id,))
         return None if row is None else str(row[0])
 
     def cancel_requested(self, job_id: int) -> bool:
+        """True if someone asked to cancel the job."""
         row = self.read_one(sql.CANCEL_REQUESTED, (job_id,))
         return bool(row and row[0])
 
     def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[Row]:
+        """Rows of the jobs matching every filter given, by id in either direction."""
         statement = sql.LIST_JOBS_OLDEST_FIRST if oldest_first else sql.LIST_JOBS_NEWEST_FIRST
         return self.read_all(statement, filters)
 
     def failed_ids(self) -> list[int]:
+        """The ids of every failed job, in enqueue order."""
         return [int(row[0]) for row in self.read_all(sql.FAILED_IDS)]
 
     def batch(self, batch_id: int) -> Row | None:
+        """The batch's counts in ``BatchProgress`` field order, or None."""
         return self.read_one(sql.BATCH, (batch_id,))
 
     def latest_batch_id(self) -> int | None:
+        """The most recent batch's id, or None."""
         return _scalar(self.read_one(sql.LATEST_BATCH_ID), int)
 
     def batch_jobs(self, batch_id: int) -> list[Row]:
+        """Rows of the batch's jobs in enqueue order."""
         return self.read_all(sql.BATCH_JOBS, (batch_id,))
 
     def next_run_at(self, queues: tuple[str, ...] | None) -> float | None:
+        """The earliest ``run_at`` of a queued job: one index seek per queue."""
         if queues is None:
             return _scalar(self.read_one(sql.NEXT_RUN_ANY_QUEUE), float)
         times = [
@@ -823,6 +906,7 @@ class SqliteStorage:
         return min(times) if times else None
 
     def next_lease_expiry(self) -> float | None:
+        """When the earliest lease of a processing job ends, or None."""
         return _scalar(self.read_one(sql.NEXT_LEASE_EXPIRY), float)
 
     def snapshot(self, alive_since: float) -> tuple[list[Row], float | None, Row]:
@@ -839,12 +923,14 @@ class SqliteStorage:
     # workers
 
     def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts (or starts again under the same id)."""
         self.write(lambda conn: conn.execute(sql.REGISTER_WORKER, {
             "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
             "queues": worker.queues, "concurrency": worker.concurrency, "now": worker.now,
         }), "register worker")  # fmt: skip
 
     def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row: last seen, counts, lock waits, stop time."""
         self.write(lambda conn: conn.execute(sql.REPORT_WORKER, {
             "id": worker.id, "now": worker.now, "stopped_at": worker.stopped_at,
             "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
@@ -855,6 +941,7 @@ class SqliteStorage:
         }), "report worker")  # fmt: skip
 
     def workers(self, limit: int) -> list[Row]:
+        """Rows of the workers, most recently started first."""
         return self.read_all(sql.LIST_WORKERS, {"limit": limit})
 
 
@@ -1040,4 +1127,5 @@ def _in_caller_transaction(
 
 
 def hostname() -> str:
+    """This machine's name, recorded in each worker's row."""
     return socket.gethostname()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from .errors import InvalidArgument
 from .worker import PARENT_PID_ENV
 
 log = logging.getLogger("sqlitejobq")
@@ -44,7 +45,7 @@ class Supervisor:
 
     def __init__(self, command: Sequence[str], processes: int, *, burst: bool = False) -> None:
         if processes < 1:
-            raise ValueError(f"processes must be >= 1, got {processes}")
+            raise InvalidArgument(f"processes must be >= 1, got {processes}")
         self.command = list(command)
         self.processes = processes
         self.burst = burst

@@ -1,6 +1,6 @@
 """Worker: runs handlers in a pool of threads, claiming in batches sized to free slots.
 
-One dispatcher thread (the one that calls :meth:`Worker.run`) talks to the database; the
+One dispatcher thread (the one that calls ``Worker.run``) talks to the database; the
 handler threads only run handlers. Each round trip records the outcomes that finished since
 the last one and claims jobs for the free slots in the same transaction, so a busy worker
 pays one transaction for many jobs. While idle it only reads: ``PRAGMA data_version`` tells
@@ -25,7 +25,14 @@ from types import FrameType
 from typing import Any
 
 from . import validation
-from .errors import PayloadError, PermanentFailure, QueueClosed, SqliteJobQError, UnknownTask
+from .errors import (
+    InvalidArgumentType,
+    PayloadError,
+    PermanentFailure,
+    QueueClosed,
+    SqliteJobQError,
+    UnknownTask,
+)
 from .job import Job
 from .queue import Queue
 from .storage import Step, WorkerRecord, hostname
@@ -82,7 +89,9 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         if not isinstance(queue, Queue):
-            raise TypeError(f"queue must be a sqlitejobq.Queue, got {type(queue).__name__}")
+            raise InvalidArgumentType(
+                f"queue must be a sqlitejobq.Queue, got {type(queue).__name__}"
+            )
         self.queue = queue
         self.concurrency = validation.integer(concurrency, "concurrency", minimum=1)
         self.queues = validation.names(queues, "queues")
