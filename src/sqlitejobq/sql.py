@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-JOBS = "sqlitejobq_jobs"
-
 JOB_COLUMNS = (
     "id, task, queue, payload, status, priority, attempts, max_attempts, progress, "
     "progress_message, result, error, traceback, run_at, created_at, started_at, finished_at, "

@@ -639,11 +639,6 @@ class SqliteStorage:
                 holder.conn.close()
         self._local = threading.local()
 
-    @property
-    def closed(self) -> bool:
-        """True once ``close`` was called; using the storage then raises QueueClosed."""
-        return self._closed
-
     # the write and read paths
 
     def write(self, body: Callable[[sqlite3.Connection], T], what: str = "write") -> T:

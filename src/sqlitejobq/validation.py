@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 from .errors import InvalidArgument, InvalidArgumentType
 
@@ -92,13 +91,3 @@ def choice(value: object, what: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.upper() not in allowed:
         raise InvalidArgument(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
     return value.upper()
-
-
-def keyword_options(options: dict[str, Any], allowed: frozenset[str], what: str) -> None:
-    """Refuse option names the callee does not know, listing the known ones."""
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidArgumentType(
-            f"{what} got unknown option(s) {', '.join(unknown)}; "
-            f"known options: {', '.join(sorted(allowed))}"
-        )
