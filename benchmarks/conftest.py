@@ -23,6 +23,8 @@ from sqlitejobq import Queue
 QUICK = os.environ.get("SQLITEJOBQ_BENCH_QUICK") == "1"
 ROOT = Path(__file__).resolve().parents[1]
 SYNCHRONOUS = ("NORMAL", "FULL")
+#: The handlers worker processes run: the same as the integration tests', which log each run.
+APP = "tests.integration.apps:registry"
 
 _figures: list[tuple[str, dict[str, Any]]] = []
 
@@ -113,10 +115,10 @@ def start_workers(
     """``sqlitejobq worker`` over the benchmark app, in ``processes`` supervised processes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if log is not None:
-        env["SQLITEJOBQ_BENCH_LOG"] = str(log)
+        env["SQLITEJOBQ_TEST_LOG"] = str(log)
     return subprocess.Popen(
         [sys.executable, "-m", "sqlitejobq", "worker", "--db", str(db), "--app",
-         "benchmarks.app:registry", "--processes", str(processes), "--concurrency",
+         APP, "--processes", str(processes), "--concurrency",
          str(concurrency), "--log-level", "WARNING", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.conftest import ROOT, record, size, timed, wait_for
+from benchmarks.conftest import APP, ROOT, record, size, timed, wait_for
 from sqlitejobq import JobStatus, Queue
 
 LEASE = 2.0
@@ -25,7 +25,7 @@ LEASE = 2.0
 def worker(db: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sqlitejobq", "worker", "--db", str(db), "--app",
-         "benchmarks.app:registry", "--concurrency", "4", "--lease", str(LEASE),
+         APP, "--concurrency", "4", "--lease", str(LEASE),
          "--log-level", "WARNING"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
