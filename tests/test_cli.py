@@ -140,7 +140,7 @@ def test_migrate_reports_and_applies_app_migrations(
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
                        "--namespace", "notes_app", "--dry-run", "--json")  # fmt: skip
-    assert json.loads(out) == {"dry_run": True, "applied": {"sqlitejobq": [1, 2, 3],
+    assert json.loads(out) == {"dry_run": True, "applied": {"sqlitejobq": [1, 2, 3, 4],
                                                             "notes_app": [1]}}  # fmt: skip
     code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
                        "--namespace", "notes_app", "--backup", str(tmp_path / "b.db"))  # fmt: skip

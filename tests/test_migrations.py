@@ -18,6 +18,7 @@ from sqlitejobq.migrations import (
     migrate,
     split_statements,
 )
+from sqlitejobq.schema import MIGRATIONS as LIBRARY_MIGRATIONS
 
 APP = [
     Migration(1, "results", "CREATE TABLE results (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL);"),
@@ -249,7 +250,7 @@ def test_split_statements_keeps_strings_comments_and_triggers_whole() -> None:
 def test_the_library_schema_is_recorded_as_migrations(db_path: Path) -> None:
     Queue(db_path).close()
     versions = [r.version for r in applied_migrations(db_path, "sqlitejobq")]
-    assert versions == [1, 2, 3]
+    assert versions == [m.version for m in LIBRARY_MIGRATIONS] == [1, 2, 3, 4]
     with sqlite3.connect(db_path) as conn:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique"} <= indexes
@@ -267,4 +268,6 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(db_path: Path) -> 
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * 6
-    assert [r.version for r in applied_migrations(db_path, "sqlitejobq")] == [1, 2, 3]
+    assert [r.version for r in applied_migrations(db_path, "sqlitejobq")] == [
+        m.version for m in LIBRARY_MIGRATIONS
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlitejobq import DatabaseBusy, Queue, UnsafeFilesystem, storage
+from sqlitejobq import DatabaseBusy, Queue, StorageError, UnsafeFilesystem, storage
 from sqlitejobq.storage import (
     BusyRetry,
     LockMetrics,
@@ -152,8 +152,9 @@ def test_a_non_busy_error_is_not_retried(db_path: Path) -> None:
         calls.append(1)
         c.execute("INSERT INTO missing_table VALUES (1)")
 
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+    with pytest.raises(StorageError, match="no such table") as raised:
         run_write(conn, body, retry=BusyRetry(5.0, metrics))
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
     assert len(calls) == 1 and metrics.retries == 0
     conn.close()
 

@@ -91,16 +91,38 @@ def test_a_handler_exception_is_retried_then_failed_with_its_traceback(
     assert (summary.failed, summary.retried, summary.completed) == (1, 2, 3)
 
 
-def test_an_unknown_task_fails_that_job_and_the_worker_goes_on(app: tuple[Queue, Registry]) -> None:
+def test_an_unknown_task_goes_back_without_using_an_attempt_and_the_worker_goes_on(
+    app: tuple[Queue, Registry],
+) -> None:
     queue, registry = app
     registry.register("known", lambda job: "done")
     unknown = queue.enqueue("never_registered", max_attempts=5)
     known = queue.enqueue("known")
-    Worker(queue, concurrency=1).run(burst=True)
+    summary = Worker(queue, concurrency=1).run(burst=True)
     job = queue.get(unknown)
-    assert job.status is JobStatus.FAILED and job.attempts == 1
-    assert job.error is not None and job.error.startswith("UnknownTask: no handler is registered")
+    assert job.status is JobStatus.QUEUED and job.attempts == 0
+    assert job.run_at > job.created_at  # not claimed again at once by the same worker
+    assert job.error is not None and job.error.startswith("UnknownTask: waiting up to 600s")
     assert queue.get(known).status is JobStatus.COMPLETED
+    assert (summary.completed, summary.failed, summary.retried, summary.lost) == (1, 0, 0, 0)
+
+
+def test_an_unknown_task_fails_with_unknown_task_once_its_window_is_over(
+    app: tuple[Queue, Registry],
+) -> None:
+    queue, _ = app
+    unknown = queue.enqueue("never_registered", max_attempts=5)
+    Worker(queue, concurrency=1, unknown_task_window=0.2).run(burst=True)
+    assert queue.get(unknown).status is JobStatus.QUEUED
+    time.sleep(0.3)
+    summary = Worker(queue, concurrency=1, unknown_task_window=0.2).run(burst=True)
+    job = queue.get(unknown)
+    assert job.status is JobStatus.FAILED and job.attempts == 0
+    assert job.error is not None and job.error.startswith(
+        "UnknownTask: no worker that knows task 'never_registered' took the job within 0.2s"
+    )
+    assert summary.failed == 1
+    assert queue.retry(unknown) and queue.get(unknown).status is JobStatus.QUEUED
 
 
 def test_a_result_that_is_not_json_fails_the_job(app: tuple[Queue, Registry]) -> None:

@@ -99,7 +99,11 @@ def create_app(
     def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
         target = batch_id if batch_id is not None else queue().latest_batch_id()
         if target is None:
-            raise HTTPException(status_code=404, detail="no analysis has been started yet")
+            raise HTTPException(
+                status_code=404,
+                detail="no analysis in the database: none was started yet, or the finished "
+                "ones were purged",
+            )
         try:
             return batch_report(queue(), target)
         except JobNotFound:

@@ -25,8 +25,8 @@ from .job import Job, JobStatus
 from .migrations import Migration, migrate
 from .queue import Queue
 from .registry import Registry
-from .supervisor import Supervisor, worker_command
-from .worker import Worker
+from .supervisor import Supervisor, signal_alive_to_supervisor, worker_command
+from .worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
 DB_ENV = "SQLITEJOBQ_DB"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--processes",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="worker processes, supervised and restarted if they die (default: 1)",
+        help="run N worker processes under a supervisor that replaces one that dies, hangs "
+        "or has a stuck handler (default: the worker runs in this process)",
     )
     worker.add_argument(
         "--queue",
@@ -110,6 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="on stop, how long running handlers may take (default: 30)",
+    )
+    worker.add_argument(
+        "--timeout-grace",
+        type=_non_negative_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a handler may run past its task's timeout before its attempt fails "
+        "(default: 5)",
+    )
+    worker.add_argument(
+        "--unknown-task-window",
+        type=_positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a job of a task this worker does not know waits for one that does "
+        "before it fails (default: 600)",
+    )
+    worker.add_argument(
+        "--hang-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --processes: kill and replace a process that gives no sign of life for "
+        "this long (default: 60)",
     )
     worker.add_argument(
         "--prefetch",
@@ -299,7 +324,7 @@ def _queue_for_app(args: argparse.Namespace) -> Queue:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """``sqlitejobq worker``: run workers in this process, or supervise ``--processes`` of them."""
-    if args.processes > 1:
+    if args.processes is not None:
         app = load_app(args.app)  # fail here, once, rather than in every child
         if not isinstance(app, Registry | Queue):
             raise CliError(f"--app {args.app} is a {type(app).__name__}, "
@@ -307,7 +332,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if isinstance(app, Registry) and not args.db:
             raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
         child_args = ["worker", "--app", args.app, "--concurrency", str(args.concurrency),
-                      "--lease", str(args.lease), "--grace", str(args.grace)]  # fmt: skip
+                      "--lease", str(args.lease), "--grace", str(args.grace),
+                      "--timeout-grace", str(args.timeout_grace),
+                      "--unknown-task-window", str(args.unknown_task_window)]  # fmt: skip
         if args.db:
             child_args += ["--db", os.path.abspath(args.db)]
         for name in args.queues or []:
@@ -320,24 +347,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
             child_args += ["--log-level", args.log_level]
         if args.synchronous:
             child_args += ["--synchronous", args.synchronous]
-        return Supervisor(worker_command(child_args), args.processes, burst=args.burst).run()
+        return Supervisor(
+            worker_command(child_args), args.processes, burst=args.burst,
+            hang_timeout=args.hang_timeout,
+        ).run()  # fmt: skip
     queue = _queue_for_app(args)
+    signal_alive_to_supervisor()
     try:
         summary = Worker(
             queue, concurrency=args.concurrency, queues=args.queues, lease=args.lease,
-            grace=args.grace, prefetch=args.prefetch,
+            grace=args.grace, timeout_grace=args.timeout_grace,
+            unknown_task_window=args.unknown_task_window, prefetch=args.prefetch,
         ).run(burst=args.burst)  # fmt: skip
     finally:
         queue.close()
     logging.getLogger("sqlitejobq").info(
-        "worker finished: %d completed, %d failed, %d retried, %d lost in %.1fs",
+        "worker finished: %d completed, %d failed, %d retried, %d lost, %d stuck in %.1fs",
         summary.completed,
         summary.failed,
         summary.retried,
         summary.lost,
+        summary.stuck,
         summary.seconds,
     )
-    return 0
+    # a handler thread is stuck and cannot be killed: ask the supervisor for a new process
+    return EXIT_REPLACE if summary.stuck and os.environ.get(PARENT_PID_ENV) else 0
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:

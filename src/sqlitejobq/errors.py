@@ -7,8 +7,35 @@ class SqliteJobQError(Exception):
     """Base class of all errors raised by sqlitejobq."""
 
 
-class DatabaseBusy(SqliteJobQError):
+class StorageError(SqliteJobQError):
+    """The database could not do what was asked (a storage fault); the message says what to do.
+
+    Its subclasses name the common faults. Nothing of the failed operation was stored.
+    """
+
+
+class DatabaseBusy(StorageError):
     """The database stayed locked by other connections for longer than the retry bound."""
+
+
+class DiskFull(StorageError):
+    """The file system holding the database has no space left (nothing of the write stored)."""
+
+
+class ReadOnlyDatabase(StorageError):
+    """The database cannot be written: a read-only file, directory or mount."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be opened or read: a missing directory, an I/O error."""
+
+
+class NotAQueueDatabase(StorageError):
+    """The file is not a SQLite database, or holds tables sqlitejobq did not create."""
+
+
+class CorruptDatabase(StorageError):
+    """The database file is damaged (truncated, overwritten); restore it from a backup."""
 
 
 class UnknownTask(SqliteJobQError, LookupError):
@@ -24,7 +51,7 @@ class PermanentFailure(SqliteJobQError):
 
 
 class PayloadError(SqliteJobQError, ValueError):
-    """A payload or result is not JSON, or is larger than the configured bound."""
+    """A payload or result is not JSON, not valid Unicode, too deep, or over the size bound."""
 
 
 class MigrationError(SqliteJobQError):
@@ -39,7 +66,7 @@ class InvalidArgumentType(SqliteJobQError, TypeError):
     """An argument has the wrong type."""
 
 
-class UnsafeFilesystem(SqliteJobQError):
+class UnsafeFilesystem(StorageError):
     """The database lives on a filesystem where SQLite's locking is not reliable."""
 
 
@@ -49,3 +76,8 @@ class DuplicateJob(SqliteJobQError):
 
 class QueueClosed(SqliteJobQError):
     """The queue was closed; open a new ``Queue`` to go on."""
+
+
+class JobTimeout(SqliteJobQError):
+    """A running job outlived its task's timeout: raised by its next progress report or
+    heartbeat, and recorded as the error of the attempt the worker ends."""

@@ -48,7 +48,8 @@ CANCEL_CHECK_INTERVAL = 0.2
 
 
 class Claim:
-    """The mutable side of a claimed job: who holds it, and what its handler reported."""
+    """The mutable side of a claimed job: who holds it, what its handler reported, and when
+    its handler started (monotonic) with how long it may run (``timeout``, None: no limit)."""
 
     __slots__ = (
         "cancel_checked_at",
@@ -58,6 +59,8 @@ class Claim:
         "pending_message",
         "pending_progress",
         "progress_written_at",
+        "started",
+        "timeout",
         "worker",
     )
 
@@ -70,6 +73,14 @@ class Claim:
         self.pending_message: str | None = None
         self.cancelled = False
         self.cancel_checked_at = time.monotonic()
+        self.started: float | None = None
+        self.timeout: float | None = None
+
+    def timed_out(self, now: float | None = None) -> bool:
+        """True once the handler has run for longer than its timeout."""
+        if self.timeout is None or self.started is None:
+            return False
+        return (time.monotonic() if now is None else now) - self.started >= self.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,12 @@ class Job:
         """Extend the lease. Returns False if this claim no longer owns the job."""
         queue, _ = self._owned()
         return queue.heartbeat(self)
+
+    @property
+    def timed_out(self) -> bool:
+        """True once the handler has run past its task's timeout: it should stop, and its
+        next ``set_progress`` or ``heartbeat`` raises JobTimeout."""
+        return self._claim is not None and self._claim.timed_out()
 
     @property
     def cancelled(self) -> bool:

@@ -37,6 +37,7 @@ from .storage import (
     TransactionConnection,
     connect,
     is_busy,
+    is_storage_fault,
     run_write,
     split_statements,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "applied_migrations",
     "create_index_if_missing",
     "migrate",
+    "pending_migrations",
     "split_statements",
 ]
 
@@ -232,7 +234,8 @@ def migrate(
             raise MigrationError(
                 "migrate() needs a connection with no open transaction; commit or roll back first"
             )
-        pending = _pending(conn, ordered, namespace)
+        retry = BusyRetry(retry_timeout, LockMetrics(), _database_name(conn))
+        pending = retry(lambda: _pending(conn, ordered, namespace), "migrate", conn)
         if dry_run or not pending:
             for migration in pending:
                 log.info("migration %s:%d %s would run", namespace, migration.version,
@@ -240,7 +243,6 @@ def migrate(
             return [m.version for m in pending]
         if backup is not None:
             _backup(conn, backup)
-        retry = BusyRetry(retry_timeout, LockMetrics())
         run_write(conn, lambda c: c.execute(_BOOKKEEPING), retry=retry, what="migrate")
         applied = []
         for migration in pending:
@@ -271,6 +273,17 @@ def _check_migrations(migrations: Sequence[Migration], namespace: str) -> list[M
     if duplicates:
         raise MigrationError(f"namespace {namespace!r} lists version(s) {duplicates} twice")
     return sorted(ordered, key=lambda m: m.version)
+
+
+def pending_migrations(
+    conn: sqlite3.Connection, migrations: Sequence[Migration], namespace: str
+) -> list[Migration]:
+    """The migrations of ``namespace`` the database lacks, in order; reads only.
+
+    MigrationError if the database records a version this code does not know, or one whose
+    text changed: such a database is refused before anything is written to it.
+    """
+    return _pending(conn, _check_migrations(migrations, namespace), namespace)
 
 
 def _pending(conn: sqlite3.Connection, ordered: list[Migration], namespace: str) -> list[Migration]:
@@ -311,7 +324,7 @@ def _apply(conn: sqlite3.Connection, migration: Migration, namespace: str) -> bo
     except MigrationError:
         raise
     except sqlite3.Error as exc:
-        if is_busy(exc):
+        if is_busy(exc) or is_storage_fault(exc):
             raise
         raise MigrationError(
             f"migration {namespace}:{migration.version} ({migration.name}) failed: {exc}"
@@ -322,6 +335,11 @@ def _apply(conn: sqlite3.Connection, migration: Migration, namespace: str) -> bo
         _RECORD, (namespace, migration.version, migration.name, migration.checksum, time.time())
     )
     return True
+
+
+def _database_name(conn: sqlite3.Connection) -> str:
+    main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    return main[0] if main and main[0] else "the database"
 
 
 def _backup(conn: sqlite3.Connection, target: str | os.PathLike[str]) -> None:

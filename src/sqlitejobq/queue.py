@@ -18,6 +18,7 @@ from .errors import (
     InvalidArgument,
     InvalidArgumentType,
     JobNotFound,
+    JobTimeout,
     PayloadError,
     PermanentFailure,
 )
@@ -53,6 +54,9 @@ H = TypeVar("H", bound=Handler)
 #: A worker is counted as alive while it reported within this many seconds.
 WORKER_ALIVE_WINDOW = 60.0
 _MAX_CLAIM = 10_000
+#: The longest a job handed back by a worker that does not know its task waits before
+#: another worker looks at it.
+_UNKNOWN_TASK_RECHECK = 2.0
 _STATUS = {s.value: s for s in JobStatus}
 
 
@@ -60,7 +64,10 @@ class Queue:
     """A job queue over one SQLite file, safe to share between threads.
 
     Opening it creates the file if needed, switches it to WAL and applies the library's
-    migrations. Each thread uses its own connection; a forked child opens new ones.
+    migrations; a file it refuses (not a database, another app's tables named like the
+    library's, a newer schema) is left exactly as it was. Each thread uses its own
+    connection; a forked child opens new ones. ``job_timeout`` is the longest a job may
+    run when its task sets no ``timeout`` (None: no limit).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class Queue:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 600.0,
         max_payload_bytes: int = 1024 * 1024,
+        job_timeout: float | None = None,
         journal_size_limit: int = 64 * 1024 * 1024,
         allow_network_filesystem: bool = False,
         clock: Callable[[], float] = time.time,
@@ -102,6 +110,10 @@ class Queue:
         self.max_payload_bytes = validation.integer(
             max_payload_bytes, "max_payload_bytes", minimum=2
         )
+        self.job_timeout = (
+            None if job_timeout is None
+            else validation.seconds(job_timeout, "job_timeout", positive=True)
+        )  # fmt: skip
         self.registry = registry if registry is not None else Registry()
         self.clock = clock
         self._storage: Storage = SqliteStorage(path, settings)
@@ -147,6 +159,7 @@ class Queue:
         *,
         max_attempts: int | None = None,
         lease: float | None = None,
+        timeout: float | None = None,
         backoff: float | None = None,
         backoff_max: float | None = None,
         queue: str | None = None,
@@ -161,6 +174,7 @@ class Queue:
         *,
         max_attempts: int | None = None,
         lease: float | None = None,
+        timeout: float | None = None,
         backoff: float | None = None,
         backoff_max: float | None = None,
         queue: str | None = None,
@@ -174,6 +188,7 @@ class Queue:
             name,
             max_attempts=max_attempts,
             lease=lease,
+            timeout=timeout,
             backoff=backoff,
             backoff_max=backoff_max,
             queue=queue,
@@ -333,18 +348,7 @@ class Queue:
         return make_row
 
     def _encode(self, value: Any, what: str) -> str:
-        if value is None:
-            return "null"
-        try:
-            text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"{what} must be JSON-serializable: {exc}") from None
-        size = len(text.encode("utf-8")) if len(text) * 4 > self.max_payload_bytes else len(text)
-        if size > self.max_payload_bytes:
-            raise PayloadError(
-                f"{what} is {size} bytes as JSON, over the limit of {self.max_payload_bytes}"
-            )
-        return text
+        return encode_json(value, what, self.max_payload_bytes)
 
     # --- the worker's cycle ---------------------------------------------------------------
 
@@ -360,7 +364,17 @@ class Queue:
         Each claimed job is ``processing``, its attempts counted, and leased to
         ``worker_id`` for ``lease`` seconds; renew it with heartbeat or set_progress.
         """
-        return self._settle([], self.claim_request(worker_id, queues, limit, lease))[1]
+        request = self.claim_request(worker_id, queues, limit, lease)
+        jobs = self._settle([], request)[1]
+        for job in jobs:
+            job._claim.timeout = self.timeout_of(job.task)  # type: ignore[union-attr]
+        return jobs
+
+    def timeout_of(self, task: str) -> float | None:
+        """How long one run of ``task`` may take: the task's ``timeout``, else the queue's
+        ``job_timeout`` (None: no limit)."""
+        timeout = self.registry.options(task).timeout
+        return timeout if timeout is not None else self.job_timeout
 
     def claim_request(
         self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
@@ -435,6 +449,8 @@ class Queue:
             raise InvalidArgumentType(
                 f"error must be a str or an exception, got {type(error).__name__}"
             )
+        error = validation.storable_text(error)
+        trace = None if trace is None else validation.storable_text(trace)
         again = retry and job.attempts < job.max_attempts
         if retry_in is not None:
             delay = validation.seconds(retry_in, "retry_in")
@@ -450,17 +466,38 @@ class Queue:
             "now": now,
         }
 
+    def _defer_step(
+        self, job: Job, worker: str, window: float, now: float
+    ) -> tuple[Step, dict[str, Any]]:
+        """Hand back a job whose task ``worker`` does not know, its attempt not counted: it
+        waits for a worker that knows the task, up to ``window`` seconds from the first
+        time one that did not handed it back, then fails with UnknownTask."""
+        recheck = min(_UNKNOWN_TASK_RECHECK, window / 4)
+        return Step.DEFER, {
+            **_fence(job, _claim_of(job)),
+            "now": now,
+            "run_at": now + recheck,
+            "give_up_before": now - window,
+            "waiting_error": f"UnknownTask: waiting up to {window:g}s for a worker that knows "
+            f"task {job.task!r} (worker {worker} does not)",
+            "failed_error": f"UnknownTask: no worker that knows task {job.task!r} took the job "
+            f"within {window:g}s; register a handler for it and retry the job",
+        }
+
     def _finish(self, steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]]) -> list[bool]:
-        return self._settle(steps, None)[0] if steps else []
+        if not steps:
+            return []
+        return [status is not None for status in self._settle(steps, None)[0]]
 
     def _settle(
         self,
         steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]],
         request: ClaimRequest | None,
-    ) -> tuple[list[bool], list[Job]]:
+    ) -> tuple[list[str | None], list[Job]]:
         """Record outcomes of claimed jobs and claim more, in one transaction.
 
-        Returns whether each claim still owned its job, and the jobs newly claimed.
+        Returns each job's status after its step (None: the claim no longer owned it, and
+        nothing changed), and the jobs newly claimed.
         """
         statuses, rows = self._storage.exchange([step for _, step in steps], request)
         if log.isEnabledFor(logging.INFO):
@@ -474,7 +511,7 @@ class Queue:
                 for job in jobs:
                     log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,
                              job.task, job.attempts, job.max_attempts, request.worker)  # fmt: skip
-        return [status is not None for status in statuses], jobs
+        return statuses, jobs
 
     def backoff(self, task: str, attempts: int) -> float:
         """Seconds before the retry that follows failed attempt number ``attempts``.
@@ -490,11 +527,13 @@ class Queue:
 
     def heartbeat(self, job: Job, lease: float | None = None) -> bool:
         """Extend the job's lease (by its claim's lease unless given); writes any progress
-        report held back by rate limiting. False if this claim no longer owns the job."""
+        report held back by rate limiting. False if this claim no longer owns the job;
+        JobTimeout once the job has run past its timeout."""
         claim = _claim_of(job)
         seconds = (
             claim.lease if lease is None else validation.seconds(lease, "lease", positive=True)
         )
+        _refuse_timed_out(job, claim)
         with claim.lock:
             if claim.pending_progress is not None:
                 return self._write_progress(job, claim, claim.pending_progress,
@@ -505,11 +544,13 @@ class Queue:
         """Record progress (0.0..1.0) and an optional message; also extends the lease.
 
         Writes of one job are spaced at least 0.25 s apart; a report in between is kept
-        and written by the next report or heartbeat.
+        and written by the next report or heartbeat. JobTimeout once the job has run past
+        its timeout: the handler should let it propagate.
         """
         claim = _claim_of(job)
         value = validation.fraction(progress, "progress")
         text = validation.optional_text(message, "progress message", max_length=2000)
+        _refuse_timed_out(job, claim)
         with claim.lock:
             if time.monotonic() - claim.progress_written_at < PROGRESS_WRITE_INTERVAL:
                 claim.pending_progress = value
@@ -563,15 +604,24 @@ class Queue:
         ]
         return self._finish(steps)
 
-    def rescue_expired(self) -> list[int]:
+    def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
         """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
-        attempts remain, else ``failed``. Workers call this; it returns the job ids."""
+        attempts remain, else ``failed``. Workers call this; it returns the job ids.
+
+        ``renew``: the caller's own running jobs, whose leases are extended first in the same
+        transaction, so that a worker never takes back a job it still runs (after a forward
+        jump of the clock, say)."""
         now = self.clock()
         expiry = self.next_lease_expiry()
         if expiry is None or expiry >= now:
             return []
+        steps = [
+            (Step.HEARTBEAT, {**_fence(job, claim), "lease_until": now + claim.lease})
+            for job in renew
+            if (claim := _claim_of(job)) is not None
+        ]
         rows = self._storage.rescue_expired(
-            now, "lease expired: the worker stopped renewing it (crashed, killed or hung)"
+            now, "lease expired: the worker stopped renewing it (crashed, killed or hung)", steps
         )
         for job_id, task, status, attempts, max_attempts, worker, *_ in rows:
             log.warning("job %d %s lease expired (worker %s, attempt %d/%d): now %s", job_id,
@@ -621,14 +671,7 @@ class Queue:
         held by another active job.
         """
         validation.integer(job_id, "job_id")
-        try:
-            done = self._storage.retry([job_id], self.clock())
-        except sqlite3.IntegrityError:
-            job = self.get(job_id)
-            raise DuplicateJob(
-                f"job {job_id} cannot be retried: another queued or processing job holds its "
-                f"unique key {job.unique_key!r}"
-            ) from None
+        done = self._storage.retry([job_id], self.clock())
         if not done:
             self._status_of(job_id)
             return False
@@ -649,9 +692,14 @@ class Queue:
 
     def purge(self, older_than: float) -> int:
         """Delete completed, failed and cancelled jobs that finished more than ``older_than``
-        seconds ago; returns how many. Batch counts keep the purged jobs."""
-        cutoff = self.clock() - validation.seconds(older_than, "older_than")
-        count = self._storage.purge(cutoff)
+        seconds ago; returns how many. Batch counts keep the purged jobs.
+
+        Batches go once none of their jobs is left; the rows of workers go once they stopped
+        or went silent (a minute without a report) before the cutoff. Nothing alive goes:
+        not a queued or processing job, not a batch with one, not a running worker's row."""
+        now = self.clock()
+        cutoff = now - validation.seconds(older_than, "older_than")
+        count = self._storage.purge(cutoff, now - WORKER_ALIVE_WINDOW)
         log.info("purged %d finished jobs older than %gs", count, older_than)
         return count
 
@@ -768,6 +816,70 @@ class Queue:
         ))  # fmt: skip
 
 
+def encode_json(value: Any, what: str, max_bytes: int) -> str:
+    """``value`` as compact JSON text that decodes back to an equal value; PayloadError
+    naming the problem if it cannot: not JSON, NaN, nested too deeply, a lone surrogate,
+    two keys that JSON would merge (``{1: "a", "1": "b"}``), or over ``max_bytes``."""
+    if value is None:
+        return "null"
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"{what} must be JSON-serializable: {exc}") from None
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise PayloadError(
+                f"{what} is not valid Unicode text: {text[exc.start : exc.end]!r} is a lone "
+                f"surrogate, which JSON text cannot carry"
+            ) from None
+    if size > max_bytes:
+        raise PayloadError(f"{what} is {size} bytes as JSON, over the limit of {max_bytes}")
+    collision = _colliding_key(value)
+    if collision is not None:
+        raise PayloadError(
+            f"{what} has keys {collision[0]!r} and {collision[1]!r}, which are both "
+            f"{json.dumps(str(collision[2]))} in JSON: one would silently replace the other"
+        )
+    return text
+
+
+_JSON_KEYS = {True: "true", False: "false", None: "null"}
+
+
+def _colliding_key(value: Any) -> tuple[Any, Any, str] | None:
+    """Two keys of one mapping that JSON turns into the same text, if there are any.
+
+    JSON object keys are text, so ``json.dumps`` turns 1, 1.0, True and None into "1",
+    "1.0", "true" and "null"; a mapping that also has that text as a key would lose one.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(type(key) is str for key in item):
+                seen: dict[str, Any] = {}
+                for key in item:
+                    if isinstance(key, str):
+                        text = key
+                    elif key is None or isinstance(key, bool):
+                        text = _JSON_KEYS[key]
+                    else:
+                        text = json.dumps(key)
+                    if text in seen:
+                        return seen[text], key, text
+                    seen[text] = key
+            stack.extend(v for v in item.values() if isinstance(v, dict | list | tuple))
+        elif isinstance(item, list | tuple):
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+    return None
+
+
 def _claim_of(job: Job) -> Claim:
     if not isinstance(job, Job):
         raise InvalidArgumentType(f"expected a claimed Job, got {type(job).__name__}")
@@ -776,6 +888,11 @@ def _claim_of(job: Job) -> Claim:
             f"job {job.id} was not claimed by this process (use a Job returned by claim())"
         )
     return job._claim
+
+
+def _refuse_timed_out(job: Job, claim: Claim) -> None:
+    if claim.timed_out():
+        raise JobTimeout(f"job {job.id} {job.task} timed out after {claim.timeout:g}s")
 
 
 def _note_cancel_flag(claim: Claim, flag: Any, checked: float) -> None:

@@ -25,6 +25,7 @@ class TaskOptions:
 
     max_attempts: int | None = None
     lease: float | None = None
+    timeout: float | None = None
     backoff: float | None = None
     backoff_max: float | None = None
     queue: str | None = None
@@ -37,6 +38,7 @@ class TaskOptions:
         *,
         max_attempts: int | None = None,
         lease: float | None = None,
+        timeout: float | None = None,
         backoff: float | None = None,
         backoff_max: float | None = None,
         queue: str | None = None,
@@ -51,6 +53,9 @@ class TaskOptions:
             if max_attempts is None
             else validation.integer(max_attempts, "max_attempts", minimum=1),
             lease=None if lease is None else validation.seconds(lease, "lease", positive=True),
+            timeout=None
+            if timeout is None
+            else validation.seconds(timeout, "timeout", positive=True),
             backoff=None if backoff is None else validation.seconds(backoff, "backoff"),
             backoff_max=None
             if backoff_max is None
@@ -88,6 +93,7 @@ class Registry:
         *,
         max_attempts: int | None = None,
         lease: float | None = None,
+        timeout: float | None = None,
         backoff: float | None = None,
         backoff_max: float | None = None,
         queue: str | None = None,
@@ -102,6 +108,7 @@ class Registry:
         *,
         max_attempts: int | None = None,
         lease: float | None = None,
+        timeout: float | None = None,
         backoff: float | None = None,
         backoff_max: float | None = None,
         queue: str | None = None,
@@ -111,6 +118,8 @@ class Registry:
         """Register the decorated function as the handler of task ``name``.
 
         ``name`` defaults to the function's ``__name__``; ``@registry.task`` works bare too.
+        ``timeout`` bounds how long one run may take (see the Worker); ``lease`` how long a
+        claim holds the job between heartbeats.
         ``on_complete(conn, job, result)`` runs inside the transaction that records the
         job's completion, and only if it is recorded: what it writes on ``conn`` commits
         with the completion or not at all. If it raises, the attempt fails instead.
@@ -118,6 +127,7 @@ class Registry:
         options = TaskOptions.checked(
             max_attempts=max_attempts,
             lease=lease,
+            timeout=timeout,
             backoff=backoff,
             backoff_max=backoff_max,
             queue=queue,

@@ -93,8 +93,15 @@ CREATE TABLE sqlitejobq_counts (
 ) WITHOUT ROWID;
 """
 
+# When a worker that did not know a job's task first handed it back (rolling deploys): the
+# job waits for a worker that knows the task for a bounded window from then.
+_V4_UNKNOWN_SINCE = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN unknown_since REAL;
+"""
+
 MIGRATIONS = [
     Migration(1, "jobs, batches and workers tables", _V1_TABLES),
     Migration(2, "indexes for claims, timers, leases, batches and unique keys", _V1_INDEXES),
     Migration(3, "job counts by queue and status", _V1_COUNTS),
+    Migration(4, "when a job first met a worker that did not know its task", _V4_UNKNOWN_SINCE),
 ]

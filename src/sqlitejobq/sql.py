@@ -129,7 +129,7 @@ FAIL = f"""
 UPDATE sqlitejobq_jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
     run_at = CASE WHEN cancel_requested THEN run_at ELSE :run_at END,
-    error = :error, traceback = :traceback, lease_until = NULL,
+    error = :error, traceback = :traceback, lease_until = NULL, unknown_since = NULL,
     progress_message = coalesce(:message, progress_message),
     finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
 WHERE {_FENCE}
@@ -166,7 +166,7 @@ _ABANDON_SET = """
 SET status = CASE WHEN cancel_requested THEN 'cancelled'
                   WHEN attempts >= max_attempts THEN 'failed'
                   ELSE 'queued' END,
-    run_at = :now, lease_until = NULL, error = :error, traceback = NULL,
+    run_at = :now, lease_until = NULL, error = :error, traceback = NULL, unknown_since = NULL,
     finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now END
 """
 
@@ -181,6 +181,25 @@ UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
 RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id
+"""
+
+# Claimed by a worker that does not know the task (an older worker during a rolling deploy):
+# back to the queue for a worker that does, the attempt not counted, until the job has
+# waited for one since ``unknown_since`` past the window; then failed with UnknownTask.
+DEFER_UNKNOWN = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN coalesce(unknown_since, :now) <= :give_up_before THEN 'failed'
+                  ELSE 'queued' END,
+    error = CASE WHEN cancel_requested THEN error
+                 WHEN coalesce(unknown_since, :now) <= :give_up_before THEN :failed_error
+                 ELSE :waiting_error END,
+    finished_at = CASE WHEN cancel_requested OR coalesce(unknown_since, :now) <= :give_up_before
+                       THEN :now END,
+    attempts = attempts - 1, run_at = :run_at, unknown_since = coalesce(unknown_since, :now),
+    lease_until = NULL, started_at = NULL
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
 """
 
 NEXT_LEASE_EXPIRY = """
@@ -201,10 +220,13 @@ RETURNING status, queue, batch_id
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = ?"
 
+UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = ?"
+
 RETRY = """
 UPDATE sqlitejobq_jobs
 SET status = 'queued', attempts = 0, run_at = :now, cancel_requested = 0,
-    finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL
+    finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
+    unknown_since = NULL
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING id
 """
@@ -219,13 +241,19 @@ DELETE FROM sqlitejobq_jobs WHERE id IN (
 RETURNING queue, status
 """
 
+# A batch goes once none of its jobs is left and none is queued or processing.
 PURGE_BATCHES = """
 DELETE FROM sqlitejobq_batches
-WHERE created_at < :cutoff
+WHERE created_at < :cutoff AND queued = 0 AND processing = 0
   AND NOT EXISTS (SELECT 1 FROM sqlitejobq_jobs j WHERE j.batch_id = sqlitejobq_batches.id)
 """
 
-PURGE_WORKERS = "DELETE FROM sqlitejobq_workers WHERE last_seen < :cutoff"
+# A worker's row goes once it stopped, or went silent (died), before the cutoff: a live
+# worker keeps its row whatever the cutoff.
+PURGE_WORKERS = """
+DELETE FROM sqlitejobq_workers
+WHERE last_seen < :cutoff AND (stopped_at IS NOT NULL OR last_seen < :dead_before)
+"""
 
 # --- reads ------------------------------------------------------------------------------
 
@@ -324,13 +352,20 @@ VALUES (:id, :hostname, :pid, :queues, :concurrency, :now, :now)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stopped_at = NULL
 """
 
+# An upsert: a worker whose row was deleted (purged while it ran) writes it back.
 REPORT_WORKER = """
-UPDATE sqlitejobq_workers
-SET last_seen = :now, stopped_at = :stopped_at, jobs_completed = :jobs_completed,
-    jobs_failed = :jobs_failed, writes = :writes, lock_retries = :lock_retries,
-    lock_wait_seconds = :lock_wait_seconds, lock_wait_max_seconds = :lock_wait_max_seconds,
-    busy_errors = :busy_errors
-WHERE id = :id
+INSERT INTO sqlitejobq_workers
+    (id, hostname, pid, queues, concurrency, started_at, last_seen, stopped_at, jobs_completed,
+     jobs_failed, writes, lock_retries, lock_wait_seconds, lock_wait_max_seconds, busy_errors)
+VALUES (:id, :hostname, :pid, :queues, :concurrency, :started_at, :now, :stopped_at,
+        :jobs_completed, :jobs_failed, :writes, :lock_retries, :lock_wait_seconds,
+        :lock_wait_max_seconds, :busy_errors)
+ON CONFLICT (id) DO UPDATE
+SET last_seen = excluded.last_seen, stopped_at = excluded.stopped_at,
+    jobs_completed = excluded.jobs_completed, jobs_failed = excluded.jobs_failed,
+    writes = excluded.writes, lock_retries = excluded.lock_retries,
+    lock_wait_seconds = excluded.lock_wait_seconds,
+    lock_wait_max_seconds = excluded.lock_wait_max_seconds, busy_errors = excluded.busy_errors
 """
 
 WORKER_TOTALS = """

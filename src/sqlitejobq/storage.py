@@ -8,6 +8,7 @@ tenacity policy while SQLite reports SQLITE_BUSY or SQLITE_LOCKED.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -32,8 +33,22 @@ from tenacity import (
 )
 
 from . import sql
-from .errors import DatabaseBusy, QueueClosed, SqliteJobQError, UnsafeFilesystem
+from .errors import (
+    CorruptDatabase,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    DiskFull,
+    DuplicateJob,
+    NotAQueueDatabase,
+    PayloadError,
+    QueueClosed,
+    ReadOnlyDatabase,
+    SqliteJobQError,
+    StorageError,
+    UnsafeFilesystem,
+)
 from .job import LockStats
+from .wakeup import Waker
 
 log = logging.getLogger("sqlitejobq")
 
@@ -42,6 +57,14 @@ Row = tuple[Any, ...]
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+#: Primary result codes of a failing store (permission, memory, read-only, I/O, corrupt,
+#: full, cannot open, lock protocol, no large files, not a database), not of bad SQL.
+_FAULTS = frozenset({3, 7, 8, 10, 11, 13, 14, 15, 22, 26})
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Where the mount table is read from to recognise network filesystems.
 MOUNTINFO = "/proc/self/mountinfo"
@@ -66,6 +89,58 @@ def is_busy(exc: BaseException) -> bool:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     text = str(exc)
     return "database is locked" in text or "is busy" in text or "table is locked" in text
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """True when ``exc`` is the storage failing (full, read-only, I/O, corrupt, cannot open),
+    as opposed to a statement being wrong: such a fault says nothing about the SQL."""
+    return isinstance(exc, sqlite3.Error) and _primary_code(exc) in _FAULTS
+
+
+def storage_error(exc: BaseException, path: str, what: str) -> SqliteJobQError:
+    """The library error, with what to do about it, for an error the sqlite3 module raised.
+
+    Every fault of the engine reaches callers as one of these, never as a bare sqlite3 error.
+    """
+    if isinstance(exc, SqliteJobQError):
+        return exc
+    if isinstance(exc, UnicodeError):
+        return PayloadError(f"{what}: text is not valid Unicode and cannot be stored ({exc})")
+    code = _primary_code(exc)
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text:
+        return DiskFull(
+            f"{what}: disk full: the file system holding {path} has no space left (or the "
+            f"database reached its size limit); nothing of this write was stored. Free space "
+            f"(purge finished jobs, checkpoint) and try again"
+        )
+    if code == _SQLITE_READONLY or "readonly database" in text:
+        return ReadOnlyDatabase(
+            f"{what}: database {path} is read-only ({text}); sqlitejobq writes the file, its "
+            f"-wal and -shm files and their directory: check permissions and the mount"
+        )
+    if code == _SQLITE_NOTADB or "not a database" in text:
+        return NotAQueueDatabase(f"{path} is not a SQLite database ({text}); point at the "
+                                 f"queue's own file")  # fmt: skip
+    if code == _SQLITE_CORRUPT or "malformed" in text:
+        return CorruptDatabase(
+            f"{what}: database {path} is corrupt ({text}); restore it from a backup, or "
+            f"recover what is left with: sqlite3 {path} .recover"
+        )
+    if code == _SQLITE_CANTOPEN or "unable to open" in text:
+        return DatabaseUnavailable(
+            f"{what}: cannot open database {path} ({text}); check that its directory exists "
+            f"and that this user may read and write there"
+        )
+    if code in _FAULTS:
+        return DatabaseUnavailable(f"{what}: the database {path} failed ({text}); check the "
+                                   f"disk and the file system")  # fmt: skip
+    return StorageError(f"{what} failed on {path}: {text}")
 
 
 class LockMetrics:
@@ -120,34 +195,54 @@ class LockMetrics:
 class BusyRetry:
     """The one retry policy: on busy/locked only, full-jitter exponential waits, bounded.
 
-    Calling it runs a function under the policy; when the bound is spent the caller gets
-    DatabaseBusy (never a bare sqlite3.OperationalError).
+    Calling it runs a function under the policy. When the bound is spent the caller gets
+    DatabaseBusy, within ``timeout`` of the call plus one statement's time: the waits and
+    SQLite's own busy handler are both cut to what is left of the bound. Every other error
+    of the engine becomes the library error that names it (``storage_error``).
     """
 
-    def __init__(self, timeout: float, metrics: LockMetrics) -> None:
+    def __init__(self, timeout: float, metrics: LockMetrics, label: str = "the database") -> None:
         self.timeout = timeout
         self.metrics = metrics
+        self.label = label
         self._retrying = Retrying(
             retry=retry_if_exception(is_busy),
             wait=wait_random_exponential(multiplier=0.002, max=0.5),
-            stop=stop_after_delay(timeout),
             before_sleep=metrics.record_retry,
         )
 
-    def __call__(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn`` under the policy; ``what`` names the operation in a DatabaseBusy message."""
+    def __call__(self, fn: Callable[[], T], what: str, conn: sqlite3.Connection | None = None) -> T:
+        """Run ``fn`` under the policy; ``what`` names the operation in error messages.
+
+        With ``conn`` (the connection ``fn`` uses), SQLite's busy wait of each retry is cut
+        to the time left, so the bound holds whatever the connection's busy timeout.
+        """
         # The uncontended case pays for one plain call; the policy takes over at the
         # first busy error, with what is left of the time bound.
-        started = time.monotonic()
+        deadline = time.monotonic() + self.timeout
         try:
             return fn()
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
             if not is_busy(exc):
-                raise
+                raise storage_error(exc, self.label, what) from exc
             self.metrics.record_first_busy()
-        remaining = max(0.0, self.timeout - (time.monotonic() - started))
+        wait = self._retrying.wait
+
+        def until_deadline(state: RetryCallState) -> float:
+            return max(0.0, min(wait(state), deadline - time.monotonic()))
+
+        def cut_busy_wait(state: RetryCallState) -> None:
+            left = deadline - time.monotonic()
+            if conn is not None and left < self.timeout:
+                conn.execute(f"PRAGMA busy_timeout = {max(0, int(left * 1000))}")
+
+        busy_ms = None if conn is None else conn.execute("PRAGMA busy_timeout").fetchone()[0]
         try:
-            return self._retrying.copy(stop=stop_after_delay(remaining))(fn)
+            return self._retrying.copy(
+                stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+                wait=until_deadline,
+                before=cut_busy_wait,
+            )(fn)
         except RetryError as exc:
             self.metrics.record_busy_error()
             last = exc.last_attempt.exception()
@@ -156,6 +251,12 @@ class BusyRetry:
                 f"{self.timeout:g}s ({exc.last_attempt.attempt_number + 1} attempts; "
                 f"last error: {last})"
             ) from last
+        except (sqlite3.Error, UnicodeError) as exc:
+            raise storage_error(exc, self.label, what) from exc
+        finally:
+            if busy_ms is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")  # type: ignore[union-attr]
 
 
 def run_write(
@@ -172,9 +273,10 @@ def run_write(
     instead of spinning in SQLite's busy handler. ``body`` may run more than once, so it
     must have no effect outside the transaction.
     """
+    deadline = time.monotonic() + retry.timeout
 
     def attempt() -> T:
-        if lock is not None and not lock.acquire(timeout=retry.timeout):
+        if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DatabaseBusy(f"{what}: other threads of this process held the write lock "
                                f"for more than {retry.timeout:g}s")  # fmt: skip
         try:
@@ -187,15 +289,23 @@ def run_write(
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
             return result
         finally:
             if lock is not None:
                 lock.release()
 
-    return retry(attempt, what)
+    return retry(attempt, what, conn)
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Undo an open transaction; an error here must not hide the one that caused it."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed after an error: %s", exc)
 
 
 def run_read(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], *,
@@ -207,9 +317,9 @@ def run_read(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], 
         try:
             return body(conn)
         finally:
-            conn.execute("COMMIT")
+            _roll_back(conn)
 
-    return retry(attempt, "read")
+    return retry(attempt, "read", conn)
 
 
 _TRANSACTION_CONTROL = re.compile(
@@ -289,19 +399,99 @@ def connect(
     busy_timeout: float = 5.0,
     journal_size_limit: int = 64 * 1024 * 1024,
 ) -> sqlite3.Connection:
-    """A connection in autocommit mode (no implicit transactions) with sqlitejobq's pragmas."""
-    conn = sqlite3.connect(
-        path,
-        timeout=busy_timeout,
-        isolation_level=None,
-        check_same_thread=False,
-        cached_statements=256,
-    )
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(f"PRAGMA journal_size_limit = {int(journal_size_limit)}")
-    conn.execute("PRAGMA temp_store = MEMORY")
+    """A connection in autocommit mode (no implicit transactions) with sqlitejobq's pragmas.
+
+    None of the pragmas writes to the file: opening never changes a database.
+    """
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA journal_size_limit = {int(journal_size_limit)}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+    except sqlite3.Error as exc:
+        raise storage_error(exc, path, "open") from exc
     return conn
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_database_file(path: str) -> None:
+    """Refuse, before anything touches it, a file that is not a SQLite database or that is
+    shorter than its own header says (truncated). A missing or empty file is a new queue."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot read database {path}: {exc}") from exc
+    if size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot read database {path}: {exc}") from exc
+    if not header.startswith(_SQLITE_HEADER):
+        raise NotAQueueDatabase(
+            f"{path} is not a SQLite database (it does not start with the SQLite header); "
+            f"point at the queue's own file, or at a new path to create one"
+        )
+    if len(header) < 100:
+        raise CorruptDatabase(f"database {path} is truncated: {size} bytes, shorter than its "
+                              f"header; restore it from a backup")  # fmt: skip
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # the page count in the header is valid when its "valid for" counter matches the change
+    # counter; with a write-ahead log present, the log may still hold the last pages
+    header_valid = header[24:28] == header[92:96]
+    wal = _size_or_zero(path + "-wal")
+    if header_valid and wal == 0 and pages and size < pages * page_size:
+        raise CorruptDatabase(
+            f"database {path} is truncated: its header says {pages} pages of {page_size} "
+            f"bytes ({pages * page_size} bytes) but the file has {size}; restore it from a "
+            f"backup, or recover what is left with: sqlite3 {path} .recover"
+        )
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+_LIBRARY_OBJECTS = r"""
+SELECT name FROM sqlite_master
+WHERE type = 'table' AND name LIKE 'sqlitejobq\_%' ESCAPE '\' ORDER BY name
+"""
+
+
+def foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables named like the library's that the library did not create: they exist, but no
+    migration of the library's namespace is recorded. Reads only."""
+    names = [row[0] for row in conn.execute(_LIBRARY_OBJECTS)]
+    own = [name for name in names if name != "sqlitejobq_migrations"]
+    if not own:
+        return []
+    if "sqlitejobq_migrations" in names:
+        try:
+            recorded = conn.execute(
+                "SELECT count(*) FROM sqlitejobq_migrations WHERE namespace = 'sqlitejobq'"
+            ).fetchone()[0]
+        except sqlite3.OperationalError:
+            return names  # a table of that name with other columns: not ours either
+        if recorded:
+            return []
+    return own
 
 
 class Step(enum.Enum):
@@ -313,6 +503,7 @@ class Step(enum.Enum):
     ABANDON = "abandon"
     HEARTBEAT = "heartbeat"
     PROGRESS = "progress"
+    DEFER = "defer"
 
 
 _STEP_SQL = {
@@ -322,6 +513,7 @@ _STEP_SQL = {
     Step.ABANDON: sql.ABANDON,
     Step.HEARTBEAT: sql.HEARTBEAT,
     Step.PROGRESS: sql.SET_PROGRESS,
+    Step.DEFER: sql.DEFER_UNKNOWN,
 }
 
 
@@ -335,6 +527,7 @@ class WorkerRecord:
     queues: str
     concurrency: int
     now: float
+    started_at: float = 0.0
     stopped_at: float | None = None
     jobs_completed: int = 0
     jobs_failed: int = 0
@@ -370,12 +563,9 @@ class Storage(Protocol):
     def notify(self) -> None:
         """Wake the workers of this process: a job was just enqueued here."""
 
-    def listen(self, event: threading.Event, active: bool = True) -> None:
-        """Have (or, with ``active`` false, stop having) ``event`` set by ``notify``."""
-
     @property
-    def enqueued_counter(self) -> int:
-        """Changes with every enqueue in this process: new work, no read needed."""
+    def waker(self) -> Waker:
+        """Wakes this process's idle workers: enqueues here, commits elsewhere."""
 
     def migrate_schema(self) -> None:
         """Create or update the backend's own tables."""
@@ -397,8 +587,13 @@ class Storage(Protocol):
     ) -> tuple[list[Any], list[Row]]:
         """Apply fenced steps to claimed jobs, then claim more, in one transaction."""
 
-    def rescue_expired(self, now: float, error: str) -> list[Row]:
-        """Take back the jobs whose lease ended before ``now``; their rows after the change."""
+    def rescue_expired(
+        self, now: float, error: str, renew: Sequence[tuple[Step, dict[str, Any]]] = ()
+    ) -> list[Row]:
+        """Take back the jobs whose lease ended before ``now``; their rows after the change.
+
+        ``renew`` (heartbeats of the caller's own running jobs) is applied first, in the
+        same transaction, so a worker never takes back a job it is still running."""
 
     def cancel(self, job_id: int, now: float) -> str | None:
         """Cancel a queued job or flag a running one; its status then, None if it was neither."""
@@ -406,8 +601,9 @@ class Storage(Protocol):
     def retry(self, job_ids: Sequence[int], now: float) -> list[int]:
         """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
 
-    def purge(self, cutoff: float, chunk: int = 2000) -> int:
-        """Delete jobs that finished before ``cutoff``; how many."""
+    def purge(self, cutoff: float, dead_before: float, chunk: int = 2000) -> int:
+        """Delete jobs that finished before ``cutoff``, then batches left with no job and the
+        rows of workers that stopped (or went silent before ``dead_before``); how many jobs."""
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the write-ahead log into the database: (busy, log frames, frames copied)."""
@@ -514,25 +710,22 @@ _inherited: list[Any] = []  # connections a forked child must never touch nor cl
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation
+    global _fork_generation, _shared_lock
     _fork_generation += 1
+    # a lock held by another thread at the fork stays held forever in the child: start anew
+    _shared_lock = threading.Lock()
+    _shared_by_file.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Shared:
-    """What every Storage on one file in this process shares: the writer lock, the wake-up."""
+    """What every storage on one file in this process shares: the writer lock, the waker."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         self.write_lock = threading.Lock()
-        self.listeners: set[threading.Event] = set()
-        self.enqueued = 0
-
-    def notify(self) -> None:
-        self.enqueued += 1
-        for event in list(self.listeners):
-            event.set()
+        self.waker = Waker(path)
 
 
 _shared_by_file: dict[str, _Shared] = {}
@@ -545,7 +738,7 @@ def shared_for(path: str) -> _Shared:
     with _shared_lock:
         shared = _shared_by_file.get(key)
         if shared is None:
-            shared = _shared_by_file[key] = _Shared()
+            shared = _shared_by_file[key] = _Shared(key)
         return shared
 
 
@@ -582,16 +775,37 @@ class SqliteStorage:
         self.settings = settings
         parent = Path(self.path).resolve().parent
         if not parent.is_dir():
-            raise SqliteJobQError(f"directory {parent} of database {self.path} does not exist")
+            raise DatabaseUnavailable(
+                f"directory {parent} of database {self.path} does not exist; create it first"
+            )
         check_filesystem(self.path, allow_network=settings.allow_network_filesystem)
+        check_database_file(self.path)
+        if not os.access(parent, os.W_OK) or (
+            os.path.exists(self.path) and not os.access(self.path, os.W_OK)
+        ):
+            raise ReadOnlyDatabase(
+                f"database {self.path} is read-only: sqlitejobq writes the file, its -wal and "
+                f"-shm files and their directory {parent}; check permissions and the mount"
+            )
         self.metrics = LockMetrics()
-        self.busy_retry = BusyRetry(settings.retry_timeout, self.metrics)
-        self._shared = shared_for(self.path)
+        self.busy_retry = BusyRetry(settings.retry_timeout, self.metrics, self.path)
+        self._shared_of = (_fork_generation, shared_for(self.path))
         self._local = threading.local()
         self._holders: weakref.WeakSet[_Holder] = weakref.WeakSet()
         self._holders_lock = threading.Lock()
         self._closed = False
-        self._enable_wal()
+
+    @property
+    def _shared(self) -> _Shared:
+        generation, shared = self._shared_of
+        if generation != _fork_generation:
+            self._shared_of = (_fork_generation, shared := shared_for(self.path))
+        return shared
+
+    @property
+    def waker(self) -> Waker:
+        """Wakes this process's idle workers on this file (enqueues here, commits elsewhere)."""
+        return self._shared.waker
 
     # connections
 
@@ -616,11 +830,32 @@ class SqliteStorage:
             self._holders.add(holder)
         return conn
 
-    def _enable_wal(self) -> None:
+    def _refuse_foreign_file(self) -> None:
+        """Read the file's schema (and change nothing) before the first write: tables named
+        like the library's that it did not create, or a library schema newer than this
+        code, are refused while the file is still exactly as it was."""
+        # imported here: the migrations module itself writes through this module
+        from . import schema
+        from .migrations import pending_migrations
+
         conn = self.connection()
 
+        def inspect() -> None:
+            foreign = foreign_tables(conn)
+            if foreign:
+                raise NotAQueueDatabase(
+                    f"{self.path} holds table(s) {', '.join(foreign)} that sqlitejobq did not "
+                    f"create (no migration of the library is recorded); use another file, or "
+                    f"rename those tables"
+                )
+            pending_migrations(conn, schema.MIGRATIONS, schema.NAMESPACE)
+
+        self.busy_retry(inspect, "open", conn)
+
+    def _enable_wal(self) -> None:
+        conn = self.connection()
         mode = self.busy_retry(
-            lambda: str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]), "enable WAL"
+            lambda: str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]), "enable WAL", conn
         )
         if mode.lower() != "wal":
             raise SqliteJobQError(
@@ -657,7 +892,7 @@ class SqliteStorage:
         """One row of a single read statement (autocommit: its own snapshot)."""
         conn = self.connection()
         result: Row | None = self.busy_retry(
-            lambda: conn.execute(statement, parameters).fetchone(), "read"
+            lambda: conn.execute(statement, parameters).fetchone(), "read", conn
         )
         return result
 
@@ -667,36 +902,25 @@ class SqliteStorage:
         """Every row of a single read statement (autocommit: its own snapshot)."""
         conn = self.connection()
         result: list[Row] = self.busy_retry(
-            lambda: conn.execute(statement, parameters).fetchall(), "read"
+            lambda: conn.execute(statement, parameters).fetchall(), "read", conn
         )
         return result
 
     def notify(self) -> None:
         """Wake the workers of this process waiting on this file."""
-        self._shared.notify()
-
-    def listen(self, event: threading.Event, active: bool = True) -> None:
-        """Have (or stop having) ``event`` set whenever a job is enqueued in this process."""
-        if active:
-            self._shared.listeners.add(event)
-        else:
-            self._shared.listeners.discard(event)
-
-    @property
-    def enqueued_counter(self) -> int:
-        """Counts enqueues in this process: a change means new work, no read needed."""
-        return self._shared.enqueued
+        self._shared.waker.notify()
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the file: a cheap "anything new?"."""
-        row = self.connection().execute(sql.DATA_VERSION).fetchone()
+        conn = self.connection()
+        row = self.busy_retry(lambda: conn.execute(sql.DATA_VERSION).fetchone(), "poll", conn)
         return int(row[0])
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the WAL into the database and truncate it, if no reader is in the way."""
         conn = self.connection()
         row = self.busy_retry(
-            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(), "checkpoint"
+            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(), "checkpoint", conn
         )
         return int(row[0]), int(row[1]), int(row[2])
 
@@ -767,11 +991,17 @@ class SqliteStorage:
         what = "claim" if not steps else steps[0][0].value
         return self.write(body, what)
 
-    def rescue_expired(self, now: float, error: str) -> list[Row]:
-        """Take back jobs whose lease ended before ``now``; their rows after the change."""
+    def rescue_expired(
+        self, now: float, error: str, renew: Sequence[tuple[Step, dict[str, Any]]] = ()
+    ) -> list[Row]:
+        """Take back jobs whose lease ended before ``now``; their rows after the change.
+
+        ``renew`` (heartbeats of the caller's own running jobs) is applied first, in the
+        same transaction, so a worker never takes back a job it is still running."""
 
         def body(conn: sqlite3.Connection) -> list[Row]:
             tally = _Tally()
+            _apply_steps(conn, renew, tally)
             rows = conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error}).fetchall()
             for row in rows:
                 tally.move(row[6], row[7], "processing", row[2])
@@ -803,7 +1033,15 @@ class SqliteStorage:
             done = []
             for job_id in job_ids:
                 before = conn.execute(sql.STATUS_QUEUE_BATCH, (job_id,)).fetchone()
-                if conn.execute(sql.RETRY, {"id": job_id, "now": now}).fetchone() is not None:
+                try:
+                    row = conn.execute(sql.RETRY, {"id": job_id, "now": now}).fetchone()
+                except sqlite3.IntegrityError:
+                    key = conn.execute(sql.UNIQUE_KEY, (job_id,)).fetchone()[0]
+                    raise DuplicateJob(
+                        f"job {job_id} cannot be retried: another queued or processing job "
+                        f"holds its unique key {key!r}"
+                    ) from None
+                if row is not None:
                     tally.move(before[1], before[2], before[0], "queued")
                     done.append(job_id)
             tally.write(conn)
@@ -811,10 +1049,12 @@ class SqliteStorage:
 
         return self.write(body, "retry")
 
-    def purge(self, cutoff: float, chunk: int = 2000) -> int:
+    def purge(self, cutoff: float, dead_before: float, chunk: int = 2000) -> int:
         """Delete finished jobs older than ``cutoff`` in short transactions; the count.
 
-        Counts by queue drop the purged jobs; batch counts keep them.
+        Then batches with no job left and none queued or processing, and the rows of workers
+        that stopped or went silent (before ``dead_before``) before the cutoff. Counts by
+        queue drop the purged jobs; batch counts keep them.
         """
 
         def delete_chunk(conn: sqlite3.Connection) -> int:
@@ -834,17 +1074,20 @@ class SqliteStorage:
 
         def tidy(conn: sqlite3.Connection) -> None:
             conn.execute(sql.PURGE_BATCHES, {"cutoff": cutoff})
-            conn.execute(sql.PURGE_WORKERS, {"cutoff": cutoff})
+            conn.execute(sql.PURGE_WORKERS, {"cutoff": cutoff, "dead_before": dead_before})
 
         self.write(tidy, "purge")
         return total
 
     def migrate_schema(self) -> None:
-        """Create or update the library's own tables."""
+        """Refuse a file that is not the library's (changing nothing), then switch it to WAL
+        and create or update the library's own tables."""
         # imported here: the migrations module itself writes through this module
         from . import schema
         from .migrations import migrate
 
+        self._refuse_foreign_file()
+        self._enable_wal()
         migrate(
             self.connection(),
             schema.MIGRATIONS,
@@ -925,9 +1168,12 @@ class SqliteStorage:
         }), "register worker")  # fmt: skip
 
     def report_worker(self, worker: WorkerRecord) -> None:
-        """Update a worker's row: last seen, counts, lock waits, stop time."""
+        """Update a worker's row (last seen, counts, lock waits, stop time); write it anew
+        if it is missing (purged while the worker ran)."""
         self.write(lambda conn: conn.execute(sql.REPORT_WORKER, {
-            "id": worker.id, "now": worker.now, "stopped_at": worker.stopped_at,
+            "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
+            "queues": worker.queues, "concurrency": worker.concurrency,
+            "started_at": worker.started_at, "now": worker.now, "stopped_at": worker.stopped_at,
             "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
             "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
             "lock_wait_seconds": worker.lock.lock_wait_seconds,
@@ -1068,7 +1314,7 @@ _BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cance
 #: (given the connection), and what to record instead if that code raises (given the error).
 HOOK = "on_complete"
 HOOK_FAILED = "on_complete_failed"
-_STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON})
+_STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON, Step.DEFER})
 
 
 def _claim_rows(conn: sqlite3.Connection, claim: ClaimRequest) -> list[Row]:

@@ -1,4 +1,4 @@
-"""Supervisor: runs N worker processes, restarts one that dies, forwards stop signals."""
+"""Supervisor: runs N worker processes, restarts one that dies or hangs, forwards stop signals."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from .errors import InvalidArgument
-from .worker import PARENT_PID_ENV
+from .worker import EXIT_REPLACE, PARENT_PID_ENV
 
 log = logging.getLogger("sqlitejobq")
 
 #: A child that dies sooner than this after its start counts as crashing; restarts back off.
 _HEALTHY_AFTER = 10.0
 _MAX_RESTART_DELAY = 30.0
+#: Names the descriptor on which a supervised worker process writes a byte every
+#: ``ALIVE_EVERY`` seconds; a process silent for the supervisor's ``hang_timeout`` is killed.
+ALIVE_FD_ENV = "SQLITEJOBQ_ALIVE_FD"
+ALIVE_EVERY = 1.0
 
 
 @dataclass
@@ -28,8 +33,10 @@ class _Child:
     slot: int
     process: subprocess.Popen[bytes]
     started: float
+    alive_fd: int
     failures: int = 0
     restart_at: float | None = None
+    last_alive: float = field(default_factory=time.monotonic)
     exit_codes: list[int] = field(default_factory=list)
 
 
@@ -40,15 +47,29 @@ class Supervisor:
     alone and each child gets exactly the signals the supervisor forwards: the first
     SIGTERM/SIGINT asks for a graceful stop, a second one for an immediate stop. A child
     that dies is started again (with growing delays if it keeps dying); in ``burst`` mode a
-    child that exits 0 has finished and is not restarted.
+    child that exits 0 has finished and is not restarted. A child that asks to be replaced
+    (exit status 75: a handler thread is stuck past its timeout) is started again at once.
+    A child that writes no sign of life for ``hang_timeout`` seconds (a call holding the
+    interpreter's lock forever: no thread of it runs) is killed and started again; its jobs
+    come back when their leases expire.
     """
 
-    def __init__(self, command: Sequence[str], processes: int, *, burst: bool = False) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        processes: int,
+        *,
+        burst: bool = False,
+        hang_timeout: float = 60.0,
+    ) -> None:
         if processes < 1:
             raise InvalidArgument(f"processes must be >= 1, got {processes}")
+        if not hang_timeout > 0:
+            raise InvalidArgument(f"hang_timeout must be > 0, got {hang_timeout}")
         self.command = list(command)
         self.processes = processes
         self.burst = burst
+        self.hang_timeout = hang_timeout
         self.restarts = 0
         self._children: dict[int, _Child] = {}
         self._signals_received = 0
@@ -83,9 +104,19 @@ class Supervisor:
         self.stop()
 
     def _spawn(self, slot: int, failures: int = 0) -> _Child:
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
-        process = subprocess.Popen(self.command, env=env, start_new_session=True)  # noqa: S603
-        return _Child(slot, process, time.monotonic(), failures)
+        alive_read, alive_write = os.pipe()
+        os.set_blocking(alive_read, False)
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), ALIVE_FD_ENV: str(alive_write)}
+        try:
+            process = subprocess.Popen(  # noqa: S603
+                self.command, env=env, start_new_session=True, pass_fds=(alive_write,)
+            )
+        except BaseException:
+            os.close(alive_read)
+            raise
+        finally:
+            os.close(alive_write)
+        return _Child(slot, process, time.monotonic(), alive_read, failures)
 
     def _supervise(self) -> int:
         status = 0
@@ -94,15 +125,16 @@ class Supervisor:
             for slot, child in list(self._children.items()):
                 code = child.process.poll()
                 if code is None:
+                    self._watch_alive(child, now)
                     continue
                 if child.restart_at is None:
                     child.exit_codes.append(code)
                     if self._signals_received or (self.burst and code == 0):
                         if code not in (0, -signal.SIGTERM):
                             status = 1
-                        del self._children[slot]
+                        self._remove(slot)
                         continue
-                    healthy = now - child.started >= _HEALTHY_AFTER
+                    healthy = now - child.started >= _HEALTHY_AFTER or code == EXIT_REPLACE
                     child.failures = 0 if healthy else child.failures + 1
                     delay = min(_MAX_RESTART_DELAY, 0.0 if healthy else 0.5 * 2**child.failures)
                     child.restart_at = now + delay
@@ -110,12 +142,35 @@ class Supervisor:
                                 "in %.1fs", os.getpid(), child.process.pid, code,
                                 delay)  # fmt: skip
                 if now >= child.restart_at and not self._signals_received:
+                    self._remove(slot)
                     self._children[slot] = self._spawn(slot, child.failures)
                     self.restarts += 1
                 elif self._signals_received:
-                    del self._children[slot]
+                    self._remove(slot)
             time.sleep(0.05)
         return status
+
+    def _watch_alive(self, child: _Child, now: float) -> None:
+        """Note a child's signs of life; kill one silent for longer than ``hang_timeout``."""
+        try:
+            if os.read(child.alive_fd, 4096):
+                child.last_alive = now
+        except BlockingIOError:
+            pass
+        except OSError:
+            child.last_alive = now  # the pipe is gone with the child: its exit tells
+        if now - child.last_alive > self.hang_timeout:
+            log.error("supervisor %d: worker process %d gave no sign of life for %.0fs (hung "
+                      "in a call that holds the interpreter); killing it", os.getpid(),
+                      child.process.pid, now - child.last_alive)  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.last_alive = now
+
+    def _remove(self, slot: int) -> None:
+        child = self._children.pop(slot)
+        with contextlib.suppress(OSError):
+            os.close(child.alive_fd)
 
 
 def _send(process: subprocess.Popen[bytes], sig: int) -> None:
@@ -126,3 +181,25 @@ def _send(process: subprocess.Popen[bytes], sig: int) -> None:
 def worker_command(arguments: Sequence[str]) -> list[str]:
     """The command line that starts one worker process with these CLI arguments."""
     return [sys.executable, "-m", "sqlitejobq", *arguments]
+
+
+def signal_alive_to_supervisor() -> None:
+    """In a supervised worker process: write a sign of life every second from a thread of
+    its own, so that the supervisor can tell a hung process from a busy one."""
+    value = os.environ.get(ALIVE_FD_ENV)
+    if value is None or not value.isdigit():
+        return
+    fd = int(value)
+    os.set_blocking(fd, False)
+
+    def beat() -> None:
+        while True:
+            try:
+                os.write(fd, b".")
+            except BlockingIOError:
+                pass  # the supervisor reads later; it has signs enough
+            except OSError:
+                return  # the supervisor is gone; the worker notices and stops
+            time.sleep(ALIVE_EVERY)
+
+    threading.Thread(target=beat, name="sqlitejobq-alive", daemon=True).start()

@@ -73,7 +73,28 @@ def optional_text(value: object, what: str, *, max_length: int) -> str | None:
         raise InvalidArgumentType(f"{what} must be a str or None, got {type(value).__name__}")
     if not value or len(value) > max_length:
         raise InvalidArgument(f"{what} must be 1-{max_length} characters, got {len(value)}")
+    return unicode_text(value, what)
+
+
+def unicode_text(value: str, what: str) -> str:
+    """Text that can be stored: valid Unicode, with no lone surrogate."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(
+                f"{what} is not valid Unicode text: {value[exc.start : exc.end]!r} at "
+                f"position {exc.start} is a lone surrogate"
+            ) from None
     return value
+
+
+def storable_text(value: str) -> str:
+    """``value`` with any lone surrogate written as a backslash escape: text of our own making
+    (an error message, a traceback) is kept, not refused."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def fraction(value: object, what: str) -> float:

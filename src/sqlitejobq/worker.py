@@ -3,9 +3,12 @@
 One dispatcher thread (the one that calls ``Worker.run``) talks to the database; the
 handler threads only run handlers. Each round trip records the outcomes that finished since
 the last one and claims jobs for the free slots in the same transaction, so a busy worker
-pays one transaction for many jobs. While idle it only reads: ``PRAGMA data_version`` tells
-it when another connection committed, an in-process enqueue wakes it at once, and a timer
-wakes it when the next delayed job is due.
+pays one transaction for many jobs. An outcome whose write fails is kept and written again
+(its lease renewed meanwhile) until it is recorded or its claim is refused: a finished
+handler's outcome is never dropped while the worker lives. While idle the dispatcher
+sleeps: an enqueue in this process wakes it at once, a commit by another process through a
+file watcher (inotify), a timer when the next delayed job is due; a slow read-only poll is
+the fallback.
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ from typing import Any
 
 from . import validation
 from .errors import (
+    CorruptDatabase,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    DiskFull,
     InvalidArgumentType,
+    JobTimeout,
     PayloadError,
     PermanentFailure,
     QueueClosed,
+    ReadOnlyDatabase,
     SqliteJobQError,
-    UnknownTask,
 )
 from .job import Job
 from .queue import Queue
@@ -45,8 +53,22 @@ PARENT_PID_ENV = "SQLITEJOBQ_PARENT_PID"
 _ALIVE_EVERY = 30.0
 #: The most jobs claimed ahead of free threads (only short jobs are claimed ahead).
 _MAX_AHEAD = 256
+#: The exit status of a supervised worker process asking to be replaced at once: a handler
+#: outlived its timeout and grace, and a thread cannot be killed, only left behind.
+EXIT_REPLACE = 75
+#: After a wake-up, the first look for work committed elsewhere; the looks then space out.
+_FAST_POLL = 0.0005
+#: The longest wait between looks when a file watcher reports other processes' commits
+#: (the look is only a safety net), and when there is none (the look is the only signal).
+_IDLE_POLL_WATCHED = 1.0
+_IDLE_POLL_UNWATCHED = 0.05
+#: Faults that pass: while one lasts, outcomes are kept and written again later.
+_TRANSIENT = (DatabaseBusy, DiskFull, ReadOnlyDatabase, DatabaseUnavailable, CorruptDatabase,
+              QueueClosed)  # fmt: skip
 
 _Outcome = tuple[Job, tuple[Step, dict[str, Any]]]
+#: One run of one job: its id and attempt number.
+_Run = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +80,16 @@ class WorkerSummary:
     retried: int
     lost: int
     seconds: float
+    stuck: int = 0
 
     @property
     def processed(self) -> int:
         """Jobs whose handler ran to an outcome that was recorded."""
         return self.completed + self.failed + self.retried
+
+    # ``lost``: outcomes refused because the claim no longer owned the job (its lease
+    # expired and it was taken back). ``stuck``: handlers still running past their timeout
+    # and grace, whose attempts were failed and whose threads were left behind.
 
 
 class Worker:
@@ -71,6 +98,14 @@ class Worker:
     ``queues`` limits the named queues it claims from (None: every queue). ``lease`` is how
     long a claim holds a job without a heartbeat; the worker renews the leases of its
     running jobs every third of it, so a long job keeps its lease while the worker lives.
+
+    A handler that runs past its task's ``timeout`` (or the queue's ``job_timeout``) sees
+    ``job.timed_out``, its next ``set_progress``/``heartbeat`` raises JobTimeout and its
+    lease is no longer renewed; if it still runs ``timeout_grace`` seconds later, its
+    attempt fails with JobTimeout and a new thread takes its place (a supervised worker
+    process stops and is replaced instead). A job whose task this worker does not know goes
+    back, its attempt not counted, for a worker that knows it, for ``unknown_task_window``
+    seconds from the first time a worker handed it back; then it fails with UnknownTask.
     """
 
     def __init__(
@@ -81,7 +116,9 @@ class Worker:
         queues: Sequence[str] | None = None,
         lease: float = 30.0,
         grace: float = 30.0,
-        poll_interval: float = 0.002,
+        timeout_grace: float = 5.0,
+        unknown_task_window: float = 600.0,
+        poll_interval: float | None = None,
         rescue_interval: float = 1.0,
         checkpoint_interval: float = 60.0,
         report_interval: float = 10.0,
@@ -97,7 +134,14 @@ class Worker:
         self.queues = validation.names(queues, "queues")
         self.lease = validation.seconds(lease, "lease", positive=True)
         self.grace = validation.seconds(grace, "grace")
-        self.poll_interval = validation.seconds(poll_interval, "poll_interval", positive=True)
+        self.timeout_grace = validation.seconds(timeout_grace, "timeout_grace")
+        self.unknown_task_window = validation.seconds(
+            unknown_task_window, "unknown_task_window", positive=True
+        )
+        self.poll_interval = (
+            None if poll_interval is None
+            else validation.seconds(poll_interval, "poll_interval", positive=True)
+        )  # fmt: skip
         self.rescue_interval = validation.seconds(rescue_interval, "rescue_interval", positive=True)
         self.checkpoint_interval = validation.seconds(checkpoint_interval, "checkpoint_interval")
         self.report_interval = validation.seconds(report_interval, "report_interval", positive=True)
@@ -111,14 +155,17 @@ class Worker:
         self._jobs_ready = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._buffer: deque[Job] = deque()
-        self._running: dict[int, Job] = {}
+        self._running: dict[_Run, Job] = {}
         self._outcomes: list[_Outcome] = []
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._stop_deadline: float | None = None
         self._threads: list[threading.Thread] = []
-        self._counts = {"completed": 0, "failed": 0, "retried": 0, "lost": 0}
+        self._counts = {"completed": 0, "failed": 0, "retried": 0, "lost": 0, "stuck": 0}
         self._reported: WorkerRecord | None = None
+        self._started_at = 0.0
+        self._parent: int | None = None
+        self._unknown_seen: set[str] = set()
         # moving averages (seconds) of a handler's run and of a dispatch round trip
         self._run_time = 0.0
         self._round_trip = 0.0
@@ -161,18 +208,21 @@ class Worker:
         self._active = True
         self._stopping.clear()
         self._hard_stop.clear()
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._parent = _expected_parent()
         started = time.monotonic()
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
+        waker = self.queue._storage.waker
         try:
             with self._signals(handle_signals):
                 self._start_threads()
-                self.queue._storage.listen(self._wake)
+                waker.listen(self._wake)
                 try:
                     self._register()
                     self._loop(burst)
                 finally:
-                    self.queue._storage.listen(self._wake, active=False)
+                    waker.listen(self._wake, active=False)
                     self._shut_down()
         finally:
             self._active = False
@@ -204,6 +254,7 @@ class Worker:
 
     def _loop(self, burst: bool) -> None:
         queue = self.queue
+        waker = queue._storage.waker
         now = time.monotonic()
         next_heartbeat = now + self._heartbeat_every()
         next_rescue = now  # rescue before the first claim: a dead worker's jobs are runnable
@@ -213,24 +264,25 @@ class Worker:
         maybe_work = True  # there may be due jobs: try a claim
         look_ahead = False  # the queue looked drained or changed: read when work is next due
         seen_version = queue.data_version()
-        seen_enqueued = queue._storage.enqueued_counter
-        poll = self.poll_interval / 4
-        parent = _expected_parent()
+        seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
+        poll = _FAST_POLL
         error_backoff = 0.0
         while not self._hard_stop.is_set():
             try:
                 now = time.monotonic()
                 if self._stopping.is_set() and self._drain_for_stop(now):
                     return
+                next_expiry = self._end_overdue_runs(now)
                 if now >= next_rescue:
                     next_rescue = now + self.rescue_interval
-                    if queue.rescue_expired():
+                    if queue.rescue_expired(renew=self._held(now)):
                         maybe_work = True
-                    if parent is not None and os.getppid() != parent:
-                        log.warning("worker %s: supervisor %d is gone, stopping", self.id, parent)
+                    if self._parent is not None and os.getppid() != self._parent:
+                        log.warning("worker %s: supervisor %d is gone, stopping", self.id,
+                                    self._parent)  # fmt: skip
                         self.stop()
                 if now >= next_heartbeat:
-                    self._heartbeat()
+                    self._heartbeat(now)
                     next_heartbeat = now + self._heartbeat_every()
                 if now >= next_report:
                     self._report()
@@ -238,11 +290,11 @@ class Worker:
                 if next_due is not None and queue.clock() >= next_due:
                     maybe_work, next_due = True, None
                 again, drained = self._exchange(maybe_work and not self._stopping.is_set())
+                error_backoff = 0.0
                 look_ahead = look_ahead or drained
                 if again:
                     maybe_work = True  # a full claim or a recorded outcome: go round at once
-                    poll = self.poll_interval / 4
-                    error_backoff = 0.0
+                    poll = _FAST_POLL
                     continue
                 maybe_work = False
                 if look_ahead:
@@ -261,25 +313,40 @@ class Worker:
                 if idle and self.checkpoint_interval and now >= next_checkpoint:
                     next_checkpoint = now + self.checkpoint_interval
                     queue.checkpoint()
-                # wait for a handler to finish, an enqueue in this process, or a poll tick
-                timeout = poll if self._free_slots() else next_heartbeat - now
+                # sleep until a handler finishes, an enqueue here or a commit elsewhere, a
+                # timer, or the next look for work (spaced out while nothing happens)
+                ceiling = self.poll_interval or (
+                    _IDLE_POLL_WATCHED if waker.watching else _IDLE_POLL_UNWATCHED
+                )
+                timeout = min(poll, ceiling) if self._free_slots() > 0 else next_heartbeat - now
                 if next_due is not None:
                     timeout = min(timeout, max(0.0, next_due - queue.clock()))
+                if next_expiry is not None:
+                    timeout = min(timeout, next_expiry - now)
                 self._wake.wait(max(0.0, min(timeout, next_rescue - now)))
                 self._wake.clear()
-                poll = min(poll * 2, self.poll_interval)
-                enqueued = queue._storage.enqueued_counter
+                # an enqueue here is news; a file change only says to look soon: the
+                # commit it announces may not be visible yet, or may be our own
+                enqueued = waker.enqueued != seen_enqueued
+                if enqueued or waker.file_changes != seen_changes:
+                    seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
+                    poll, look_ahead = _FAST_POLL, look_ahead or enqueued
+                else:
+                    poll = min(poll * 2, ceiling)
                 version = queue.data_version()
-                if enqueued != seen_enqueued or version != seen_version:
-                    seen_enqueued, seen_version = enqueued, version
-                    look_ahead = True
+                if version != seen_version:
+                    seen_version, look_ahead = version, True
             except QueueClosed:
                 log.warning("worker %s: the queue was closed, stopping", self.id)
                 return
-            except Exception:
-                error_backoff = min(max(error_backoff * 2, 0.05), 5.0)
-                log.exception("worker %s: error in the dispatch loop; retrying in %.2fs",
-                              self.id, error_backoff)  # fmt: skip
+            except Exception as exc:
+                error_backoff = min(max(error_backoff * 2, 0.05), 1.0)
+                if isinstance(exc, _TRANSIENT):
+                    log.warning("worker %s: %s; trying again in %.2fs", self.id, exc,
+                                error_backoff)  # fmt: skip
+                else:
+                    log.exception("worker %s: error in the dispatch loop; retrying in %.2fs",
+                                  self.id, error_backoff)  # fmt: skip
                 self._hard_stop.wait(error_backoff)
                 maybe_work = True
 
@@ -287,7 +354,8 @@ class Worker:
         """Record finished outcomes and claim for free slots in one transaction.
 
         Returns whether to go round again at once (outcomes recorded, or a full claim), and
-        whether a claim came back short (the queue has no more due jobs for now).
+        whether a claim came back short (the queue has no more due jobs for now). Outcomes
+        that could not be written are kept for the next round.
         """
         with self._lock:
             outcomes, self._outcomes = self._outcomes, []
@@ -299,29 +367,108 @@ class Worker:
             if claim and free > 0 else None
         )  # fmt: skip
         started = time.perf_counter()
-        owned, jobs = self.queue._settle(outcomes, request)
+        try:
+            statuses, jobs = self.queue._settle(outcomes, request)
+            recorded = list(zip(outcomes, statuses, strict=True))
+        except Exception as exc:
+            if not outcomes or isinstance(exc, _TRANSIENT):
+                self._keep(outcomes)
+                raise
+            log.warning("worker %s: recording %d outcomes together failed (%s: %s); recording "
+                        "each alone", self.id, len(outcomes), type(exc).__name__,
+                        exc)  # fmt: skip
+            recorded, jobs = self._record_each(outcomes), []
         self._round_trip = _average(self._round_trip, time.perf_counter() - started)
-        self._count(outcomes, owned)
-        if jobs:
-            for job in jobs:
-                options = self.queue.registry.options(job.task)
-                if options.lease is not None and job._claim is not None:
-                    job._claim.lease = options.lease
-            with self._jobs_ready:
-                self._buffer.extend(jobs)
-                self._jobs_ready.notify(len(jobs))
+        self._count(recorded)
+        deferred = self._take(jobs)
         full = request is not None and len(jobs) == request.limit
-        return bool(outcomes) or full, request is not None and not full
+        return bool(outcomes) or full or deferred, request is not None and not full
 
-    def _count(self, outcomes: list[_Outcome], owned: list[bool]) -> None:
-        for (_, (step, params)), ok in zip(outcomes, owned, strict=True):
-            if not ok:
+    def _take(self, jobs: list[Job]) -> bool:
+        """Hand claimed jobs to the handler threads; a job whose task this worker does not
+        know goes back (its attempt not counted) for one that does. True if any went back."""
+        if not jobs:
+            return False
+        queue = self.queue
+        registry = queue.registry
+        known, deferred = [], []
+        for job in jobs:
+            claim = job._claim
+            assert claim is not None
+            if job.task in registry:
+                options = registry.options(job.task)
+                if options.lease is not None:
+                    claim.lease = options.lease
+                claim.timeout = queue.timeout_of(job.task)
+                known.append(job)
+                continue
+            if job.task not in self._unknown_seen:
+                self._unknown_seen.add(job.task)
+                log.warning("worker %s does not know task %r: its jobs go back for a worker "
+                            "that does (for up to %gs), their attempts not counted", self.id,
+                            job.task, self.unknown_task_window)  # fmt: skip
+            step = queue._defer_step(job, self.id, self.unknown_task_window, queue.clock())
+            deferred.append((job, step))
+        with self._jobs_ready:
+            self._outcomes.extend(deferred)
+            self._buffer.extend(known)
+            self._jobs_ready.notify(len(known))
+        return bool(deferred)
+
+    def _keep(self, outcomes: list[_Outcome]) -> None:
+        """Put outcomes that were not written back in front, to be written next round."""
+        if outcomes:
+            with self._lock:
+                self._outcomes[:0] = outcomes
+
+    def _record_each(self, outcomes: list[_Outcome]) -> list[tuple[_Outcome, str | None]]:
+        """Record outcomes one by one, so that one that cannot be stored fails its own job
+        and never holds back the others. A fault that passes keeps the rest for later."""
+        recorded: list[tuple[_Outcome, str | None]] = []
+        try:
+            for outcome in outcomes:
+                recorded.append(self._record_alone(outcome))
+        except Exception:
+            self._keep(outcomes[len(recorded) :])
+            self._count(recorded)
+            raise
+        return recorded
+
+    def _record_alone(self, outcome: _Outcome) -> tuple[_Outcome, str | None]:
+        """Record one outcome; if the database refuses it, record its attempt as failed
+        with the reason instead. Returns the outcome recorded and the job's status."""
+        job = outcome[0]
+        try:
+            return outcome, self.queue._settle([outcome], None)[0][0]
+        except Exception as exc:
+            if isinstance(exc, _TRANSIENT):
+                raise
+            problem = f"{type(exc).__name__}: {exc}"
+        log.error("job %d %s: its outcome cannot be recorded (%s); the attempt fails instead",
+                  job.id, job.task, problem)  # fmt: skip
+        failure = (job, self.queue._fail_step(
+            job, f"the outcome could not be recorded: {problem}", None, False, None,
+            self.queue.clock(),
+        ))  # fmt: skip
+        try:
+            return failure, self.queue._settle([failure], None)[0][0]
+        except Exception as exc:
+            if isinstance(exc, _TRANSIENT):
+                raise
+            log.error("job %d %s: not even its failure can be recorded (%s); the job goes back "
+                      "to the queue when its lease expires", job.id, job.task, exc)  # fmt: skip
+            return failure, None
+
+    def _count(self, recorded: list[tuple[_Outcome, str | None]]) -> None:
+        for (_, (step, _)), status in recorded:
+            if status is None:
                 self._counts["lost"] += 1
             elif step is Step.COMPLETE:
                 self._counts["completed"] += 1
-            elif params.get("status") == "queued":
-                self._counts["retried"] += 1
-            else:
+            elif status == "queued":
+                if step is not Step.DEFER:
+                    self._counts["retried"] += 1
+            elif status == "failed" or step is not Step.DEFER:
                 self._counts["failed"] += 1
 
     def _free_slots(self) -> int:
@@ -348,7 +495,7 @@ class Worker:
             return False
         expiry = self.queue.next_lease_expiry()
         if expiry is not None and expiry < now:
-            return not self.queue.rescue_expired()
+            return not self.queue.rescue_expired(renew=self._held(time.monotonic()))
         return True
 
     def _heartbeat_every(self) -> float:
@@ -356,9 +503,18 @@ class Worker:
             leases = [j._claim.lease for j in self._running.values() if j._claim is not None]
         return min([self.lease, *leases]) / 3.0
 
-    def _heartbeat(self) -> None:
+    def _held(self, now: float) -> list[Job]:
+        """The jobs whose leases this worker renews: running (and not past their timeout),
+        claimed but not started, and finished with an outcome not yet written."""
         with self._lock:
-            held = [*self._running.values(), *self._buffer]
+            running = [
+                job for job in self._running.values()
+                if job._claim is not None and not job._claim.timed_out(now)
+            ]  # fmt: skip
+            return [*running, *self._buffer, *(job for job, _ in self._outcomes)]
+
+    def _heartbeat(self, now: float) -> None:
+        held = self._held(now)
         if not held:
             return
         for job, owned in zip(held, self.queue.heartbeat_many(held), strict=True):
@@ -366,28 +522,71 @@ class Worker:
                 log.warning("job %d %s: worker %s lost its lease (another worker may run it)",
                             job.id, job.task, self.id)  # fmt: skip
 
+    def _end_overdue_runs(self, now: float) -> float | None:
+        """Fail the attempts of handlers still running ``timeout_grace`` past their timeout,
+        and put a new thread in each one's place; when the next such end is due."""
+        overdue, soonest = [], None
+        with self._lock:
+            for run, job in list(self._running.items()):
+                claim = job._claim
+                if claim is None or claim.timeout is None or claim.started is None:
+                    continue
+                ends = claim.started + claim.timeout + self.timeout_grace
+                if now >= ends:
+                    del self._running[run]
+                    overdue.append(job)
+                elif soonest is None or ends < soonest:
+                    soonest = ends
+        for job in overdue:
+            timeout = job._claim.timeout if job._claim is not None else 0.0
+            error = JobTimeout(
+                f"timed out after {timeout:g}s (the handler still ran {self.timeout_grace:g}s "
+                f"later; its thread was left behind)"
+            )
+            step = self.queue._fail_step(job, error, None, True, None, self.queue.clock())
+            with self._lock:
+                self._outcomes.append((job, step))
+            self._counts["stuck"] += 1
+            log.error("job %d %s: handler still running %gs after its timeout of %gs; the "
+                      "attempt fails, and its thread is left behind (a thread cannot be "
+                      "killed)", job.id, job.task, self.timeout_grace, timeout)  # fmt: skip
+            if not self._stopping.is_set():
+                self._start_thread()
+        if overdue and self._parent is not None and not self._stopping.is_set():
+            log.warning("worker %s: stopping so that the supervisor replaces this process "
+                        "and its stuck thread", self.id)  # fmt: skip
+            self.stop()
+        return soonest
+
     def _drain_for_stop(self, now: float) -> bool:
-        """While stopping: hand back unstarted jobs, wait for running ones. True when done."""
+        """While stopping: hand back unstarted jobs, wait for running ones and write their
+        outcomes. True when done."""
         with self._lock:
             unstarted = list(self._buffer)
             self._buffer.clear()
             running = list(self._running.values())
         if unstarted:
-            released = self.queue.release(unstarted)
+            try:
+                released = self.queue.release(unstarted)
+            except Exception:
+                with self._lock:
+                    self._buffer.extendleft(reversed(unstarted))
+                raise
             log.info("worker %s: %d claimed jobs that had not started went back to the queue",
                      self.id, released)  # fmt: skip
-        self._exchange(claim=False)
-        if not running:
-            return True
         if self._stop_deadline is not None and now >= self._stop_deadline:
-            self._abandon(running, "interrupted: the worker stopped before the handler finished")
+            if running:
+                self._abandon(running, "interrupted: the worker stopped before the handler "
+                              "finished")  # fmt: skip
             return True
-        return False
+        self._exchange(claim=False)
+        with self._lock:
+            return not self._running and not self._outcomes
 
     def _abandon(self, jobs: list[Job], reason: str) -> None:
         with self._lock:
             for job in jobs:
-                self._running.pop(job.id, None)
+                self._running.pop((job.id, job.attempts), None)
         if jobs:
             self.queue.abandon(jobs, reason)
             log.warning("worker %s: %d running jobs did not finish in time: %s", self.id,
@@ -404,7 +603,7 @@ class Worker:
                 running = list(self._running.values())
             if unstarted:
                 self.queue.release(unstarted)
-            self._exchange(claim=False)
+            self._flush_outcomes()
             self._abandon(running, "interrupted: the worker stopped at once")
             self._report(stopped=True)
         except QueueClosed:
@@ -415,6 +614,30 @@ class Worker:
             thread.join(0.1 if self._hard_stop.is_set() else 1.0)
         self._threads = []
         log.info("worker %s stopped: %s", self.id, self._counts)
+
+    def _flush_outcomes(self) -> None:
+        """Write the outcomes still held, trying again while the fault lasts, for as long as
+        their leases were last renewed for (once, on a hard stop)."""
+        deadline = time.monotonic() + self.lease
+        backoff = 0.05
+        while True:
+            try:
+                self._exchange(claim=False)
+                return
+            except QueueClosed:
+                raise
+            except Exception as exc:
+                with self._lock:
+                    left = len(self._outcomes)
+                if self._hard_stop.is_set() or time.monotonic() + backoff > deadline:
+                    log.error("worker %s: %d outcomes could not be recorded before stopping "
+                              "(%s); their jobs go back to the queue when their leases expire",
+                              self.id, left, exc)  # fmt: skip
+                    return
+                log.warning("worker %s: %d outcomes not recorded yet (%s); trying again",
+                            self.id, left, exc)  # fmt: skip
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -427,6 +650,7 @@ class Worker:
             queues=",".join(self.queues) if self.queues else "*",
             concurrency=self.concurrency,
             now=now,
+            started_at=self._started_at,
             stopped_at=now if stopped else None,
             jobs_completed=self._counts["completed"],
             jobs_failed=self._counts["failed"],
@@ -434,6 +658,7 @@ class Worker:
         )
 
     def _register(self) -> None:
+        self._started_at = self.queue.clock()
         self.queue._storage.register_worker(self._record())
         self._reported = self._record()
         log.info("worker %s started: concurrency %d, queues %s, lease %gs", self.id,
@@ -456,12 +681,16 @@ class Worker:
     # --- handler threads ----------------------------------------------------------------
 
     def _start_threads(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"sqlitejobq-{n}", daemon=True)
-            for n in range(self.concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = []
+        for _ in range(self.concurrency):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._serve, name=f"sqlitejobq-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -471,23 +700,27 @@ class Worker:
                 if self._stopping.is_set():
                     return  # claimed jobs not yet started go back to the queue
                 job = self._buffer.popleft()
-                self._running[job.id] = job
+                run = (job.id, job.attempts)
+                if job._claim is not None:
+                    job._claim.started = time.monotonic()
+                self._running[run] = job
             started = time.perf_counter()
             outcome = self._execute(job)
             elapsed = time.perf_counter() - started
             with self._lock:
                 self._run_time = _average(self._run_time, elapsed)
-                if self._running.pop(job.id, None) is not None:
-                    self._outcomes.append(outcome)
+                if self._running.pop(run, None) is None:
+                    # the run was ended without this thread (overdue past its timeout, or a
+                    # hard stop) and its attempt recorded; another thread took its place
+                    log.warning("job %d %s: handler returned after its run was ended; its "
+                                "outcome is discarded", job.id, job.task)  # fmt: skip
+                    return
+                self._outcomes.append(outcome)
             self._wake.set()
 
     def _execute(self, job: Job) -> _Outcome:
         queue = self.queue
-        try:
-            task = queue.registry.get(job.task)
-        except UnknownTask as exc:
-            error = f"UnknownTask: {exc}"
-            return job, queue._fail_step(job, error, None, False, None, queue.clock())
+        task = queue.registry.get(job.task)
         try:
             result = task.handler(job)
         except BaseException as exc:  # a handler's failure is the job's, never the worker's
