@@ -61,6 +61,7 @@ class Claim:
         "progress_written_at",
         "started",
         "timeout",
+        "undecodable",
         "worker",
     )
 
@@ -75,6 +76,7 @@ class Claim:
         self.cancel_checked_at = time.monotonic()
         self.started: float | None = None
         self.timeout: float | None = None
+        self.undecodable: str | None = None  # why the stored payload cannot be decoded
 
     def timed_out(self, now: float | None = None) -> bool:
         """True once the handler has run for longer than its timeout."""

@@ -366,9 +366,19 @@ class Queue:
         """
         request = self.claim_request(worker_id, queues, limit, lease)
         jobs = self._settle([], request)[1]
+        bad = [job for job in jobs if job._claim is not None and job._claim.undecodable]
+        if bad:
+            now = self.clock()
+            self._finish([(job, self._undecodable_step(job, now)) for job in bad])
+            jobs = [job for job in jobs if job not in bad]
         for job in jobs:
             job._claim.timeout = self.timeout_of(job.task)  # type: ignore[union-attr]
         return jobs
+
+    def _undecodable_step(self, job: Job, now: float) -> tuple[Step, dict[str, Any]]:
+        """Fail at once a claimed job whose stored payload cannot be decoded."""
+        problem = _claim_of(job).undecodable or "undecodable payload"
+        return self._fail_step(job, PayloadError(problem), None, False, None, now)
 
     def timeout_of(self, task: str) -> float | None:
         """How long one run of ``task`` may take: the task's ``timeout``, else the queue's
@@ -809,10 +819,18 @@ class Queue:
     def _job(self, row: Row, claim: Claim | None = None) -> Job:
         # row follows JOB_COLUMNS; payload and result are JSON text, status its value
         result = row[10]
+        try:
+            payload = json.loads(row[3])
+            result = None if result is None else json.loads(result)
+        except (ValueError, RecursionError) as exc:
+            problem = f"job {row[0]}: its stored JSON cannot be decoded ({exc})"
+            if claim is None:
+                raise PayloadError(problem) from None
+            claim.undecodable = problem  # the worker fails it; it never reaches a handler
+            payload = result = None
         return job_from_values((
-            *row[:3], json.loads(row[3]), _STATUS[row[4]], *row[5:10],
-            None if result is None else json.loads(result), *row[11:21], bool(row[21]),
-            None if claim is None else self, claim,
+            *row[:3], payload, _STATUS[row[4]], *row[5:10], result, *row[11:21],
+            bool(row[21]), None if claim is None else self, claim,
         ))  # fmt: skip
 
 
@@ -840,27 +858,31 @@ def encode_json(value: Any, what: str, max_bytes: int) -> str:
             ) from None
     if size > max_bytes:
         raise PayloadError(f"{what} is {size} bytes as JSON, over the limit of {max_bytes}")
-    collision = _colliding_key(value)
-    if collision is not None:
-        raise PayloadError(
-            f"{what} has keys {collision[0]!r} and {collision[1]!r}, which are both "
-            f"{json.dumps(str(collision[2]))} in JSON: one would silently replace the other"
-        )
+    problem = _json_problem(value)
+    if problem is not None:
+        raise PayloadError(f"{what} {problem}")
     return text
 
 
 _JSON_KEYS = {True: "true", False: "false", None: "null"}
+#: The deepest nesting of lists and objects a payload or result may have. Decoding JSON
+#: recurses in Python's C stack; a fixed bound, well inside the interpreter's recursion
+#: limit, keeps what was stored readable from any caller.
+MAX_JSON_DEPTH = 100
 
 
-def _colliding_key(value: Any) -> tuple[Any, Any, str] | None:
-    """Two keys of one mapping that JSON turns into the same text, if there are any.
+def _json_problem(value: Any) -> str | None:
+    """What JSON would lose of ``value``, if anything: nesting deeper than MAX_JSON_DEPTH,
+    or two keys of one mapping that become the same text.
 
     JSON object keys are text, so ``json.dumps`` turns 1, 1.0, True and None into "1",
     "1.0", "true" and "null"; a mapping that also has that text as a key would lose one.
     """
-    stack = [value]
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested deeper than {MAX_JSON_DEPTH} levels"
         if isinstance(item, dict):
             if not all(type(key) is str for key in item):
                 seen: dict[str, Any] = {}
@@ -872,11 +894,13 @@ def _colliding_key(value: Any) -> tuple[Any, Any, str] | None:
                     else:
                         text = json.dumps(key)
                     if text in seen:
-                        return seen[text], key, text
+                        return (f"has keys {seen[text]!r} and {key!r}, which are both "
+                                f"{json.dumps(text)} in JSON: one would silently replace the "
+                                f"other")  # fmt: skip
                     seen[text] = key
-            stack.extend(v for v in item.values() if isinstance(v, dict | list | tuple))
-        elif isinstance(item, list | tuple):
-            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
     return None
 
 

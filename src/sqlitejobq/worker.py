@@ -386,7 +386,8 @@ class Worker:
 
     def _take(self, jobs: list[Job]) -> bool:
         """Hand claimed jobs to the handler threads; a job whose task this worker does not
-        know goes back (its attempt not counted) for one that does. True if any went back."""
+        know goes back (its attempt not counted) for one that does, and one whose payload
+        cannot be decoded fails. True if any was not handed to a thread."""
         if not jobs:
             return False
         queue = self.queue
@@ -395,6 +396,9 @@ class Worker:
         for job in jobs:
             claim = job._claim
             assert claim is not None
+            if claim.undecodable:
+                deferred.append((job, queue._undecodable_step(job, queue.clock())))
+                continue
             if job.task in registry:
                 options = registry.options(job.task)
                 if options.lease is not None:

@@ -90,6 +90,8 @@ class _JumpingClock:
 
 def __getattr__(name: str) -> Queue:
     """Queues for worker processes, opened on $SQLITEJOBQ_DB when first asked for."""
+    if name not in ("jumping_clock_queue", "short_retry_queue"):
+        raise AttributeError(name)
     db = os.environ["SQLITEJOBQ_DB"]
     if name == "jumping_clock_queue":
         clock = _JumpingClock(os.environ["SQLITEJOBQ_CLOCK_OFFSET"])
