@@ -191,3 +191,22 @@ def test_docs_site_builds_with_no_warnings(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}{done.stderr}"
     assert (tmp_path / "cli" / "index.html").is_file()
+
+
+_TEST_REFERENCE = re.compile(r"`((?:tests|benchmarks)/[\w/]+\.py)::(\w+)`")
+_SAME_FILE_REFERENCE = re.compile(r"`((?:tests|benchmarks)/[\w/]+\.py)::\w+`((?:, `\w+`)+)")
+
+
+def test_every_test_the_guarantees_page_names_exists() -> None:
+    text = (DOCS / "guarantees.md").read_text()
+    named = _TEST_REFERENCE.findall(text)
+    for path, names in _SAME_FILE_REFERENCE.findall(text):
+        named += [(path, name.strip(" ,`")) for name in names.split(",") if name.strip(" ,`")]
+    assert len(named) > 30
+    missing = []
+    for path, name in named:
+        source = ROOT / path
+        if not source.is_file() or not re.search(rf"^(async )?def {name}\(", source.read_text(),
+                                                 re.M):  # fmt: skip
+            missing.append(f"{path}::{name}")
+    assert missing == []
