@@ -878,29 +878,45 @@ def _json_problem(value: Any) -> str | None:
     JSON object keys are text, so ``json.dumps`` turns 1, 1.0, True and None into "1",
     "1.0", "true" and "null"; a mapping that also has that text as a key would lose one.
     """
+    if type(value) not in _CONTAINERS and not isinstance(value, dict | list | tuple):
+        return None
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             return f"is nested deeper than {MAX_JSON_DEPTH} levels"
         if isinstance(item, dict):
-            if not all(type(key) is str for key in item):
-                seen: dict[str, Any] = {}
-                for key in item:
-                    if isinstance(key, str):
-                        text = key
-                    elif key is None or isinstance(key, bool):
-                        text = _JSON_KEYS[key]
-                    else:
-                        text = json.dumps(key)
-                    if text in seen:
-                        return (f"has keys {seen[text]!r} and {key!r}, which are both "
-                                f"{json.dumps(text)} in JSON: one would silently replace the "
-                                f"other")  # fmt: skip
-                    seen[text] = key
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+            for key in item:
+                if type(key) is not str:
+                    collision = _colliding_keys(item)
+                    if collision is not None:
+                        return collision
+                    break
+            children = item.values()
+        else:
+            children = item
+        for child in children:
+            if type(child) in _CONTAINERS or isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
+    return None
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def _colliding_keys(mapping: dict[Any, Any]) -> str | None:
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        if isinstance(key, str):
+            text = key
+        elif key is None or isinstance(key, bool):
+            text = _JSON_KEYS[key]
+        else:
+            text = json.dumps(key)
+        if text in seen:
+            return (f"has keys {seen[text]!r} and {key!r}, which are both {json.dumps(text)} "
+                    f"in JSON: one would silently replace the other")  # fmt: skip
+        seen[text] = key
     return None
 
 

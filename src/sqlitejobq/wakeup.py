@@ -35,6 +35,7 @@ def _load_libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):
         return None
     return libc
@@ -47,28 +48,51 @@ _open_watchers: set[DirectoryWatcher] = set()
 
 class DirectoryWatcher:
     """Calls ``on_change`` from a thread of its own whenever one of the files ``names`` in
-    ``directory`` is written, created or moved in (inotify). OSError if unavailable."""
+    ``directory`` is written, created or moved in (inotify), while it watches.
+
+    It watches only between ``watch()`` and ``unwatch()``: a watch costs every write to the
+    directory a kernel event, so it is set only while someone sleeps waiting for one, and a
+    busy process pays nothing for commits. OSError if inotify is unavailable.
+    """
 
     def __init__(self, directory: str, names: frozenset[str], on_change: Callable[[], None]):
         if _libc is None:
             raise OSError("inotify is not available on this platform")
+        self._directory = os.fsencode(directory)
         self._names = frozenset(os.fsencode(name) for name in names)
         self._on_change = on_change
+        self._watch = -1
         self._fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        watch = _libc.inotify_add_watch(
-            self._fd, os.fsencode(directory), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO
-        )
-        if watch < 0:
-            code = ctypes.get_errno()
+        try:
+            self.watch()  # fails here, not later, where the directory cannot be watched
+            self.unwatch()
+        except OSError:
             os.close(self._fd)
-            raise OSError(code, f"inotify_add_watch({directory!r}) failed")
+            raise
         self._stop_read, self._stop_write = os.pipe()
         self._pid = os.getpid()
         _open_watchers.add(self)
         self._thread = threading.Thread(target=self._run, name="sqlitejobq-watch", daemon=True)
         self._thread.start()
+
+    def watch(self) -> None:
+        """Start reporting changes."""
+        if self._watch < 0:
+            assert _libc is not None
+            self._watch = _libc.inotify_add_watch(
+                self._fd, self._directory, _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO
+            )
+            if self._watch < 0:
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch({self._directory!r})")
+
+    def unwatch(self) -> None:
+        """Stop reporting changes (and stop costing the writers anything)."""
+        if self._watch >= 0:
+            assert _libc is not None
+            _libc.inotify_rm_watch(self._fd, self._watch)
+            self._watch = -1
 
     def _run(self) -> None:
         poller = select.poll()
@@ -132,6 +156,7 @@ class Waker:
         self._listeners: set[threading.Event] = set()
         self._lock = threading.Lock()
         self._watcher: DirectoryWatcher | None = None
+        self._sleepers = 0
 
     @property
     def watching(self) -> bool:
@@ -161,6 +186,25 @@ class Waker:
                 if not self._listeners and self._watcher is not None:
                     self._watcher.close()
                     self._watcher = None
+
+    def sleeping(self, asleep: bool) -> None:
+        """A listener goes to sleep waiting for work (or wakes up): the file is watched only
+        while one sleeps. A commit made before the watch began is not reported: after this
+        call with ``asleep`` true, look once more before sleeping."""
+        with self._lock:
+            self._sleepers += 1 if asleep else -1
+            if self._watcher is None:
+                return
+            try:
+                if self._sleepers > 0:
+                    self._watcher.watch()
+                else:
+                    self._watcher.unwatch()
+            except OSError as exc:
+                log.warning("file watcher of %s failed (%s): idle workers poll instead",
+                            self.path, exc)  # fmt: skip
+                self._watcher.close()
+                self._watcher = None
 
     def _start_watcher(self) -> DirectoryWatcher | None:
         directory, name = os.path.split(self.path)

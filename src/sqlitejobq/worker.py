@@ -56,10 +56,13 @@ _MAX_AHEAD = 256
 #: The exit status of a supervised worker process asking to be replaced at once: a handler
 #: outlived its timeout and grace, and a thread cannot be killed, only left behind.
 EXIT_REPLACE = 75
-#: After a wake-up, the first look for work committed elsewhere; the looks then space out.
+#: After a wake-up, the first look for work committed elsewhere; the looks then space out,
+#: up to 2 ms apart while anything happened in the last 10 ms.
 _FAST_POLL = 0.0005
-#: The longest wait between looks when a file watcher reports other processes' commits
-#: (the look is only a safety net), and when there is none (the look is the only signal).
+_BUSY_POLL = 0.002
+_QUIET_AFTER = 0.01
+#: The longest wait between looks once quiet: with a file watcher reporting other
+#: processes' commits (the look is only a safety net), and without one.
 _IDLE_POLL_WATCHED = 1.0
 _IDLE_POLL_UNWATCHED = 0.05
 #: Faults that pass: while one lasts, outcomes are kept and written again later.
@@ -166,6 +169,7 @@ class Worker:
         self._started_at = 0.0
         self._parent: int | None = None
         self._unknown_seen: set[str] = set()
+        self._timeouts = False  # whether any job claimed so far has a timeout
         # moving averages (seconds) of a handler's run and of a dispatch round trip
         self._run_time = 0.0
         self._round_trip = 0.0
@@ -266,6 +270,7 @@ class Worker:
         seen_version = queue.data_version()
         seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
         poll = _FAST_POLL
+        active_at = now  # the last time anything happened
         error_backoff = 0.0
         while not self._hard_stop.is_set():
             try:
@@ -294,7 +299,7 @@ class Worker:
                 look_ahead = look_ahead or drained
                 if again:
                     maybe_work = True  # a full claim or a recorded outcome: go round at once
-                    poll = _FAST_POLL
+                    poll, active_at = _FAST_POLL, now
                     continue
                 maybe_work = False
                 if look_ahead:
@@ -314,28 +319,42 @@ class Worker:
                     next_checkpoint = now + self.checkpoint_interval
                     queue.checkpoint()
                 # sleep until a handler finishes, an enqueue here or a commit elsewhere, a
-                # timer, or the next look for work (spaced out while nothing happens)
+                # timer, or the next look for work. While busy, the looks come at most
+                # 2 ms apart (a read each, as cheap as reading a file watcher); once quiet
+                # for a while they space out and the file watcher, armed, reports commits
+                looking = self._free_slots() > 0  # only then is a commit elsewhere news
+                quiet = now - active_at >= _QUIET_AFTER
                 ceiling = self.poll_interval or (
-                    _IDLE_POLL_WATCHED if waker.watching else _IDLE_POLL_UNWATCHED
-                )
-                timeout = min(poll, ceiling) if self._free_slots() > 0 else next_heartbeat - now
+                    _BUSY_POLL if not quiet
+                    else _IDLE_POLL_WATCHED if waker.watching else _IDLE_POLL_UNWATCHED
+                )  # fmt: skip
+                armed = looking and quiet
+                timeout = min(poll, ceiling) if looking else next_heartbeat - now
                 if next_due is not None:
                     timeout = min(timeout, max(0.0, next_due - queue.clock()))
                 if next_expiry is not None:
                     timeout = min(timeout, next_expiry - now)
-                self._wake.wait(max(0.0, min(timeout, next_rescue - now)))
+                if armed:
+                    waker.sleeping(True)
+                try:
+                    # a commit made before the watch began is seen by this look
+                    if not armed or queue.data_version() == seen_version:
+                        self._wake.wait(max(0.0, min(timeout, next_rescue - now)))
+                finally:
+                    if armed:
+                        waker.sleeping(False)
                 self._wake.clear()
                 # an enqueue here is news; a file change only says to look soon: the
                 # commit it announces may not be visible yet, or may be our own
                 enqueued = waker.enqueued != seen_enqueued
                 if enqueued or waker.file_changes != seen_changes:
                     seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
-                    poll, look_ahead = _FAST_POLL, look_ahead or enqueued
+                    poll, look_ahead, active_at = _FAST_POLL, look_ahead or enqueued, now
                 else:
                     poll = min(poll * 2, ceiling)
                 version = queue.data_version()
                 if version != seen_version:
-                    seen_version, look_ahead = version, True
+                    seen_version, look_ahead, active_at = version, True, now
             except QueueClosed:
                 log.warning("worker %s: the queue was closed, stopping", self.id)
                 return
@@ -393,6 +412,7 @@ class Worker:
         queue = self.queue
         registry = queue.registry
         known, deferred = [], []
+        settings: dict[str, tuple[float | None, float | None]] = {}  # task: lease, timeout
         for job in jobs:
             claim = job._claim
             assert claim is not None
@@ -400,10 +420,14 @@ class Worker:
                 deferred.append((job, queue._undecodable_step(job, queue.clock())))
                 continue
             if job.task in registry:
-                options = registry.options(job.task)
-                if options.lease is not None:
-                    claim.lease = options.lease
-                claim.timeout = queue.timeout_of(job.task)
+                lease, timeout = settings.get(job.task) or settings.setdefault(
+                    job.task, (registry.options(job.task).lease, queue.timeout_of(job.task))
+                )
+                if lease is not None:
+                    claim.lease = lease
+                if timeout is not None:
+                    claim.timeout = timeout
+                    self._timeouts = True
                 known.append(job)
                 continue
             if job.task not in self._unknown_seen:
@@ -529,6 +553,8 @@ class Worker:
     def _end_overdue_runs(self, now: float) -> float | None:
         """Fail the attempts of handlers still running ``timeout_grace`` past their timeout,
         and put a new thread in each one's place; when the next such end is due."""
+        if not self._timeouts:
+            return None
         overdue, soonest = [], None
         with self._lock:
             for run, job in list(self._running.items()):
