@@ -195,7 +195,7 @@ def test_no_database_is_a_clear_error(
 ) -> None:
     monkeypatch.delenv("SQLITEJOBQ_DB", raising=False)
     code, _, err = cli(capsys, "status")
-    assert code == 1 and "pass --db PATH or set $SQLITEJOBQ_DB" in err
+    assert code == 1 and "pass --db PATH_OR_URL or set $SQLITEJOBQ_DB" in err
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sqlitejobq import MigrationError, Queue
+from sqlitejobq.backends.sqlite.schema import MIGRATIONS as LIBRARY_MIGRATIONS
 from sqlitejobq.migrations import (
     Migration,
     TransactionConnection,
@@ -18,7 +19,6 @@ from sqlitejobq.migrations import (
     migrate,
     split_statements,
 )
-from sqlitejobq.schema import MIGRATIONS as LIBRARY_MIGRATIONS
 
 APP = [
     Migration(1, "results", "CREATE TABLE results (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL);"),

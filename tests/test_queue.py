@@ -787,7 +787,9 @@ def test_queue_accepts_pathlike_and_refuses_bad_settings(tmp_path: Path) -> None
         Queue(tmp_path / "b.db", synchronous="SOMETIMES")
     with pytest.raises(InvalidArgument, match="retry_timeout must be > 0"):
         Queue(tmp_path / "b.db", retry_timeout=0)
-    with pytest.raises(InvalidArgumentType, match="path must be a str"):
+    with pytest.raises(
+        InvalidArgumentType, match="target must be a SQLite file path or a postgresql"
+    ):
         Queue(42)  # type: ignore[arg-type]
     with pytest.raises(SqliteJobQError, match="needs a database file"):
         Queue(":memory:")

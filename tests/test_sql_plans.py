@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sqlitejobq import Queue, sql
+from sqlitejobq import Queue
+from sqlitejobq.backends.sqlite import queries as sql
 
 PARAMS = {"worker": "w", "lease_until": 1.0, "now": 1.0, "limit": 10, "q0": "a", "q1": "b", "id": 1,
           "attempts": 1,

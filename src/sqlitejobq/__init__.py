@@ -1,6 +1,7 @@
 """sqlitejobq: a job queue on SQLite that never jams."""
 
 from .__about__ import __version__
+from .backends.sqlite import TransactionConnection
 from .errors import (
     CorruptDatabase,
     DatabaseBusy,
@@ -25,7 +26,6 @@ from .errors import (
 from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats, WorkerInfo
 from .queue import Queue
 from .registry import Registry, Task, TaskOptions
-from .storage import TransactionConnection
 from .worker import Worker, WorkerSummary
 
 __all__ = [

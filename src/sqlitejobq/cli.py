@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
+from .backends import is_postgres_target, library_schema
 from .errors import SqliteJobQError
 from .job import Job, JobStatus
 from .migrations import Migration, migrate
@@ -52,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db",
-        metavar="PATH",
+        metavar="PATH_OR_URL",
         default=os.environ.get(DB_ENV),
-        help=f"the queue's SQLite file (default: ${DB_ENV})",
+        help=f"the queue's SQLite file, or a postgresql:// URL (default: ${DB_ENV})",
     )
     common.add_argument(
         "--log-level",
@@ -285,11 +286,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
     if not args.db:
-        raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
+        raise CliError(f"no database: pass --db PATH_OR_URL or set ${DB_ENV}")
+    if is_postgres_target(args.db):
+        return Queue(args.db, registry=registry)
     if not os.path.exists(args.db) and args.command not in ("worker", "enqueue"):
         raise CliError(f"database {args.db} does not exist")
     synchronous = getattr(args, "synchronous", None) or "NORMAL"
     return Queue(args.db, registry=registry, synchronous=synchronous)
+
+
+def _same_database(given: str, target: str) -> bool:
+    if is_postgres_target(given):
+        return _without_password(given) == target
+    return os.path.realpath(given) == os.path.realpath(target)
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", url)
 
 
 def load_app(spec: str) -> Any:
@@ -314,8 +327,8 @@ def load_app(spec: str) -> Any:
 def _queue_for_app(args: argparse.Namespace) -> Queue:
     app = load_app(args.app)
     if isinstance(app, Queue):
-        if args.db and os.path.realpath(args.db) != os.path.realpath(app.path):
-            raise CliError(f"--db {args.db} differs from the queue's own file {app.path}")
+        if args.db and not _same_database(args.db, app.target):
+            raise CliError(f"--db {args.db} differs from the queue's own database {app.target}")
         return app
     if isinstance(app, Registry):
         return _open(args, app)
@@ -330,13 +343,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise CliError(f"--app {args.app} is a {type(app).__name__}, "
                            f"expected a Registry or a Queue")  # fmt: skip
         if isinstance(app, Registry) and not args.db:
-            raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
+            raise CliError(f"no database: pass --db PATH_OR_URL or set ${DB_ENV}")
         child_args = ["worker", "--app", args.app, "--concurrency", str(args.concurrency),
                       "--lease", str(args.lease), "--grace", str(args.grace),
                       "--timeout-grace", str(args.timeout_grace),
                       "--unknown-task-window", str(args.unknown_task_window)]  # fmt: skip
         if args.db:
-            child_args += ["--db", os.path.abspath(args.db)]
+            db = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
+            child_args += ["--db", db]
         for name in args.queues or []:
             child_args += ["--queue", name]
         if args.prefetch is not None:
@@ -397,17 +411,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as queue:
         stats = queue.stats()
         workers = queue.workers(alive_only=True)
+        is_file, database = queue.capabilities.is_file, queue.target
+    if is_file:
+        database = os.path.abspath(database)
     if args.json:
         data = stats.as_dict()
-        data["database"] = os.path.abspath(args.db)
-        data["wal_bytes"] = _wal_size(args.db)
+        data["database"] = database
+        data["wal_bytes"] = _wal_size(database) if is_file else None
         data["workers"] = [asdict(w) for w in workers]
         _print_json(data)
         return 0
     statuses = [s.value for s in JobStatus]
     rows = [[name, *(str(c[s]) for s in statuses)] for name, c in sorted(stats.counts.items())]
     rows.append(["(all)", *(str(stats.by_status[s]) for s in statuses)])
-    print(f"database   {os.path.abspath(args.db)}  (WAL {_human_bytes(_wal_size(args.db))})")
+    wal = f"  (WAL {_human_bytes(_wal_size(database))})" if is_file else ""
+    print(f"database   {database}{wal}")
     print()
     print(_table(["queue", *statuses], rows))
     print()
@@ -520,10 +538,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """``sqlitejobq migrate``: apply the library's migrations, then the app's (``--migrations``)."""
     if not args.db:
-        raise CliError(f"no database: pass --db PATH or set ${DB_ENV}")
-    from . import schema
-
-    plans = [(schema.NAMESPACE, schema.MIGRATIONS)]
+        raise CliError(f"no database: pass --db PATH_OR_URL or set ${DB_ENV}")
+    plans = [library_schema(args.db)]
     if args.migrations:
         app_migrations = load_app(args.migrations)
         if not isinstance(app_migrations, list | tuple) or not all(

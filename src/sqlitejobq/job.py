@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .cycle import JobCycle
 
 
 class JobStatus(enum.StrEnum):
@@ -111,7 +111,7 @@ class Job:
     worker: str | None
     lease_until: float | None
     cancel_requested: bool
-    _queue: Queue | None = field(default=None, repr=False, compare=False)
+    _cycle: JobCycle | None = field(default=None, repr=False, compare=False)
     _claim: Claim | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,10 +120,10 @@ class Job:
         values["status"] = self.status.value
         return values
 
-    def _owned(self) -> tuple[Queue, Claim]:
-        if self._queue is None or self._claim is None:
+    def _owned(self) -> tuple[JobCycle, Claim]:
+        if self._cycle is None or self._claim is None:
             raise RuntimeError(f"job {self.id} was not claimed by this process; nothing to update")
-        return self._queue, self._claim
+        return self._cycle, self._claim
 
     def set_progress(self, progress: float, message: str | None = None) -> bool:
         """Report progress (0.0..1.0, optional message); also extends the lease.
@@ -131,13 +131,13 @@ class Job:
         Writes are spaced at least ``PROGRESS_WRITE_INTERVAL`` apart; a report in between
         is kept and written with the next one. Returns False if this claim lost the job.
         """
-        queue, _ = self._owned()
-        return queue.set_progress(self, progress, message)
+        cycle, _ = self._owned()
+        return cycle.set_progress(self, progress, message)
 
     def heartbeat(self) -> bool:
         """Extend the lease. Returns False if this claim no longer owns the job."""
-        queue, _ = self._owned()
-        return queue.heartbeat(self)
+        cycle, _ = self._owned()
+        return cycle.heartbeat(self)
 
     @property
     def timed_out(self) -> bool:
@@ -148,11 +148,11 @@ class Job:
     @property
     def cancelled(self) -> bool:
         """True once someone asked to cancel this running job; the handler should stop."""
-        queue, claim = self._owned()
+        cycle, claim = self._owned()
         if not claim.cancelled and (
             time.monotonic() - claim.cancel_checked_at >= CANCEL_CHECK_INTERVAL
         ):
-            claim.cancelled = queue.cancel_requested(self.id)
+            claim.cancelled = cycle.cancel_requested(self.id)
             claim.cancel_checked_at = time.monotonic()
         return claim.cancelled
 

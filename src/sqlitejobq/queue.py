@@ -1,51 +1,26 @@
-"""The public API: a job queue over one SQLite file."""
+"""The public API: a job queue in a SQLite file or a PostgreSQL database."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
-import sqlite3
-import time
-import traceback as traceback_module
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from . import validation
+from .backends import open_backend
+from .backends.base import Backend, Capabilities, NewJob
+from .cycle import STATUS, JobCycle, Policy
 from .errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidArgumentType,
     JobNotFound,
-    JobTimeout,
     PayloadError,
-    PermanentFailure,
 )
-from .job import (
-    PROGRESS_WRITE_INTERVAL,
-    Batch,
-    BatchProgress,
-    Claim,
-    Job,
-    JobStatus,
-    LockStats,
-    QueueStats,
-    WorkerInfo,
-    job_from_values,
-)
+from .job import Batch, BatchProgress, Job, JobStatus, QueueStats, WorkerInfo
+from .payload import encode_json
 from .registry import CompletionHook, Handler, Registry
-from .storage import (
-    HOOK,
-    HOOK_FAILED,
-    SYNCHRONOUS_LEVELS,
-    ClaimRequest,
-    Row,
-    Settings,
-    SqliteStorage,
-    Step,
-    Storage,
-)
 
 log = logging.getLogger("sqlitejobq")
 
@@ -53,91 +28,107 @@ H = TypeVar("H", bound=Handler)
 
 #: A worker is counted as alive while it reported within this many seconds.
 WORKER_ALIVE_WINDOW = 60.0
-_MAX_CLAIM = 10_000
-#: The longest a job handed back by a worker that does not know its task waits before
-#: another worker looks at it.
-_UNKNOWN_TASK_RECHECK = 2.0
-_STATUS = {s.value: s for s in JobStatus}
 
 
 class Queue:
-    """A job queue over one SQLite file, safe to share between threads.
+    """A job queue, safe to share between threads: in a SQLite file, or in a PostgreSQL
+    database when ``target`` is a ``postgresql://`` URL (the ``postgres`` extra).
 
-    Opening it creates the file if needed, switches it to WAL and applies the library's
-    migrations; a file it refuses (not a database, another app's tables named like the
-    library's, a newer schema) is left exactly as it was. Each thread uses its own
-    connection; a forked child opens new ones. ``job_timeout`` is the longest a job may
-    run when its task sets no ``timeout`` (None: no limit).
+    Opening it creates the file (or schema) if needed and applies the library's migrations;
+    a database it refuses (not a database, another app's tables named like the library's, a
+    newer schema) is left exactly as it was. Each thread uses its own connection (SQLite) or
+    one from a pool (PostgreSQL); a forked child opens new ones.
+
+    ``job_timeout`` is the longest a job may run when its task sets no ``timeout`` (None:
+    no limit). ``clock`` stamps due times and leases (tests steer it); by default SQLite uses
+    this process's clock and PostgreSQL the database server's, shared by every host.
+    Engine options go to the engine: SQLite takes ``synchronous``, ``busy_timeout``,
+    ``journal_size_limit`` and ``allow_network_filesystem``; PostgreSQL takes ``schema``,
+    ``pool_size``, ``poll_only``, ``connect_timeout``, ``lock_timeout``, ``notify_debounce``.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        target: str | os.PathLike[str],
         *,
         registry: Registry | None = None,
-        synchronous: str = "NORMAL",
-        busy_timeout: float = 5.0,
         retry_timeout: float = 30.0,
         max_attempts: int = 3,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 600.0,
         max_payload_bytes: int = 1024 * 1024,
         job_timeout: float | None = None,
-        journal_size_limit: int = 64 * 1024 * 1024,
-        allow_network_filesystem: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        **engine_options: Any,
     ) -> None:
-        if not isinstance(path, str | os.PathLike):
-            raise InvalidArgumentType(
-                f"path must be a str or os.PathLike, got {type(path).__name__}: {path!r}"
-            )
         if registry is not None and not isinstance(registry, Registry):
             raise InvalidArgumentType(f"registry must be a Registry, got {type(registry).__name__}")
-        if not callable(clock):
+        if clock is not None and not callable(clock):
             raise InvalidArgumentType("clock must be a callable returning epoch seconds")
-        settings = Settings(
-            synchronous=validation.choice(synchronous, "synchronous", SYNCHRONOUS_LEVELS),
-            busy_timeout=validation.seconds(busy_timeout, "busy_timeout"),
-            retry_timeout=validation.seconds(retry_timeout, "retry_timeout", positive=True),
-            journal_size_limit=validation.integer(
-                journal_size_limit, "journal_size_limit", minimum=-1
-            ),
-            allow_network_filesystem=bool(allow_network_filesystem),
-        )
-        self.max_attempts = validation.integer(max_attempts, "max_attempts", minimum=1)
-        self.retry_backoff = validation.seconds(retry_backoff, "retry_backoff")
-        self.retry_backoff_max = validation.seconds(retry_backoff_max, "retry_backoff_max")
-        self.max_payload_bytes = validation.integer(
-            max_payload_bytes, "max_payload_bytes", minimum=2
-        )
-        self.job_timeout = (
-            None if job_timeout is None
-            else validation.seconds(job_timeout, "job_timeout", positive=True)
+        policy = Policy(
+            max_attempts=validation.integer(max_attempts, "max_attempts", minimum=1),
+            retry_backoff=validation.seconds(retry_backoff, "retry_backoff"),
+            retry_backoff_max=validation.seconds(retry_backoff_max, "retry_backoff_max"),
+            max_payload_bytes=validation.integer(max_payload_bytes, "max_payload_bytes", minimum=2),
+            job_timeout=None if job_timeout is None
+            else validation.seconds(job_timeout, "job_timeout", positive=True),
         )  # fmt: skip
         self.registry = registry if registry is not None else Registry()
-        self.clock = clock
-        self._storage: Storage = SqliteStorage(path, settings)
+        self.backend: Backend = open_backend(
+            target,
+            retry_timeout=validation.seconds(retry_timeout, "retry_timeout", positive=True),
+            clock=clock,
+            options=engine_options,
+        )
+        #: The clock that stamps due times and leases (the engine's, unless one was given).
+        self.clock: Callable[[], float] = clock or self.backend.now
+        self.cycle = JobCycle(self.backend, self.registry, policy)
         try:
-            self._storage.migrate_schema()
+            self.backend.open()
         except BaseException:
-            self._storage.close()
+            self.backend.close()
             raise
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
-    def path(self) -> str:
-        """The database file."""
-        return self._storage.path
+    def target(self) -> str:
+        """The database: the SQLite file, or the PostgreSQL URL without its password."""
+        return self.backend.target
 
     @property
-    def settings(self) -> Settings:
-        """Connection and retry settings (synchronous level, timeouts)."""
-        return self._storage.settings
+    def path(self) -> str:
+        """The database file (SQLite), or the URL without its password (PostgreSQL)."""
+        return self.backend.target
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the engine can do (a file on this host, the database's clock, a listener)."""
+        return self.backend.capabilities
+
+    @property
+    def settings(self) -> Any:
+        """The engine's settings (connection, retry bound, engine options)."""
+        return getattr(self.backend, "settings", None)
+
+    @property
+    def max_attempts(self) -> int:
+        """Runs of a job before it ends failed, when neither its task nor its enqueue says."""
+        return self.cycle.policy.max_attempts
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload or result, as JSON text."""
+        return self.cycle.policy.max_payload_bytes
+
+    @property
+    def job_timeout(self) -> float | None:
+        """How long a job may run when its task sets no ``timeout`` (None: no limit)."""
+        return self.cycle.policy.job_timeout
 
     def close(self) -> None:
         """Close this process's connections. Safe to call twice."""
-        self._storage.close()
+        self.backend.close()
 
     def __enter__(self) -> Queue:
         return self
@@ -146,7 +137,7 @@ class Queue:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Queue({self.path!r}, synchronous={self.settings.synchronous!r})"
+        return f"Queue({self.target!r})"
 
     @overload
     def task(self, name: H, /) -> H: ...
@@ -208,24 +199,22 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
-        connection: sqlite3.Connection | None = None,
+        connection: Any = None,
     ) -> int:
         """Add one job; returns its id.
 
         With ``unique_key``, if a queued or processing job already holds the key, nothing
         is added and that job's id is returned. With ``connection``, the job is written in
-        the caller's open transaction on the same file and exists once the caller commits.
+        the caller's open transaction (a ``sqlite3.Connection`` on the same file, or a
+        psycopg connection to the same database) and exists once the caller commits.
         """
-        now = self.clock()
-        make_row = self._row_maker(task, queue, priority, delay, max_attempts, unique_key, now)
-        row = make_row(payload)
-        _, ids = self._storage.insert_jobs(
-            [row], now=now, connection=_checked_connection(connection)
+        make_job = self._job_maker(task, queue, priority, delay, max_attempts, unique_key)
+        job = make_job(payload)
+        _, ids = self.backend.insert_jobs(
+            [job], batch_name=None, make_batch=False, connection=connection
         )
-        if connection is None:
-            self._storage.notify()
         if log.isEnabledFor(logging.INFO):
-            log.info("job %d %s queued in %r", ids[0], task, row[1])
+            log.info("job %d %s queued in %r", ids[0], task, job.queue)
         return ids[0]
 
     def enqueue_many(
@@ -238,7 +227,7 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
-        connection: sqlite3.Connection | None = None,
+        connection: Any = None,
     ) -> list[int]:
         """Add one job per payload in one transaction; the options apply to every job."""
         return self._enqueue_all(
@@ -258,7 +247,7 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
-        connection: sqlite3.Connection | None = None,
+        connection: Any = None,
     ) -> Batch:
         """Add jobs as one batch, followed with ``batch_progress``."""
         batch_id, ids = self._enqueue_all(
@@ -281,39 +270,32 @@ class Queue:
         delay: float,
         max_attempts: int | None,
         unique_key: str | None,
-        connection: sqlite3.Connection | None,
+        connection: Any,
     ) -> tuple[int | None, list[int]]:
         if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Iterable):
             raise InvalidArgumentType(
                 f"payloads must be a list (or other iterable) of payloads, "
                 f"got {type(payloads).__name__}"
             )
-        now = self.clock()
-        make_row = self._row_maker(task, queue, priority, delay, max_attempts, unique_key, now)
-        rows = []
+        make_job = self._job_maker(task, queue, priority, delay, max_attempts, unique_key)
+        jobs = []
         for index, payload in enumerate(payloads):
             try:
-                rows.append(make_row(payload))
+                jobs.append(make_job(payload))
             except PayloadError as exc:
                 raise PayloadError(f"payload #{index}: {exc}") from None
-        if not rows and not make_batch:
+        if not jobs and not make_batch:
             return None, []
-        batch_id, ids = self._storage.insert_jobs(
-            rows,
-            batch_name=batch_name,
-            make_batch=make_batch,
-            now=now,
-            connection=_checked_connection(connection),
+        batch_id, ids = self.backend.insert_jobs(
+            jobs, batch_name=batch_name, make_batch=make_batch, connection=connection
         )
-        if connection is None:
-            self._storage.notify()
         if ids and log.isEnabledFor(logging.INFO):
             where = f" as batch {batch_id}" if batch_id is not None else ""
             log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(ids), max(ids), task,
-                     rows[0][1], where, len(ids))  # fmt: skip
+                     jobs[0].queue, where, len(ids))  # fmt: skip
         return batch_id, ids
 
-    def _row_maker(
+    def _job_maker(
         self,
         task: str,
         queue: str | None,
@@ -321,9 +303,8 @@ class Queue:
         delay: float,
         max_attempts: int | None,
         unique_key: str | None,
-        now: float,
-    ) -> Callable[[Any], tuple[Any, ...]]:
-        """Validate the options once; the returned function encodes one payload into a row."""
+    ) -> Callable[[Any], NewJob]:
+        """Validate the options once; the returned function encodes one payload into a job."""
         validation.name(task, "task")
         options = self.registry.options(task)
         queue_name = validation.name(
@@ -332,25 +313,22 @@ class Queue:
         prio = validation.integer(
             priority if priority is not None else options.priority or 0, "priority"
         )
-        run_at_offset = validation.seconds(delay, "delay")
+        seconds = validation.seconds(delay, "delay")
         attempts = validation.integer(
             max_attempts if max_attempts is not None
             else options.max_attempts or self.max_attempts,
             "max_attempts", minimum=1,
         )  # fmt: skip
         key = validation.optional_text(unique_key, "unique_key", max_length=1000)
-        run_at = now + run_at_offset
-        encode = self._encode
+        limit = self.max_payload_bytes
 
-        def make_row(payload: Any) -> tuple[Any, ...]:
-            return (task, queue_name, encode(payload, "payload"), prio, run_at, attempts, key)
+        def make_job(payload: Any) -> NewJob:
+            return NewJob(task, queue_name, encode_json(payload, "payload", limit), prio,
+                          seconds, attempts, key)  # fmt: skip
 
-        return make_row
+        return make_job
 
-    def _encode(self, value: Any, what: str) -> str:
-        return encode_json(value, what, self.max_payload_bytes)
-
-    # --- the worker's cycle ---------------------------------------------------------------
+    # --- the worker's cycle (public for custom workers) -----------------------------------
 
     def claim(
         self,
@@ -364,39 +342,7 @@ class Queue:
         Each claimed job is ``processing``, its attempts counted, and leased to
         ``worker_id`` for ``lease`` seconds; renew it with heartbeat or set_progress.
         """
-        request = self.claim_request(worker_id, queues, limit, lease)
-        jobs = self._settle([], request)[1]
-        bad = [job for job in jobs if job._claim is not None and job._claim.undecodable]
-        if bad:
-            now = self.clock()
-            self._finish([(job, self._undecodable_step(job, now)) for job in bad])
-            jobs = [job for job in jobs if job not in bad]
-        for job in jobs:
-            job._claim.timeout = self.timeout_of(job.task)  # type: ignore[union-attr]
-        return jobs
-
-    def _undecodable_step(self, job: Job, now: float) -> tuple[Step, dict[str, Any]]:
-        """Fail at once a claimed job whose stored payload cannot be decoded."""
-        problem = _claim_of(job).undecodable or "undecodable payload"
-        return self._fail_step(job, PayloadError(problem), None, False, None, now)
-
-    def timeout_of(self, task: str) -> float | None:
-        """How long one run of ``task`` may take: the task's ``timeout``, else the queue's
-        ``job_timeout`` (None: no limit)."""
-        timeout = self.registry.options(task).timeout
-        return timeout if timeout is not None else self.job_timeout
-
-    def claim_request(
-        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
-    ) -> ClaimRequest:
-        """Checked arguments of a claim, dated now (what ``claim`` and workers send)."""
-        validation.name(worker_id, "worker_id")
-        names = validation.names(queues, "queues")
-        count = validation.integer(limit, "limit", minimum=1)
-        if count > _MAX_CLAIM:
-            raise InvalidArgument(f"limit must be <= {_MAX_CLAIM}, got {count}")
-        seconds = validation.seconds(lease, "lease", positive=True)
-        return ClaimRequest(worker_id, names, count, seconds, self.clock())
+        return self.cycle.claim(self.cycle.claim_request(worker_id, queues, limit, lease))
 
     def complete(self, job: Job, result: Any = None) -> bool:
         """Record success. False (and no change) if this claim no longer owns the job."""
@@ -404,9 +350,9 @@ class Queue:
 
     def complete_many(self, outcomes: Sequence[tuple[Job, Any]]) -> list[bool]:
         """Record several successes in one transaction; one bool per job as in complete."""
-        now = self.clock()
-        steps = [(job, self._complete_step(job, result, now)) for job, result in outcomes]
-        return self._finish(steps)
+        return self.cycle.finish(
+            [(job, self.cycle.complete_step(job, result)) for job, result in outcomes]
+        )
 
     def fail(
         self,
@@ -422,239 +368,58 @@ class Queue:
 
         False (and no change) if this claim no longer owns the job.
         """
-        step = self._fail_step(job, error, traceback, retry, retry_in, self.clock())
-        return self._finish([(job, step)])[0]
-
-    def _complete_step(self, job: Job, result: Any, now: float) -> tuple[Step, dict[str, Any]]:
-        claim = _claim_of(job)
-        params = {
-            **_fence(job, claim),
-            "result": self._encode(result, "result"),
-            "message": claim.pending_message,
-            "now": now,
-        }
-        hook = self.registry.options(job.task).on_complete
-        if hook is not None:
-            params[HOOK] = lambda conn: hook(conn, job, result)
-            params[HOOK_FAILED] = lambda exc: self._fail_step(
-                job, exc, None, not isinstance(exc, PermanentFailure), None, now
-            )[1]
-        return Step.COMPLETE, params
-
-    def _fail_step(
-        self,
-        job: Job,
-        error: str | BaseException,
-        trace: str | None,
-        retry: bool,
-        retry_in: float | None,
-        now: float,
-    ) -> tuple[Step, dict[str, Any]]:
-        claim = _claim_of(job)
-        if isinstance(error, BaseException):
-            if trace is None and error.__traceback__ is not None:
-                trace = "".join(traceback_module.format_exception(error))
-            error = f"{type(error).__name__}: {error}"
-        elif not isinstance(error, str):
-            raise InvalidArgumentType(
-                f"error must be a str or an exception, got {type(error).__name__}"
-            )
-        error = validation.storable_text(error)
-        trace = None if trace is None else validation.storable_text(trace)
-        again = retry and job.attempts < job.max_attempts
-        if retry_in is not None:
-            delay = validation.seconds(retry_in, "retry_in")
-        else:
-            delay = self.backoff(job.task, job.attempts) if again else 0.0
-        return Step.FAIL, {
-            **_fence(job, claim),
-            "status": "queued" if again else "failed",
-            "run_at": now + delay,
-            "error": error[:10_000],
-            "traceback": trace[:50_000] if trace else None,
-            "message": claim.pending_message,
-            "now": now,
-        }
-
-    def _defer_step(
-        self, job: Job, worker: str, window: float, now: float
-    ) -> tuple[Step, dict[str, Any]]:
-        """Hand back a job whose task ``worker`` does not know, its attempt not counted: it
-        waits for a worker that knows the task, up to ``window`` seconds from the first
-        time one that did not handed it back, then fails with UnknownTask."""
-        recheck = min(_UNKNOWN_TASK_RECHECK, window / 4)
-        return Step.DEFER, {
-            **_fence(job, _claim_of(job)),
-            "now": now,
-            "run_at": now + recheck,
-            "give_up_before": now - window,
-            "waiting_error": f"UnknownTask: waiting up to {window:g}s for a worker that knows "
-            f"task {job.task!r} (worker {worker} does not)",
-            "failed_error": f"UnknownTask: no worker that knows task {job.task!r} took the job "
-            f"within {window:g}s; register a handler for it and retry the job",
-        }
-
-    def _finish(self, steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]]) -> list[bool]:
-        if not steps:
-            return []
-        return [status is not None for status in self._settle(steps, None)[0]]
-
-    def _settle(
-        self,
-        steps: Sequence[tuple[Job, tuple[Step, dict[str, Any]]]],
-        request: ClaimRequest | None,
-    ) -> tuple[list[str | None], list[Job]]:
-        """Record outcomes of claimed jobs and claim more, in one transaction.
-
-        Returns each job's status after its step (None: the claim no longer owned it, and
-        nothing changed), and the jobs newly claimed.
-        """
-        statuses, rows = self._storage.exchange([step for _, step in steps], request)
-        if log.isEnabledFor(logging.INFO):
-            for (job, (_, params)), status in zip(steps, statuses, strict=True):
-                _log_outcome(job, status, params)
-        jobs: list[Job] = []
-        if request is not None and rows:
-            jobs = [self._job(row, Claim(request.worker, request.lease)) for row in rows]
-            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-            if log.isEnabledFor(logging.INFO):
-                for job in jobs:
-                    log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,
-                             job.task, job.attempts, job.max_attempts, request.worker)  # fmt: skip
-        return statuses, jobs
-
-    def backoff(self, task: str, attempts: int) -> float:
-        """Seconds before the retry that follows failed attempt number ``attempts``.
-
-        Exponential from the task's (or queue's) ``backoff``, capped at ``backoff_max``,
-        with jitter over the upper half so that failures of one cause spread out.
-        """
-        options = self.registry.options(task)
-        base = options.backoff if options.backoff is not None else self.retry_backoff
-        cap = options.backoff_max if options.backoff_max is not None else self.retry_backoff_max
-        ceiling = min(cap, base * 2.0 ** min(max(attempts - 1, 0), 60))
-        return ceiling / 2.0 + random.random() * ceiling / 2.0
+        step = self.cycle.fail_step(job, error, traceback, retry, retry_in)
+        return self.cycle.finish([(job, step)])[0]
 
     def heartbeat(self, job: Job, lease: float | None = None) -> bool:
-        """Extend the job's lease (by its claim's lease unless given); writes any progress
-        report held back by rate limiting. False if this claim no longer owns the job;
-        JobTimeout once the job has run past its timeout."""
-        claim = _claim_of(job)
-        seconds = (
-            claim.lease if lease is None else validation.seconds(lease, "lease", positive=True)
-        )
-        _refuse_timed_out(job, claim)
-        with claim.lock:
-            if claim.pending_progress is not None:
-                return self._write_progress(job, claim, claim.pending_progress,
-                                            claim.pending_message)  # fmt: skip
-            return self._renew(job, claim, Step.HEARTBEAT, {"lease_until": self.clock() + seconds})
+        """Extend the job's lease (by its claim's lease unless given). False if this claim
+        no longer owns the job; JobTimeout once the job has run past its timeout."""
+        return self.cycle.heartbeat(job, lease)
 
     def set_progress(self, job: Job, progress: float, message: str | None = None) -> bool:
         """Record progress (0.0..1.0) and an optional message; also extends the lease.
-
-        Writes of one job are spaced at least 0.25 s apart; a report in between is kept
-        and written by the next report or heartbeat. JobTimeout once the job has run past
-        its timeout: the handler should let it propagate.
-        """
-        claim = _claim_of(job)
-        value = validation.fraction(progress, "progress")
-        text = validation.optional_text(message, "progress message", max_length=2000)
-        _refuse_timed_out(job, claim)
-        with claim.lock:
-            if time.monotonic() - claim.progress_written_at < PROGRESS_WRITE_INTERVAL:
-                claim.pending_progress = value
-                claim.pending_message = text if text is not None else claim.pending_message
-                return True
-            return self._write_progress(job, claim, value, text)
-
-    def _write_progress(self, job: Job, claim: Claim, progress: float, message: str | None) -> bool:
-        owned = self._renew(job, claim, Step.PROGRESS, {
-            "progress": progress, "message": message,
-            "lease_until": self.clock() + claim.lease,
-        })  # fmt: skip
-        claim.progress_written_at = time.monotonic()
-        claim.pending_progress = None
-        claim.pending_message = None
-        return owned
-
-    def _renew(self, job: Job, claim: Claim, step: Step, params: dict[str, Any]) -> bool:
-        [cancel_flag], _ = self._storage.exchange([(step, {**_fence(job, claim), **params})], None)
-        _note_cancel_flag(claim, cancel_flag, time.monotonic())
-        return cancel_flag is not None
+        Writes of one job are spaced at least 0.25 s apart (a report in between is kept for
+        the next write); JobTimeout once the job has run past its timeout."""
+        return self.cycle.set_progress(job, progress, message)
 
     def heartbeat_many(self, jobs: Sequence[Job]) -> list[bool]:
         """Extend the leases of several running jobs in one transaction (what workers do)."""
-        if not jobs:
-            return []
-        now = self.clock()
-        claims = [_claim_of(job) for job in jobs]
-        flags, _ = self._storage.exchange([
-            (Step.HEARTBEAT, {**_fence(job, claim), "lease_until": now + claim.lease})
-            for job, claim in zip(jobs, claims, strict=True)
-        ], None)  # fmt: skip
-        checked = time.monotonic()
-        for claim, flag in zip(claims, flags, strict=True):
-            _note_cancel_flag(claim, flag, checked)
-        return [flag is not None for flag in flags]
+        return self.cycle.heartbeat_many(jobs)
 
     def release(self, jobs: Sequence[Job]) -> int:
         """Return claimed jobs that never started to the queue, their attempt not counted."""
-        now = self.clock()
-        steps = [(job, (Step.RELEASE, {**_fence(job, _claim_of(job)), "now": now})) for job in jobs]
-        return sum(self._finish(steps))
+        return self.cycle.release(jobs)
 
     def abandon(self, jobs: Sequence[Job], error: str) -> list[bool]:
         """End runs that will not report (a worker stopping hard): each counts as an attempt,
         back to the queue while attempts remain, else failed."""
-        now = self.clock()
-        steps = [
-            (job, (Step.ABANDON, {**_fence(job, _claim_of(job)), "now": now, "error": error}))
-            for job in jobs
-        ]
-        return self._finish(steps)
+        return self.cycle.abandon(jobs, error)
 
     def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
         """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
         attempts remain, else ``failed``. Workers call this; it returns the job ids.
+        ``renew``: the caller's own running jobs, whose leases are extended first."""
+        return self.cycle.rescue_expired(renew)
 
-        ``renew``: the caller's own running jobs, whose leases are extended first in the same
-        transaction, so that a worker never takes back a job it still runs (after a forward
-        jump of the clock, say)."""
-        now = self.clock()
-        expiry = self.next_lease_expiry()
-        if expiry is None or expiry >= now:
-            return []
-        steps = [
-            (Step.HEARTBEAT, {**_fence(job, claim), "lease_until": now + claim.lease})
-            for job in renew
-            if (claim := _claim_of(job)) is not None
-        ]
-        rows = self._storage.rescue_expired(
-            now, "lease expired: the worker stopped renewing it (crashed, killed or hung)", steps
-        )
-        for job_id, task, status, attempts, max_attempts, worker, *_ in rows:
-            log.warning("job %d %s lease expired (worker %s, attempt %d/%d): now %s", job_id,
-                        task, worker, attempts, max_attempts, status)  # fmt: skip
-        if rows:
-            self._storage.notify()
-        return [row[0] for row in rows]
+    def backoff(self, task: str, attempts: int) -> float:
+        """Seconds before the retry that follows failed attempt number ``attempts``."""
+        return self.cycle.backoff(task, attempts)
 
     def next_lease_expiry(self) -> float | None:
         """When the earliest lease of a processing job ends (None if nothing runs)."""
-        return self._storage.next_lease_expiry()
+        return self.backend.next_lease_expiry()[0]
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         """The earliest ``run_at`` of a queued job in ``queues`` (None: no queued job)."""
-        return self._storage.next_run_at(validation.names(queues, "queues"))
+        return self.backend.next_run_at(validation.names(queues, "queues"))[0]
 
     def data_version(self) -> int:
-        """A number that changes whenever another connection commits to the file."""
-        return self._storage.data_version()
+        """A number that changes when other processes may have committed new work."""
+        return self.backend.waker.look()
 
     def cancel_requested(self, job_id: int) -> bool:
         """True if someone asked to cancel the job (read from the database)."""
-        return self._storage.cancel_requested(job_id)
+        return self.cycle.cancel_requested(job_id)
 
     # --- operator actions -----------------------------------------------------------------
 
@@ -663,7 +428,7 @@ class Queue:
         marked so its handler sees ``job.cancelled`` and its outcome is ``cancelled``.
         False if the job had already finished."""
         validation.integer(job_id, "job_id")
-        status = self._storage.cancel(job_id, self.clock())
+        status = self.backend.cancel(job_id)
         if status is None:
             self._status_of(job_id)
             return False
@@ -681,18 +446,17 @@ class Queue:
         held by another active job.
         """
         validation.integer(job_id, "job_id")
-        done = self._storage.retry([job_id], self.clock())
+        done = self.backend.retry([job_id])
         if not done:
             self._status_of(job_id)
             return False
-        self._storage.notify()
         log.info("job %d queued again (retry)", job_id)
         return True
 
     def retry_failed(self) -> list[int]:
         """Retry every failed job whose unique key is free; returns the ids re-queued."""
         requeued = []
-        for job_id in self._storage.failed_ids():
+        for job_id in self.backend.failed_ids():
             try:
                 if self.retry(job_id):
                     requeued.append(job_id)
@@ -707,34 +471,33 @@ class Queue:
         Batches go once none of their jobs is left; the rows of workers go once they stopped
         or went silent (a minute without a report) before the cutoff. Nothing alive goes:
         not a queued or processing job, not a batch with one, not a running worker's row."""
-        now = self.clock()
-        cutoff = now - validation.seconds(older_than, "older_than")
-        count = self._storage.purge(cutoff, now - WORKER_ALIVE_WINDOW)
+        count = self.backend.purge(
+            validation.seconds(older_than, "older_than"), WORKER_ALIVE_WINDOW
+        )
         log.info("purged %d finished jobs older than %gs", count, older_than)
         return count
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """Copy the WAL into the database file and truncate it when no reader is in the way.
-
-        Returns SQLite's (busy, wal frames, frames checkpointed).
-        """
-        return self._storage.checkpoint()
+        """SQLite: copy the WAL into the database file and truncate it when no reader is in
+        the way; returns (busy, wal frames, frames checkpointed). PostgreSQL keeps its own
+        log: (0, 0, 0)."""
+        return self.backend.checkpoint()
 
     # --- reads ----------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
         """The job with this id; JobNotFound if there is none."""
         validation.integer(job_id, "job_id")
-        row = self._storage.get_job(job_id)
+        row = self.backend.get_job(job_id)
         if row is None:
-            raise JobNotFound(f"no job with id {job_id} in {self.path}")
-        return self._job(row)
+            raise JobNotFound(f"no job with id {job_id} in {self.target}")
+        return self.cycle.job(row)
 
     def _status_of(self, job_id: int) -> JobStatus:
-        status = self._storage.job_status(job_id)
+        status = self.backend.job_status(job_id)
         if status is None:
-            raise JobNotFound(f"no job with id {job_id} in {self.path}")
-        return _STATUS[status]
+            raise JobNotFound(f"no job with id {job_id} in {self.target}")
+        return STATUS[status]
 
     def jobs(
         self,
@@ -761,208 +524,47 @@ class Queue:
             "batch_id": None if batch_id is None else validation.integer(batch_id, "batch_id"),
             "limit": validation.integer(limit, "limit", minimum=1),
         }
-        return [self._job(row) for row in self._storage.list_jobs(params, oldest_first)]
+        return [self.cycle.job(row) for row in self.backend.list_jobs(params, oldest_first)]
 
     def batch_progress(self, batch_id: int) -> BatchProgress:
         """Counts of the batch's jobs by status, and the percentage finished."""
         validation.integer(batch_id, "batch_id")
-        row = self._storage.batch(batch_id)
-        if row is None:
-            raise JobNotFound(f"no batch with id {batch_id} in {self.path}")
-        return BatchProgress(*row)
+        progress = self.backend.batch(batch_id)
+        if progress is None:
+            raise JobNotFound(f"no batch with id {batch_id} in {self.target}")
+        return progress
 
     def latest_batch_id(self) -> int | None:
         """The most recent batch's id, or None if there is no batch."""
-        return self._storage.latest_batch_id()
+        return self.backend.latest_batch_id()
 
     def batch_jobs(self, batch_id: int) -> list[Job]:
         """Every job of the batch, in enqueue order."""
         validation.integer(batch_id, "batch_id")
-        return [self._job(row) for row in self._storage.batch_jobs(batch_id)]
+        return [self.cycle.job(row) for row in self.backend.batch_jobs(batch_id)]
 
     def stats(self) -> QueueStats:
         """Counts by queue and status, the age of the oldest due job, and lock waiting:
         this process's own and the totals reported by every worker."""
-        now = self.clock()
-
-        counts_rows, earliest, workers = self._storage.snapshot(now - WORKER_ALIVE_WINDOW)
+        snapshot = self.backend.snapshot(WORKER_ALIVE_WINDOW)
         counts: dict[str, dict[str, int]] = {}
-        for queue, status, count in counts_rows:
-            counts.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = count
+        for queue, status, count in snapshot.counts:
+            counts.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(count)
+        earliest, now = snapshot.earliest_run_at, snapshot.now
         return QueueStats(
             counts=counts,
             oldest_queued_age=None if earliest is None or earliest > now else now - earliest,
             next_run_at=earliest,
-            lock=self._storage.metrics.snapshot(),
-            workers_lock=LockStats(
-                writes=workers[0],
-                lock_wait_seconds=workers[1],
-                lock_wait_max_seconds=workers[2],
-                lock_retries=workers[3],
-                busy_errors=workers[4],
-            ),
-            active_workers=workers[5],
+            lock=self.backend.metrics.snapshot(),
+            workers_lock=snapshot.workers_lock,
+            active_workers=snapshot.active_workers,
         )
 
     def workers(self, *, limit: int = 50, alive_only: bool = False) -> list[WorkerInfo]:
         """Workers as they last reported, newest first; ``alive_only``: running and seen
         within the last minute."""
-        found = [WorkerInfo(*row) for row in self._storage.workers(
-            validation.integer(limit, "limit", minimum=1))]  # fmt: skip
+        found = self.backend.workers(validation.integer(limit, "limit", minimum=1))
         if alive_only:
-            since = self.clock() - WORKER_ALIVE_WINDOW
+            since = self.backend.now() - WORKER_ALIVE_WINDOW
             found = [w for w in found if w.stopped_at is None and w.last_seen >= since]
         return found
-
-    # --- helpers --------------------------------------------------------------------------
-
-    def _job(self, row: Row, claim: Claim | None = None) -> Job:
-        # row follows JOB_COLUMNS; payload and result are JSON text, status its value
-        result = row[10]
-        try:
-            payload = json.loads(row[3])
-            result = None if result is None else json.loads(result)
-        except (ValueError, RecursionError) as exc:
-            problem = f"job {row[0]}: its stored JSON cannot be decoded ({exc})"
-            if claim is None:
-                raise PayloadError(problem) from None
-            claim.undecodable = problem  # the worker fails it; it never reaches a handler
-            payload = result = None
-        return job_from_values((
-            *row[:3], payload, _STATUS[row[4]], *row[5:10], result, *row[11:21],
-            bool(row[21]), None if claim is None else self, claim,
-        ))  # fmt: skip
-
-
-def encode_json(value: Any, what: str, max_bytes: int) -> str:
-    """``value`` as compact JSON text that decodes back to an equal value; PayloadError
-    naming the problem if it cannot: not JSON, NaN, nested too deeply, a lone surrogate,
-    two keys that JSON would merge (``{1: "a", "1": "b"}``), or over ``max_bytes``."""
-    if value is None:
-        return "null"
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except RecursionError:
-        raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"{what} must be JSON-serializable: {exc}") from None
-    if text.isascii():
-        size = len(text)
-    else:
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise PayloadError(
-                f"{what} is not valid Unicode text: {text[exc.start : exc.end]!r} is a lone "
-                f"surrogate, which JSON text cannot carry"
-            ) from None
-    if size > max_bytes:
-        raise PayloadError(f"{what} is {size} bytes as JSON, over the limit of {max_bytes}")
-    problem = _json_problem(value)
-    if problem is not None:
-        raise PayloadError(f"{what} {problem}")
-    return text
-
-
-_JSON_KEYS = {True: "true", False: "false", None: "null"}
-#: The deepest nesting of lists and objects a payload or result may have. Decoding JSON
-#: recurses in Python's C stack; a fixed bound, well inside the interpreter's recursion
-#: limit, keeps what was stored readable from any caller.
-MAX_JSON_DEPTH = 100
-
-
-def _json_problem(value: Any) -> str | None:
-    """What JSON would lose of ``value``, if anything: nesting deeper than MAX_JSON_DEPTH,
-    or two keys of one mapping that become the same text.
-
-    JSON object keys are text, so ``json.dumps`` turns 1, 1.0, True and None into "1",
-    "1.0", "true" and "null"; a mapping that also has that text as a key would lose one.
-    """
-    if type(value) not in _CONTAINERS and not isinstance(value, dict | list | tuple):
-        return None
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            return f"is nested deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(item, dict):
-            for key in item:
-                if type(key) is not str:
-                    collision = _colliding_keys(item)
-                    if collision is not None:
-                        return collision
-                    break
-            children = item.values()
-        else:
-            children = item
-        for child in children:
-            if type(child) in _CONTAINERS or isinstance(child, dict | list | tuple):
-                stack.append((child, depth + 1))
-    return None
-
-
-_CONTAINERS = frozenset({dict, list, tuple})
-
-
-def _colliding_keys(mapping: dict[Any, Any]) -> str | None:
-    seen: dict[str, Any] = {}
-    for key in mapping:
-        if isinstance(key, str):
-            text = key
-        elif key is None or isinstance(key, bool):
-            text = _JSON_KEYS[key]
-        else:
-            text = json.dumps(key)
-        if text in seen:
-            return (f"has keys {seen[text]!r} and {key!r}, which are both {json.dumps(text)} "
-                    f"in JSON: one would silently replace the other")  # fmt: skip
-        seen[text] = key
-    return None
-
-
-def _claim_of(job: Job) -> Claim:
-    if not isinstance(job, Job):
-        raise InvalidArgumentType(f"expected a claimed Job, got {type(job).__name__}")
-    if job._claim is None:
-        raise InvalidArgument(
-            f"job {job.id} was not claimed by this process (use a Job returned by claim())"
-        )
-    return job._claim
-
-
-def _refuse_timed_out(job: Job, claim: Claim) -> None:
-    if claim.timed_out():
-        raise JobTimeout(f"job {job.id} {job.task} timed out after {claim.timeout:g}s")
-
-
-def _note_cancel_flag(claim: Claim, flag: Any, checked: float) -> None:
-    if flag:
-        claim.cancelled = True
-    claim.cancel_checked_at = checked
-
-
-def _fence(job: Job, claim: Claim) -> dict[str, Any]:
-    return {"id": job.id, "attempts": job.attempts, "worker": claim.worker}
-
-
-def _checked_connection(connection: object) -> sqlite3.Connection | None:
-    if connection is not None and not isinstance(connection, sqlite3.Connection):
-        raise InvalidArgumentType(
-            f"connection must be a sqlite3.Connection or None, got {type(connection).__name__}"
-        )
-    return connection
-
-
-def _log_outcome(job: Job, status: str | None, params: dict[str, Any]) -> None:
-    if status is None:
-        log.warning("job %d %s: attempt %d no longer owns the job (lease lost); outcome "
-                    "discarded", job.id, job.task, job.attempts)  # fmt: skip
-    elif status == "queued" and "error" in params:
-        log.info("job %d %s queued for retry at attempt %d/%d (%s)", job.id, job.task,
-                 job.attempts, job.max_attempts, params["error"].splitlines()[0][:200])  # fmt: skip
-    elif status == "failed":
-        log.warning("job %d %s failed after attempt %d/%d: %s", job.id, job.task, job.attempts,
-                    job.max_attempts, (params.get("error") or "").splitlines()[0][:200] if
-                    params.get("error") else "")  # fmt: skip
-    else:
-        log.info("job %d %s %s", job.id, job.task, status)

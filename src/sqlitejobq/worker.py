@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from . import validation
+from .backends.base import Step, WorkerRecord
 from .errors import (
     CorruptDatabase,
     DatabaseBusy,
@@ -43,7 +45,6 @@ from .errors import (
 )
 from .job import Job
 from .queue import Queue
-from .storage import Step, WorkerRecord, hostname
 
 log = logging.getLogger("sqlitejobq")
 
@@ -133,6 +134,7 @@ class Worker:
                 f"queue must be a sqlitejobq.Queue, got {type(queue).__name__}"
             )
         self.queue = queue
+        self.cycle = queue.cycle
         self.concurrency = validation.integer(concurrency, "concurrency", minimum=1)
         self.queues = validation.names(queues, "queues")
         self.lease = validation.seconds(lease, "lease", positive=True)
@@ -152,7 +154,8 @@ class Worker:
             None if prefetch is None else validation.integer(prefetch, "prefetch", minimum=0)
         )
         self.id = validation.name(
-            worker_id or f"{hostname()}:{os.getpid()}:{secrets.token_hex(3)}", "worker_id"
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+            "worker_id",
         )
         self._lock = threading.Lock()
         self._jobs_ready = threading.Condition(self._lock)
@@ -167,6 +170,7 @@ class Worker:
         self._counts = {"completed": 0, "failed": 0, "retried": 0, "lost": 0, "stuck": 0}
         self._reported: WorkerRecord | None = None
         self._started_at = 0.0
+        self._reported_at = 0.0
         self._parent: int | None = None
         self._unknown_seen: set[str] = set()
         self._timeouts = False  # whether any job claimed so far has a timeout
@@ -217,7 +221,7 @@ class Worker:
         started = time.monotonic()
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
-        waker = self.queue._storage.waker
+        waker = self.cycle.waker
         try:
             with self._signals(handle_signals):
                 self._start_threads()
@@ -257,18 +261,18 @@ class Worker:
     # --- the dispatcher -----------------------------------------------------------------
 
     def _loop(self, burst: bool) -> None:
-        queue = self.queue
-        waker = queue._storage.waker
+        cycle = self.cycle
+        waker = cycle.waker
         now = time.monotonic()
         next_heartbeat = now + self._heartbeat_every()
         next_rescue = now  # rescue before the first claim: a dead worker's jobs are runnable
         next_checkpoint = now + self.checkpoint_interval
         next_report = now + self.report_interval
-        next_due: float | None = None  # epoch time of the next delayed job we know of
+        next_due: float | None = None  # when the next delayed job we know of is due (monotonic)
         maybe_work = True  # there may be due jobs: try a claim
         look_ahead = False  # the queue looked drained or changed: read when work is next due
-        seen_version = queue.data_version()
-        seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
+        seen_version = waker.look()
+        seen_enqueued, seen_signals = waker.enqueued, waker.signals
         poll = _FAST_POLL
         active_at = now  # the last time anything happened
         error_backoff = 0.0
@@ -280,8 +284,10 @@ class Worker:
                 next_expiry = self._end_overdue_runs(now)
                 if now >= next_rescue:
                     next_rescue = now + self.rescue_interval
-                    if queue.rescue_expired(renew=self._held(now)):
+                    if cycle.rescue_expired(renew=self._held(now)):
                         maybe_work = True
+                    # a delayed job's time is read again: the clock it is due by may jump
+                    look_ahead = look_ahead or next_due is not None
                     if self._parent is not None and os.getppid() != self._parent:
                         log.warning("worker %s: supervisor %d is gone, stopping", self.id,
                                     self._parent)  # fmt: skip
@@ -292,7 +298,7 @@ class Worker:
                 if now >= next_report:
                     self._report()
                     next_report = now + self.report_interval
-                if next_due is not None and queue.clock() >= next_due:
+                if next_due is not None and now >= next_due:
                     maybe_work, next_due = True, None
                 again, drained = self._exchange(maybe_work and not self._stopping.is_set())
                 error_backoff = 0.0
@@ -304,10 +310,11 @@ class Worker:
                 maybe_work = False
                 if look_ahead:
                     look_ahead = False
-                    next_due = queue.next_run_at(self.queues)
-                    if next_due is not None and next_due <= queue.clock():
+                    due_in = cycle.due_in(self.queues)
+                    if due_in is not None and due_in <= 0:
                         maybe_work, next_due = True, None
                         continue
+                    next_due = None if due_in is None else time.monotonic() + due_in
                 with self._lock:
                     idle = not self._running and not self._buffer and not self._outcomes
                 if burst and idle and not self._stopping.is_set():
@@ -317,7 +324,7 @@ class Worker:
                     continue
                 if idle and self.checkpoint_interval and now >= next_checkpoint:
                     next_checkpoint = now + self.checkpoint_interval
-                    queue.checkpoint()
+                    cycle.maintain()
                 # sleep until a handler finishes, an enqueue here or a commit elsewhere, a
                 # timer, or the next look for work. While busy, the looks come at most
                 # 2 ms apart (a read each, as cheap as reading a file watcher); once quiet
@@ -331,14 +338,14 @@ class Worker:
                 armed = looking and quiet
                 timeout = min(poll, ceiling) if looking else next_heartbeat - now
                 if next_due is not None:
-                    timeout = min(timeout, max(0.0, next_due - queue.clock()))
+                    timeout = min(timeout, max(0.0, next_due - now))
                 if next_expiry is not None:
                     timeout = min(timeout, next_expiry - now)
                 if armed:
                     waker.sleeping(True)
                 try:
                     # a commit made before the watch began is seen by this look
-                    if not armed or queue.data_version() == seen_version:
+                    if not armed or waker.look() == seen_version:
                         self._wake.wait(max(0.0, min(timeout, next_rescue - now)))
                 finally:
                     if armed:
@@ -347,12 +354,12 @@ class Worker:
                 # an enqueue here is news; a file change only says to look soon: the
                 # commit it announces may not be visible yet, or may be our own
                 enqueued = waker.enqueued != seen_enqueued
-                if enqueued or waker.file_changes != seen_changes:
-                    seen_enqueued, seen_changes = waker.enqueued, waker.file_changes
+                if enqueued or waker.signals != seen_signals:
+                    seen_enqueued, seen_signals = waker.enqueued, waker.signals
                     poll, look_ahead, active_at = _FAST_POLL, look_ahead or enqueued, now
                 else:
                     poll = min(poll * 2, ceiling)
-                version = queue.data_version()
+                version = waker.look()
                 if version != seen_version:
                     seen_version, look_ahead, active_at = version, True, now
             except QueueClosed:
@@ -382,12 +389,12 @@ class Worker:
         if not outcomes and not (claim and free > 0):
             return False, False
         request = (
-            self.queue.claim_request(self.id, self.queues, free, self.lease)
+            self.cycle.claim_request(self.id, self.queues, free, self.lease)
             if claim and free > 0 else None
         )  # fmt: skip
         started = time.perf_counter()
         try:
-            statuses, jobs = self.queue._settle(outcomes, request)
+            statuses, jobs = self.cycle.settle(outcomes, request)
             recorded = list(zip(outcomes, statuses, strict=True))
         except Exception as exc:
             if not outcomes or isinstance(exc, _TRANSIENT):
@@ -409,19 +416,19 @@ class Worker:
         cannot be decoded fails. True if any was not handed to a thread."""
         if not jobs:
             return False
-        queue = self.queue
-        registry = queue.registry
+        cycle = self.cycle
+        registry = cycle.registry
         known, deferred = [], []
         settings: dict[str, tuple[float | None, float | None]] = {}  # task: lease, timeout
         for job in jobs:
             claim = job._claim
             assert claim is not None
             if claim.undecodable:
-                deferred.append((job, queue._undecodable_step(job, queue.clock())))
+                deferred.append((job, cycle.undecodable_step(job)))
                 continue
             if job.task in registry:
                 lease, timeout = settings.get(job.task) or settings.setdefault(
-                    job.task, (registry.options(job.task).lease, queue.timeout_of(job.task))
+                    job.task, (registry.options(job.task).lease, cycle.timeout_of(job.task))
                 )
                 if lease is not None:
                     claim.lease = lease
@@ -435,8 +442,7 @@ class Worker:
                 log.warning("worker %s does not know task %r: its jobs go back for a worker "
                             "that does (for up to %gs), their attempts not counted", self.id,
                             job.task, self.unknown_task_window)  # fmt: skip
-            step = queue._defer_step(job, self.id, self.unknown_task_window, queue.clock())
-            deferred.append((job, step))
+            deferred.append((job, cycle.defer_step(job, self.id, self.unknown_task_window)))
         with self._jobs_ready:
             self._outcomes.extend(deferred)
             self._buffer.extend(known)
@@ -467,19 +473,18 @@ class Worker:
         with the reason instead. Returns the outcome recorded and the job's status."""
         job = outcome[0]
         try:
-            return outcome, self.queue._settle([outcome], None)[0][0]
+            return outcome, self.cycle.settle([outcome], None)[0][0]
         except Exception as exc:
             if isinstance(exc, _TRANSIENT):
                 raise
             problem = f"{type(exc).__name__}: {exc}"
         log.error("job %d %s: its outcome cannot be recorded (%s); the attempt fails instead",
                   job.id, job.task, problem)  # fmt: skip
-        failure = (job, self.queue._fail_step(
-            job, f"the outcome could not be recorded: {problem}", None, False, None,
-            self.queue.clock(),
+        failure = (job, self.cycle.fail_step(
+            job, f"the outcome could not be recorded: {problem}", None, False, None
         ))  # fmt: skip
         try:
-            return failure, self.queue._settle([failure], None)[0][0]
+            return failure, self.cycle.settle([failure], None)[0][0]
         except Exception as exc:
             if isinstance(exc, _TRANSIENT):
                 raise
@@ -517,13 +522,12 @@ class Worker:
 
     def _nothing_runnable(self) -> bool:
         """Burst mode's end: nothing due in our queues and no lease left to rescue."""
-        now = self.queue.clock()
-        due = self.queue.next_run_at(self.queues)
-        if due is not None and due <= now:
+        due_in = self.cycle.due_in(self.queues)
+        if due_in is not None and due_in <= 0:
             return False
-        expiry = self.queue.next_lease_expiry()
-        if expiry is not None and expiry < now:
-            return not self.queue.rescue_expired(renew=self._held(time.monotonic()))
+        expiry_in = self.cycle.lease_expiry_in()
+        if expiry_in is not None and expiry_in < 0:
+            return not self.cycle.rescue_expired(renew=self._held(time.monotonic()))
         return True
 
     def _heartbeat_every(self) -> float:
@@ -545,7 +549,7 @@ class Worker:
         held = self._held(now)
         if not held:
             return
-        for job, owned in zip(held, self.queue.heartbeat_many(held), strict=True):
+        for job, owned in zip(held, self.cycle.heartbeat_many(held), strict=True):
             if not owned:
                 log.warning("job %d %s: worker %s lost its lease (another worker may run it)",
                             job.id, job.task, self.id)  # fmt: skip
@@ -573,7 +577,7 @@ class Worker:
                 f"timed out after {timeout:g}s (the handler still ran {self.timeout_grace:g}s "
                 f"later; its thread was left behind)"
             )
-            step = self.queue._fail_step(job, error, None, True, None, self.queue.clock())
+            step = self.cycle.fail_step(job, error, None, True, None)
             with self._lock:
                 self._outcomes.append((job, step))
             self._counts["stuck"] += 1
@@ -597,7 +601,7 @@ class Worker:
             running = list(self._running.values())
         if unstarted:
             try:
-                released = self.queue.release(unstarted)
+                released = self.cycle.release(unstarted)
             except Exception:
                 with self._lock:
                     self._buffer.extendleft(reversed(unstarted))
@@ -618,7 +622,7 @@ class Worker:
             for job in jobs:
                 self._running.pop((job.id, job.attempts), None)
         if jobs:
-            self.queue.abandon(jobs, reason)
+            self.cycle.abandon(jobs, reason)
             log.warning("worker %s: %d running jobs did not finish in time: %s", self.id,
                         len(jobs), ", ".join(str(j.id) for j in jobs))  # fmt: skip
 
@@ -632,7 +636,7 @@ class Worker:
                 self._buffer.clear()
                 running = list(self._running.values())
             if unstarted:
-                self.queue.release(unstarted)
+                self.cycle.release(unstarted)
             self._flush_outcomes()
             self._abandon(running, "interrupted: the worker stopped at once")
             self._report(stopped=True)
@@ -672,25 +676,23 @@ class Worker:
     # --- bookkeeping ----------------------------------------------------------------------
 
     def _record(self, stopped: bool = False) -> WorkerRecord:
-        now = self.queue.clock()
         return WorkerRecord(
             id=self.id,
-            hostname=hostname(),
+            hostname=socket.gethostname(),
             pid=os.getpid(),
             queues=",".join(self.queues) if self.queues else "*",
             concurrency=self.concurrency,
-            now=now,
             started_at=self._started_at,
-            stopped_at=now if stopped else None,
+            stopped=stopped,
             jobs_completed=self._counts["completed"],
             jobs_failed=self._counts["failed"],
-            lock=self.queue._storage.metrics.snapshot(),
+            lock=self.cycle.metrics.snapshot(),
         )
 
     def _register(self) -> None:
         self._started_at = self.queue.clock()
-        self.queue._storage.register_worker(self._record())
-        self._reported = self._record()
+        self.cycle.register_worker(self._record())
+        self._reported, self._reported_at = self._record(), time.monotonic()
         log.info("worker %s started: concurrency %d, queues %s, lease %gs", self.id,
                  self.concurrency, ",".join(self.queues) if self.queues else "all",
                  self.lease)  # fmt: skip
@@ -703,10 +705,10 @@ class Worker:
             last is not None and (record.jobs_completed, record.jobs_failed, record.lock.writes)
             == (last.jobs_completed, last.jobs_failed, last.lock.writes)
         )  # fmt: skip
-        if unchanged and not stopped and last is not None and record.now - last.now < _ALIVE_EVERY:
+        if unchanged and not stopped and time.monotonic() - self._reported_at < _ALIVE_EVERY:
             return
-        self.queue._storage.report_worker(record)
-        self._reported = record
+        self.cycle.report_worker(record)
+        self._reported, self._reported_at = record, time.monotonic()
 
     # --- handler threads ----------------------------------------------------------------
 
@@ -749,18 +751,18 @@ class Worker:
             self._wake.set()
 
     def _execute(self, job: Job) -> _Outcome:
-        queue = self.queue
-        task = queue.registry.get(job.task)
+        cycle = self.cycle
+        task = cycle.registry.get(job.task)
         try:
             result = task.handler(job)
         except BaseException as exc:  # a handler's failure is the job's, never the worker's
             trace = "".join(traceback.format_exception(exc))
             again = not isinstance(exc, PermanentFailure)
-            return job, queue._fail_step(job, exc, trace, again, None, queue.clock())
+            return job, cycle.fail_step(job, exc, trace, again, None)
         try:
-            return job, queue._complete_step(job, result, queue.clock())
+            return job, cycle.complete_step(job, result)
         except PayloadError as exc:
-            return job, queue._fail_step(job, exc, None, False, None, queue.clock())
+            return job, cycle.fail_step(job, exc, None, False, None)
 
 
 def _average(current: float, sample: float) -> float:

@@ -123,6 +123,7 @@ def test_random_sigkills_of_workers_and_producers_lose_nothing_and_complete_noth
     for process in workers:
         process.kill()
         process.wait(30)
+    time.sleep(1.5)  # the killed workers' leases (1 s) run out: their jobs are runnable again
     finisher = engine.worker("--concurrency", "8", "--burst", "--lease", "1")
     output = finish(finisher, timeout=180)
     assert finisher.returncode == 0, output[-3000:]

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-import sqlitejobq.wakeup
+import sqlitejobq.backends.sqlite.wakeup as sqlite_wakeup
 from sqlitejobq import JobStatus, Queue, Registry, Worker
 
 from .conftest import ROOT, Engine, wait_until
@@ -25,14 +25,14 @@ class CountingQueue:
 
     def __init__(self, queue: Queue) -> None:
         self.looks = 0
-        storage = queue._storage
-        read = storage.data_version
+        waker = queue.backend.waker
+        read = waker.look
 
         def counted() -> int:
             self.looks += 1
             return read()
 
-        storage.data_version = counted  # type: ignore[method-assign]
+        waker.look = counted  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -73,24 +73,24 @@ def test_a_commit_by_another_process_wakes_an_idle_worker_through_its_file_watch
     engine: Engine,
 ) -> None:
     queue = engine.open(registry=Registry())
-    waker = queue._storage.waker
+    waker = queue.backend.waker
     with idle_worker(queue):
         assert waker.watching
         time.sleep(1.5)  # idle long enough for the looks to be a second apart
-        changes = waker.file_changes
+        changes = waker.signals
         job_id = enqueue_from_another_process(engine)
         wait_until(lambda: queue.get(job_id).status is JobStatus.COMPLETED, 30, "the job")
-        assert waker.file_changes > changes
+        assert waker.signals > changes
     assert not waker.watching  # the watcher stops with the last worker listening
 
 
 def test_without_a_file_watcher_the_worker_still_finds_work_from_other_processes(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlitejobq.wakeup, "_libc", None)  # as on a system without inotify
+    monkeypatch.setattr(sqlite_wakeup, "_libc", None)  # as on a system without inotify
     queue = engine.open(registry=Registry())
     with idle_worker(queue):
-        assert not queue._storage.waker.watching
+        assert not queue.backend.waker.watching
         time.sleep(0.5)
         job_id = enqueue_from_another_process(engine)
         wait_until(lambda: queue.get(job_id).status is JobStatus.COMPLETED, 30, "the job")

@@ -27,7 +27,7 @@ from sqlitejobq import (
     Registry,
     Worker,
 )
-from sqlitejobq.queue import MAX_JSON_DEPTH
+from sqlitejobq.payload import MAX_JSON_DEPTH
 
 from . import apps
 from .conftest import Engine

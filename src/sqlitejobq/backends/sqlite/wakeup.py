@@ -1,5 +1,5 @@
-"""Waking idle workers: at once for an enqueue in this process, by a file-change notification
-for a commit in another one.
+"""Waking idle SQLite workers: at once for an enqueue in this process, by a file-change
+notification for a commit in another one.
 
 A commit to a database in WAL mode appends to its ``-wal`` file. On Linux an inotify watch
 on the database's directory reports that write to a thread that sleeps in the kernel until
@@ -42,6 +42,13 @@ def _load_libc() -> ctypes.CDLL | None:
 
 
 _libc = _load_libc()
+
+
+def inotify_available() -> bool:
+    """True where idle workers can be woken by file events (Linux)."""
+    return _libc is not None
+
+
 #: Watchers alive in this process; a forked child closes its copies of their descriptors.
 _open_watchers: set[DirectoryWatcher] = set()
 
@@ -141,8 +148,9 @@ def _close_inherited_watchers() -> None:
 os.register_at_fork(after_in_child=_close_inherited_watchers)
 
 
-class Waker:
-    """Wakes the idle workers of this process that wait on one database file.
+class FileWaker:
+    """Wakes the idle workers of this process that wait on one database file (one per
+    process and file, shared by every queue on it).
 
     ``notify`` (an enqueue here) sets their events at once; while any worker listens, a
     directory watcher sets them when another process writes the file's write-ahead log.
@@ -152,7 +160,7 @@ class Waker:
     def __init__(self, path: str) -> None:
         self.path = os.path.realpath(path)
         self.enqueued = 0
-        self.file_changes = 0
+        self.signals = 0
         self._listeners: set[threading.Event] = set()
         self._lock = threading.Lock()
         self._watcher: DirectoryWatcher | None = None
@@ -170,7 +178,7 @@ class Waker:
             event.set()
 
     def _file_changed(self) -> None:
-        self.file_changes += 1
+        self.signals += 1
         for event in list(self._listeners):
             event.set()
 
@@ -213,3 +221,43 @@ class Waker:
         except OSError as exc:
             log.info("no file watcher for %s (%s): idle workers poll instead", self.path, exc)
             return None
+
+
+class SqliteWaker:
+    """A queue's view of its file's waker: the shared wake-ups, and a look of its own
+    (``PRAGMA data_version`` on the calling thread's connection)."""
+
+    def __init__(self, shared: Callable[[], FileWaker], look: Callable[[], int]) -> None:
+        self._shared = shared
+        self._look = look
+
+    def look(self) -> int:
+        """``PRAGMA data_version``: changes whenever another connection commits."""
+        return self._look()
+
+    @property
+    def enqueued(self) -> int:
+        """Counts this process's enqueues on the file."""
+        return self._shared().enqueued
+
+    @property
+    def signals(self) -> int:
+        """Counts the file events of other processes' commits."""
+        return self._shared().signals
+
+    @property
+    def watching(self) -> bool:
+        """True while a file watcher reports other processes' commits."""
+        return self._shared().watching
+
+    def notify(self) -> None:
+        """A job was enqueued in this process: wake its idle workers."""
+        self._shared().notify()
+
+    def listen(self, event: threading.Event, active: bool = True) -> None:
+        """Have (or stop having) ``event`` set on every wake-up."""
+        self._shared().listen(event, active)
+
+    def sleeping(self, asleep: bool) -> None:
+        """Watch the file only while a listener sleeps."""
+        self._shared().sleeping(asleep)

@@ -1,4 +1,8 @@
-"""Every SQL statement of the SQLite backend, by name. Values are always bound parameters."""
+"""Every SQL statement of the SQLite backend, by name. Values are always bound parameters.
+
+Times are epoch seconds; ``:now`` is the clock of the process (or the queue's injected
+clock), and durations (``:lease``, ``:delay``, ``:window``) are seconds from it.
+"""
 
 from __future__ import annotations
 
@@ -128,7 +132,7 @@ def complete_many(size: int) -> str:
 FAIL = f"""
 UPDATE sqlitejobq_jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
-    run_at = CASE WHEN cancel_requested THEN run_at ELSE :run_at END,
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE :now + :delay END,
     error = :error, traceback = :traceback, lease_until = NULL, unknown_since = NULL,
     progress_message = coalesce(:message, progress_message),
     finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
@@ -137,7 +141,7 @@ RETURNING status, queue, batch_id
 """
 
 HEARTBEAT = f"""
-UPDATE sqlitejobq_jobs SET lease_until = :lease_until
+UPDATE sqlitejobq_jobs SET lease_until = :now + :lease
 WHERE {_FENCE}
 RETURNING cancel_requested
 """
@@ -145,7 +149,7 @@ RETURNING cancel_requested
 SET_PROGRESS = f"""
 UPDATE sqlitejobq_jobs
 SET progress = :progress, progress_message = coalesce(:message, progress_message),
-    lease_until = :lease_until
+    lease_until = :now + :lease
 WHERE {_FENCE}
 RETURNING cancel_requested
 """
@@ -189,14 +193,15 @@ RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id
 DEFER_UNKNOWN = f"""
 UPDATE sqlitejobq_jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled'
-                  WHEN coalesce(unknown_since, :now) <= :give_up_before THEN 'failed'
+                  WHEN coalesce(unknown_since, :now) <= (:now - :window) THEN 'failed'
                   ELSE 'queued' END,
     error = CASE WHEN cancel_requested THEN error
-                 WHEN coalesce(unknown_since, :now) <= :give_up_before THEN :failed_error
+                 WHEN coalesce(unknown_since, :now) <= (:now - :window) THEN :failed_error
                  ELSE :waiting_error END,
-    finished_at = CASE WHEN cancel_requested OR coalesce(unknown_since, :now) <= :give_up_before
+    finished_at = CASE WHEN cancel_requested OR coalesce(unknown_since, :now) <= (:now - :window)
                        THEN :now END,
-    attempts = attempts - 1, run_at = :run_at, unknown_since = coalesce(unknown_since, :now),
+    attempts = attempts - 1, run_at = :now + :recheck,
+    unknown_since = coalesce(unknown_since, :now),
     lease_until = NULL, started_at = NULL
 WHERE {_FENCE}
 RETURNING status, queue, batch_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .migrations import Migration
+from ..base import Migration
 
 NAMESPACE = "sqlitejobq"
 

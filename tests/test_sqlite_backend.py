@@ -1,4 +1,5 @@
-"""Storage: pragmas, the write path and its busy-retry policy, fork safety, unsafe filesystems."""
+"""The SQLite backend: pragmas, the write path and its busy-retry policy, fork safety,
+unsafe filesystems."""
 
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sqlitejobq import DatabaseBusy, Queue, StorageError, UnsafeFilesystem, storage
-from sqlitejobq.storage import (
-    BusyRetry,
-    LockMetrics,
-    filesystem_type,
-    is_busy,
-    run_write,
-)
+from sqlitejobq import DatabaseBusy, Queue, StorageError, UnsafeFilesystem
+from sqlitejobq.backends.base import LockMetrics
+from sqlitejobq.backends.sqlite import filesystem
+from sqlitejobq.backends.sqlite.connection import BusyRetry, is_busy, run_write
+from sqlitejobq.backends.sqlite.filesystem import NETWORK_FILESYSTEMS, filesystem_type
 
 
 def hold_write_lock(path: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:
@@ -43,7 +41,7 @@ def start_holder(path: Path, seconds: float) -> multiprocessing.Process:
 
 def test_connections_use_wal_autocommit_and_the_chosen_pragmas(db_path: Path) -> None:
     with Queue(db_path, synchronous="FULL", busy_timeout=2.5) as q:
-        conn = q._storage.connection()
+        conn = q.backend.connection()
         assert conn.isolation_level is None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -51,14 +49,14 @@ def test_connections_use_wal_autocommit_and_the_chosen_pragmas(db_path: Path) ->
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
         assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 64 * 1024 * 1024
     with Queue(db_path) as q:
-        assert q._storage.connection().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert q.backend.connection().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_each_thread_has_its_own_connection(queue: Queue) -> None:
-    seen: list[int] = []
+    seen: list[sqlite3.Connection] = []
 
     def grab() -> None:
-        seen.append(id(queue._storage.connection()))
+        seen.append(queue.backend.connection())  # held: an id is not reused while in use
         queue.enqueue("t")
 
     threads = [threading.Thread(target=grab) for _ in range(4)]
@@ -66,7 +64,7 @@ def test_each_thread_has_its_own_connection(queue: Queue) -> None:
         t.start()
     for t in threads:
         t.join(10)
-    assert len(set(seen)) == 4
+    assert len({id(conn) for conn in seen}) == 4
     assert queue.stats().total() == 4
 
 
@@ -161,7 +159,7 @@ def test_a_non_busy_error_is_not_retried(db_path: Path) -> None:
 
 def _child_uses_queue(queue: Queue, out: multiprocessing.queues.Queue[object]) -> None:
     try:
-        conn = queue._storage.connection()
+        conn = queue.backend.connection()
         jid = queue.enqueue("t", {"from": "child"})
         out.put((id(conn), jid, os.getpid()))
     except BaseException as exc:
@@ -169,7 +167,7 @@ def _child_uses_queue(queue: Queue, out: multiprocessing.queues.Queue[object]) -
 
 
 def test_a_forked_child_opens_its_own_connection(queue: Queue) -> None:
-    parent_conn = queue._storage.connection()
+    parent_conn = queue.backend.connection()
     queue.enqueue("t", {"from": "parent"})
     ctx = multiprocessing.get_context("fork")
     out: multiprocessing.queues.Queue[object] = ctx.Queue()
@@ -181,7 +179,7 @@ def test_a_forked_child_opens_its_own_connection(queue: Queue) -> None:
     assert isinstance(result, tuple)
     assert result[2] != os.getpid()
     # the parent's connection still works and sees the child's job
-    assert queue._storage.connection() is parent_conn
+    assert queue.backend.connection() is parent_conn
     assert {j.payload["from"] for j in queue.jobs()} == {"parent", "child"}
 
 
@@ -210,7 +208,7 @@ def test_a_database_on_a_network_filesystem_is_refused_unless_allowed(
     table = tmp_path / "mountinfo"
     table.write_text(f"27 1 254:0 / / rw - ext4 /dev/vda rw\n"
                      f"50 27 0:60 / {tmp_path} rw - nfs4 server:/x rw\n")  # fmt: skip
-    monkeypatch.setattr(storage, "MOUNTINFO", str(table))
+    monkeypatch.setattr(filesystem, "MOUNTINFO", str(table))
     with pytest.raises(UnsafeFilesystem, match="on a nfs4 filesystem"):
         Queue(tmp_path / "jobs.db")
     assert not (tmp_path / "jobs.db").exists()
@@ -219,7 +217,7 @@ def test_a_database_on_a_network_filesystem_is_refused_unless_allowed(
 
 
 def test_the_real_mount_table_accepts_this_local_disk(db_path: Path) -> None:
-    assert filesystem_type(str(db_path)) not in storage.NETWORK_FILESYSTEMS
+    assert filesystem_type(str(db_path)) not in NETWORK_FILESYSTEMS
     Queue(db_path).close()
 
 

@@ -1,0 +1,96 @@
+"""The storage engines, and choosing one from a target: a path is a SQLite file, a
+``postgresql://`` (or ``postgres://``) URL a PostgreSQL database.
+
+The PostgreSQL engine needs the ``postgres`` extra (psycopg); it is imported only when a
+URL asks for it, so the core keeps tenacity as its only dependency.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sqlite3
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from ..errors import InvalidArgumentType, SqliteJobQError
+from .base import Backend, Migration, MigrationRunner
+from .sqlite import Settings, SqliteBackend, SqliteMigrationRunner
+from .sqlite import schema as sqlite_schema
+
+#: The URL schemes that name a PostgreSQL database.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_target(target: object) -> bool:
+    """True when ``target`` names a PostgreSQL database (a URL, or a psycopg connection)."""
+    if isinstance(target, str):
+        return target.startswith(POSTGRES_SCHEMES)
+    return type(target).__module__.split(".")[0] == "psycopg"
+
+
+def open_backend(
+    target: str | os.PathLike[str],
+    *,
+    retry_timeout: float,
+    clock: Callable[[], float] | None,
+    options: dict[str, Any],
+) -> Backend:
+    """The engine that ``target`` names, configured with the queue's engine ``options``."""
+    if is_postgres_target(target):
+        return postgres().PostgresBackend.create(  # type: ignore[no-any-return]
+            str(target), retry_timeout=retry_timeout, clock=clock, options=options
+        )
+    if not isinstance(target, str | os.PathLike):
+        raise InvalidArgumentType(
+            f"a queue's target must be a SQLite file path or a postgresql:// URL, got "
+            f"{type(target).__name__}: {target!r}"
+        )
+    return SqliteBackend(target, Settings.checked(retry_timeout, options), clock)
+
+
+def migration_runner(db: Any, *, retry_timeout: float, options: dict[str, Any]) -> MigrationRunner:
+    """The migration runner of the engine ``db`` (a path, a URL or a connection) names."""
+    if is_postgres_target(db):
+        runner: MigrationRunner = postgres().PostgresMigrationRunner(
+            db, retry_timeout=retry_timeout, options=options
+        )
+        return runner
+    if options:
+        raise SqliteJobQError(f"options {sorted(options)} apply to PostgreSQL only")
+    if not isinstance(db, str | os.PathLike | sqlite3.Connection):
+        raise InvalidArgumentType(
+            f"db must be a path, a postgresql:// URL or a connection, got {type(db).__name__}"
+        )
+    return SqliteMigrationRunner(db, retry_timeout)
+
+
+def library_schema(db: Any) -> tuple[str, list[Migration]]:
+    """The namespace and migrations of the library's own tables on the engine ``db`` names."""
+    module = postgres().schema if is_postgres_target(db) else sqlite_schema
+    return module.NAMESPACE, list(module.MIGRATIONS)
+
+
+def postgres() -> ModuleType:
+    """The PostgreSQL engine's package; a clear error naming the extra if psycopg is missing."""
+    try:
+        return importlib.import_module(".postgres", __name__)
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] in ("psycopg", "psycopg_pool"):
+            raise SqliteJobQError(
+                f"a postgresql:// queue needs the PostgreSQL driver: pip install "
+                f"'sqlitejobq[postgres]' ({exc.name} is not installed)"
+            ) from None
+        raise
+
+
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "Backend",
+    "MigrationRunner",
+    "is_postgres_target",
+    "library_schema",
+    "migration_runner",
+    "open_backend",
+]

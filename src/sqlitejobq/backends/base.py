@@ -1,0 +1,635 @@
+"""The seam between the engine-neutral queue and its storage engines.
+
+``Backend`` is what ``Queue`` and ``Worker`` need of a database; each engine (SQLite,
+PostgreSQL) implements it in a package of its own, owning its SQL, its schema and
+migrations, its retry policy and its wake-up. Above this module nothing names an engine:
+rows cross the seam as the typed records below, times are epoch seconds, JSON is text,
+and what differs between engines is asked of ``Capabilities``, never of types.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import inspect
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .. import validation
+from ..errors import (
+    DatabaseBusy,
+    InvalidArgument,
+    InvalidArgumentType,
+    MigrationError,
+    SqliteJobQError,
+)
+from ..job import BatchProgress, LockStats, WorkerInfo
+
+log = logging.getLogger("sqlitejobq")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do, for the code above the seam to ask instead of its type."""
+
+    #: The queue is one file on this host (SQLite): it has a WAL, a size on disk, a path.
+    is_file: bool
+    #: Leases and due times are stamped by the database's clock (shared by every host),
+    #: not by the clock of the process that writes them.
+    database_clock: bool
+    #: Other processes' enqueues wake idle workers by a notification (inotify, LISTEN)
+    #: rather than only by the workers' own looks.
+    listener: bool
+
+
+class JobRecord(NamedTuple):
+    """A job's row as stored: JSON as text, status as its value, times as epoch seconds."""
+
+    id: int
+    task: str
+    queue: str
+    payload: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: float
+    progress_message: str | None
+    result: str | None
+    error: str | None
+    traceback: str | None
+    run_at: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    batch_id: int | None
+    unique_key: str | None
+    worker: str | None
+    lease_until: float | None
+    cancel_requested: bool
+
+
+class NewJob(NamedTuple):
+    """A job to insert: its payload encoded, due ``delay`` seconds after the insert."""
+
+    task: str
+    queue: str
+    payload: str
+    priority: int
+    delay: float
+    max_attempts: int
+    unique_key: str | None
+
+
+class RescuedJob(NamedTuple):
+    """A job taken back from a worker whose lease expired, as it is after the change."""
+
+    id: int
+    task: str
+    status: str
+    attempts: int
+    max_attempts: int
+    worker: str | None
+    queue: str
+    batch_id: int | None
+
+
+class Snapshot(NamedTuple):
+    """What ``stats()`` reads in one go: counts by (queue, status), the earliest run_at of
+    a queued job, the database's now, the workers' reported lock totals and live count."""
+
+    counts: list[tuple[str, str, int]]
+    earliest_run_at: float | None
+    now: float
+    workers_lock: LockStats
+    active_workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Who claims, from which queues (None: all), how many, for how long (seconds)."""
+
+    worker: str
+    queues: tuple[str, ...] | None
+    limit: int
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's row: who it is and what it has done (counts and lock waits so far). The
+    engine stamps it with its clock; ``started_at`` (None: now) is kept from its start."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: str
+    concurrency: int
+    started_at: float | None = None
+    stopped: bool = False
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    lock: LockStats = field(default_factory=LockStats)
+
+
+class Step(enum.Enum):
+    """A fenced change to a claimed job, with its parameters (all engines name them alike;
+    the engine adds ``now``, the time of its clock):
+
+    - every step: ``id``, ``attempts``, ``worker`` (the fence);
+    - COMPLETE: ``result`` (JSON text), ``message``; optionally HOOK and HOOK_FAILED;
+    - FAIL: ``status`` ('queued' or 'failed'), ``delay`` (seconds until the retry),
+      ``error``, ``traceback``, ``message``;
+    - ABANDON: ``error``;
+    - HEARTBEAT: ``lease`` (seconds); PROGRESS: ``progress``, ``message``, ``lease``;
+    - DEFER: ``recheck`` (seconds until it is looked at again), ``window`` (seconds),
+      ``waiting_error``, ``failed_error``.
+
+    Each returns the job's status after the change (HEARTBEAT and PROGRESS: whether a
+    cancel was requested), or None when the claim no longer owned the job.
+    """
+
+    COMPLETE = "complete"
+    FAIL = "fail"
+    RELEASE = "release"
+    ABANDON = "abandon"
+    HEARTBEAT = "heartbeat"
+    PROGRESS = "progress"
+    DEFER = "defer"
+
+
+#: The steps that change a job's status (and so its counts).
+STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON, Step.DEFER})
+#: Keys of a COMPLETE step's parameters: code to run inside the completion's transaction
+#: (given the engine's transaction connection), and what to record instead if that code
+#: raises (given the error: the parameters of a FAIL step).
+HOOK = "on_complete"
+HOOK_FAILED = "on_complete_failed"
+
+StepParams = dict[str, Any]
+
+
+class Waker(Protocol):
+    """Wakes the idle workers of one process. An enqueue in the process calls ``notify``;
+    an engine with a listener also wakes them when other processes enqueue."""
+
+    @property
+    def enqueued(self) -> int:
+        """Counts this process's enqueues: a change is new work, no read needed."""
+
+    @property
+    def signals(self) -> int:
+        """Counts the signals of other processes' commits (file events, notifications)."""
+
+    @property
+    def watching(self) -> bool:
+        """True while other processes' commits are signalled (not only found by looks)."""
+
+    def notify(self) -> None:
+        """A job was enqueued (or re-queued) in this process and committed."""
+
+    def listen(self, event: threading.Event, active: bool = True) -> None:
+        """Have (or, with ``active`` false, stop having) ``event`` set on every wake-up."""
+
+    def sleeping(self, asleep: bool) -> None:
+        """A listener goes to sleep waiting for work, or wakes: a listener that costs while
+        active (a file watch) is active only then. After ``sleeping(True)``, look once more
+        before sleeping: a commit made before the call may not be signalled."""
+
+    def look(self) -> int:
+        """A cheap look for other processes' commits: a number that changes when there may
+        be new work (SQLite: ``PRAGMA data_version``)."""
+
+
+class Backend(Protocol):
+    """What the queue needs of a database. Every method that writes is atomic and retried
+    while the fault passes (a busy lock, a lost connection), within ``retry_timeout``.
+    Times are stamped by the engine's clock: the queue's injected ``clock`` if it has one,
+    else the process's (SQLite) or the database server's (PostgreSQL)."""
+
+    #: The database, for messages: a path, or a URL without its password.
+    target: str
+    capabilities: Capabilities
+    metrics: LockMetrics
+
+    @property
+    def waker(self) -> Waker:
+        """Wakes this process's idle workers."""
+
+    def open(self) -> None:
+        """Refuse a database that is not this library's (changing nothing), then create or
+        update the library's tables."""
+
+    def close(self) -> None:
+        """Close this process's connections; later calls raise QueueClosed."""
+
+    def now(self) -> float:
+        """The time of the clock that stamps leases and due times."""
+
+    def insert_jobs(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        batch_name: str | None,
+        make_batch: bool,
+        connection: Any = None,
+    ) -> tuple[int | None, list[int]]:
+        """Insert jobs (in the caller's open transaction with ``connection``): the batch id
+        and the job ids, in order; the active holder's id for a unique key already held."""
+
+    def exchange(
+        self, steps: Sequence[tuple[Step, StepParams]], claim: ClaimRequest | None
+    ) -> tuple[list[Any], list[JobRecord]]:
+        """Apply fenced steps to claimed jobs, then claim more, in one transaction."""
+
+    def rescue_expired(
+        self, error: str, renew: Sequence[tuple[Step, StepParams]] = ()
+    ) -> list[RescuedJob]:
+        """Take back the jobs whose lease ended; ``renew`` (the caller's own heartbeats)
+        is applied first, in the same transaction."""
+
+    def cancel(self, job_id: int) -> str | None:
+        """Cancel a queued job or flag a running one; its status then, None if neither."""
+
+    def retry(self, job_ids: Sequence[int]) -> list[int]:
+        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued.
+        DuplicateJob if another active job holds one's unique key."""
+
+    def purge(self, older_than: float, dead_after: float) -> int:
+        """Delete jobs that finished more than ``older_than`` seconds ago, then batches left
+        with no job, and the rows of workers that stopped (or were silent for
+        ``dead_after`` seconds) that long ago; how many jobs."""
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Fold the engine's log into its main storage when idle: (busy, log, folded)."""
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job's row, or None."""
+
+    def job_status(self, job_id: int) -> str | None:
+        """The job's status, or None if there is no such job."""
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True if someone asked to cancel the job."""
+
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
+        """Rows of the jobs matching ``filters`` (status, queue, task, batch_id, limit)."""
+
+    def failed_ids(self) -> list[int]:
+        """The ids of every failed job, in enqueue order."""
+
+    def batch(self, batch_id: int) -> BatchProgress | None:
+        """The batch's counts, or None if there is no such batch."""
+
+    def latest_batch_id(self) -> int | None:
+        """The most recent batch's id, or None."""
+
+    def batch_jobs(self, batch_id: int) -> list[JobRecord]:
+        """Rows of the batch's jobs in enqueue order."""
+
+    def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
+        the clock's now: how long until it is due, whatever the host."""
+
+    def next_lease_expiry(self) -> tuple[float | None, float]:
+        """When the earliest lease of a processing job ends (None: none), and now."""
+
+    def snapshot(self, alive_window: float) -> Snapshot:
+        """Counts, the earliest run_at and the workers' totals, for ``stats()``."""
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts (or starts again under the same id)."""
+
+    def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row (write it anew if it is missing)."""
+
+    def workers(self, limit: int) -> list[WorkerInfo]:
+        """The workers as they last reported, most recently started first."""
+
+
+# --- lock and retry telemetry, and the shape of every engine's retry policy ---------------
+
+
+class LockMetrics:
+    """Counters of waiting for the database, shared by every thread of one backend: write
+    transactions, time spent waiting to begin them, retries, and bounds spent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.writes = 0
+        self.wait = 0.0
+        self.wait_max = 0.0
+        self.retries = 0
+        self.busy_errors = 0
+
+    def record_write(self, waited: float) -> None:
+        """Count one write transaction and how long it waited to begin."""
+        with self._lock:
+            self.writes += 1
+            self.wait += waited
+            if waited > self.wait_max:
+                self.wait_max = waited
+
+    def record_retry(self, state: RetryCallState) -> None:
+        """Count one retry and the wait before it (tenacity's before_sleep)."""
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        with self._lock:
+            self.retries += 1
+            self.wait += sleep
+        log.debug("database busy, retry %d in %.3fs", state.attempt_number, sleep)
+
+    def record_first_busy(self) -> None:
+        """Count the error that hands an operation over to the retry policy."""
+        with self._lock:
+            self.retries += 1
+
+    def record_busy_error(self) -> None:
+        """Count an operation that gave up: the fault lasted past the time bound."""
+        with self._lock:
+            self.busy_errors += 1
+
+    def snapshot(self) -> LockStats:
+        """The counters so far, as one consistent value."""
+        with self._lock:
+            return LockStats(
+                writes=self.writes,
+                lock_wait_seconds=self.wait,
+                lock_wait_max_seconds=self.wait_max,
+                lock_retries=self.retries,
+                busy_errors=self.busy_errors,
+            )
+
+
+class RetryPolicy:
+    """The one retry policy of an engine: only on the faults that pass (``transient``),
+    full-jitter exponential waits, bounded in time. When the bound is spent the caller gets
+    DatabaseBusy within ``timeout`` of the call (plus one statement's time); every other
+    error of the engine becomes the library error ``translate`` names.
+
+    ``before_retry(seconds_left)`` lets the engine cut its own waits to what is left.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        metrics: LockMetrics,
+        *,
+        transient: Callable[[BaseException], bool],
+        translate: Callable[[BaseException, str], SqliteJobQError],
+        engine_errors: tuple[type[BaseException], ...],
+        exhausted: str = "the database stayed busy",
+    ) -> None:
+        self.timeout = timeout
+        self.exhausted = exhausted
+        self.metrics = metrics
+        self.transient = transient
+        self.translate = translate
+        self.engine_errors = engine_errors
+        self._retrying = Retrying(
+            retry=retry_if_exception(transient),
+            wait=wait_random_exponential(multiplier=0.002, max=0.5),
+            before_sleep=metrics.record_retry,
+        )
+
+    def __call__(
+        self,
+        fn: Callable[[], T],
+        what: str,
+        before_retry: Callable[[float], None] | None = None,
+        after_retries: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``fn`` under the policy; ``what`` names the operation in error messages."""
+        # the uncontended case pays for one plain call; the policy takes over at the
+        # first transient error, with what is left of the time bound
+        deadline = time.monotonic() + self.timeout
+        try:
+            return fn()
+        except self.engine_errors as exc:
+            if not self.transient(exc):
+                raise self.translate(exc, what) from exc
+            self.metrics.record_first_busy()
+        wait = self._retrying.wait
+
+        def until_deadline(state: RetryCallState) -> float:
+            return max(0.0, min(wait(state), deadline - time.monotonic()))
+
+        def cut(state: RetryCallState) -> None:
+            if before_retry is not None:
+                before_retry(deadline - time.monotonic())
+
+        try:
+            return self._retrying.copy(
+                stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+                wait=until_deadline,
+                before=cut,
+            )(fn)
+        except RetryError as exc:
+            self.metrics.record_busy_error()
+            last = exc.last_attempt.exception()
+            raise DatabaseBusy(
+                f"{what}: {self.exhausted} for more than {self.timeout:g}s "
+                f"({exc.last_attempt.attempt_number + 1} attempts; last error: {last})"
+            ) from last
+        except self.engine_errors as exc:
+            raise self.translate(exc, what) from exc
+        finally:
+            if after_retries is not None:
+                after_retries()
+
+
+# --- counts kept beside the jobs ---------------------------------------------------------
+
+BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cancelled")
+
+
+class Tally:
+    """How one transaction moved jobs between statuses; each engine writes it before the
+    transaction commits, so the counts by queue and by batch change with the jobs."""
+
+    __slots__ = ("batches", "queues")
+
+    def __init__(self) -> None:
+        self.queues: dict[tuple[str, str], int] = {}
+        self.batches: dict[int, dict[str, int]] = {}
+
+    def move(self, queue: str, batch_id: int | None, old: str | None, new: str | None) -> None:
+        """One job went from status ``old`` to ``new`` (None: it was inserted or deleted)."""
+        if old == new:
+            return
+        if old is not None:
+            self.queues[queue, old] = self.queues.get((queue, old), 0) - 1
+        if new is not None:
+            self.queues[queue, new] = self.queues.get((queue, new), 0) + 1
+        if batch_id is not None and new is not None:
+            counts = self.batches.setdefault(batch_id, dict.fromkeys(BATCH_COLUMNS, 0))
+            counts[new] += 1
+            if old is None:
+                counts["total"] += 1
+            else:
+                counts[old] -= 1
+
+    def changed_queues(self) -> list[tuple[str, str, int]]:
+        """(queue, status, delta) of every count that changed, sorted by key."""
+        return sorted((q, s, n) for (q, s), n in self.queues.items() if n)
+
+
+# --- migrations: the values every engine's runner takes ------------------------------------
+
+MigrationBody = str | Callable[[Any], None]
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema change: a version, a name, and SQL text or a callable taking a connection.
+
+    SQL text may hold several statements; they run inside the migration's transaction.
+    A callable gets the engine's transaction connection (it can read and write, not commit).
+    """
+
+    version: int
+    name: str
+    sql: MigrationBody
+
+    def __post_init__(self) -> None:
+        validation.integer(self.version, "migration version", minimum=1)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidArgument(
+                f"migration {self.version} needs a non-empty name, got {self.name!r}"
+            )
+        if isinstance(self.sql, str):
+            if not _COMMENTS.sub("", self.sql).strip(" \t\r\n;"):
+                raise InvalidArgument(f"migration {self.version} ({self.name}) has no SQL")
+        elif not callable(self.sql):
+            raise InvalidArgumentType(
+                f"migration {self.version} sql must be SQL text or a callable, "
+                f"got {type(self.sql).__name__}"
+            )
+
+    @property
+    def checksum(self) -> str:
+        """A digest of the migration's text: an applied migration must never change."""
+        if isinstance(self.sql, str):
+            text = "\n".join(line.rstrip() for line in self.sql.strip().splitlines())
+        else:
+            try:
+                text = inspect.getsource(self.sql)
+            except (OSError, TypeError):
+                text = f"{self.sql.__module__}.{self.sql.__qualname__}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMigration:
+    """A migration recorded as applied in the database."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: float
+
+
+class MigrationRunner(Protocol):
+    """An engine's way of applying migrations: each in its own transaction with its
+    bookkeeping row, serialized between processes, retried like every write."""
+
+    def applied(self, namespace: str) -> list[AppliedMigration]:
+        """The migrations recorded as applied in ``namespace``, oldest first."""
+
+    def apply(
+        self, migrations: list[Migration], namespace: str, *, dry_run: bool, backup: str | None
+    ) -> list[int]:
+        """Apply the missing ones in order; the versions applied (or that would be)."""
+
+    def close(self) -> None:
+        """Release what the runner opened."""
+
+
+def checked_migrations(migrations: Iterable[Migration], namespace: str) -> list[Migration]:
+    """The migrations, checked and in version order; a version listed twice is refused."""
+    if isinstance(migrations, Migration) or not isinstance(migrations, Iterable):
+        raise InvalidArgumentType("migrations must be a list of Migration")
+    ordered = list(migrations)
+    for migration in ordered:
+        if not isinstance(migration, Migration):
+            raise InvalidArgumentType(
+                f"migrations must be Migration values, got {type(migration).__name__}"
+            )
+    versions = [m.version for m in ordered]
+    duplicates = sorted({v for v in versions if versions.count(v) > 1})
+    if duplicates:
+        raise MigrationError(f"namespace {namespace!r} lists version(s) {duplicates} twice")
+    return sorted(ordered, key=lambda m: m.version)
+
+
+def pending(
+    ordered: list[Migration], applied: list[AppliedMigration], namespace: str
+) -> list[Migration]:
+    """The migrations not applied yet; MigrationError if the database records a version
+    this code does not know, or one whose text changed (it is newer than the code)."""
+    known = {m.version: m for m in ordered}
+    for record in applied:
+        migration = known.get(record.version)
+        if migration is None:
+            raise MigrationError(
+                f"database has migration {namespace}:{record.version} ({record.name}) applied, "
+                f"which this code does not know (known: {sorted(known) or 'none'}); is the "
+                f"database newer than the code?"
+            )
+        if migration.checksum != record.checksum:
+            raise MigrationError(
+                f"migration {namespace}:{record.version} ({record.name}) was applied with "
+                f"different text; applied migrations must not change — add a new version instead"
+            )
+    done = {record.version for record in applied}
+    return [m for m in ordered if m.version not in done]
+
+
+def options_of(engine: str, options: dict[str, Any], known: Sequence[str]) -> None:
+    """Refuse an option the engine does not take, naming the ones it does."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown option(s) for the {engine} engine: {', '.join(unknown)} (it takes: "
+            f"{', '.join(sorted(known))})"
+        )
+
+
+__all__ = [
+    "HOOK",
+    "HOOK_FAILED",
+    "STATUS_STEPS",
+    "AppliedMigration",
+    "Backend",
+    "Capabilities",
+    "ClaimRequest",
+    "JobRecord",
+    "LockMetrics",
+    "Migration",
+    "MigrationRunner",
+    "NewJob",
+    "RescuedJob",
+    "RetryPolicy",
+    "Snapshot",
+    "Step",
+    "StepParams",
+    "Tally",
+    "Waker",
+    "WorkerRecord",
+]

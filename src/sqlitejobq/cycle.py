@@ -1,0 +1,420 @@
+"""The life of a claimed job: claiming, renewing, and recording outcomes.
+
+``JobCycle`` is the interface workers use: the library's ``Worker`` and custom workers
+(through ``Queue``'s public ``claim``, ``complete``, ``fail``, ...). It turns outcomes into
+fenced steps and hands them to the backend, so it owns the policy (retry backoff, timeouts,
+what an unknown task does) and no SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import traceback as traceback_module
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import validation
+from .backends.base import (
+    HOOK,
+    HOOK_FAILED,
+    Backend,
+    ClaimRequest,
+    JobRecord,
+    LockMetrics,
+    Step,
+    StepParams,
+    Waker,
+    WorkerRecord,
+)
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    JobTimeout,
+    PayloadError,
+    PermanentFailure,
+)
+from .job import PROGRESS_WRITE_INTERVAL, Claim, Job, JobStatus, job_from_values
+from .payload import encode_json
+from .registry import Registry
+
+log = logging.getLogger("sqlitejobq")
+
+_MAX_CLAIM = 10_000
+#: The longest a job handed back by a worker that does not know its task waits before
+#: another worker looks at it.
+_UNKNOWN_TASK_RECHECK = 2.0
+STATUS = {s.value: s for s in JobStatus}
+
+Outcome = tuple[Job, tuple[Step, StepParams]]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The queue's defaults for jobs whose task does not set its own."""
+
+    max_attempts: int = 3
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    max_payload_bytes: int = 1024 * 1024
+    job_timeout: float | None = None
+
+
+class JobCycle:
+    """Claims jobs and records what became of them, through one backend.
+
+    Workers use it directly; ``Queue``'s low-level calls (``claim``, ``complete``, ...) are
+    the same operations with their arguments checked.
+    """
+
+    def __init__(self, backend: Backend, registry: Registry, policy: Policy) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.policy = policy
+
+    # --- what workers need of the engine ---------------------------------------------------
+
+    @property
+    def waker(self) -> Waker:
+        """Wakes idle workers of this process."""
+        return self.backend.waker
+
+    @property
+    def metrics(self) -> LockMetrics:
+        """This process's waiting for the database."""
+        return self.backend.metrics
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts."""
+        self.backend.register_worker(worker)
+
+    def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row."""
+        self.backend.report_worker(worker)
+
+    def maintain(self) -> None:
+        """Upkeep an idle worker does (SQLite: fold the WAL into the file)."""
+        self.backend.checkpoint()
+
+    def due_in(self, queues: tuple[str, ...] | None) -> float | None:
+        """Seconds until the earliest queued job of ``queues`` is due (<= 0: due now)."""
+        earliest, now = self.backend.next_run_at(queues)
+        return None if earliest is None else earliest - now
+
+    def lease_expiry_in(self) -> float | None:
+        """Seconds until the earliest lease of a processing job ends (< 0: expired)."""
+        expiry, now = self.backend.next_lease_expiry()
+        return None if expiry is None else expiry - now
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    def claim_request(
+        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> ClaimRequest:
+        """Checked arguments of a claim."""
+        validation.name(worker_id, "worker_id")
+        names = validation.names(queues, "queues")
+        count = validation.integer(limit, "limit", minimum=1)
+        if count > _MAX_CLAIM:
+            raise InvalidArgument(f"limit must be <= {_MAX_CLAIM}, got {count}")
+        seconds = validation.seconds(lease, "lease", positive=True)
+        return ClaimRequest(worker_id, names, count, seconds)
+
+    def claim(self, request: ClaimRequest) -> list[Job]:
+        """Claim jobs; one whose stored payload cannot be decoded fails at once instead."""
+        jobs = self.settle([], request)[1]
+        bad = [job for job in jobs if job._claim is not None and job._claim.undecodable]
+        if bad:
+            self.finish([(job, self.undecodable_step(job)) for job in bad])
+            jobs = [job for job in jobs if job not in bad]
+        for job in jobs:
+            job._claim.timeout = self.timeout_of(job.task)  # type: ignore[union-attr]
+        return jobs
+
+    def timeout_of(self, task: str) -> float | None:
+        """How long one run of ``task`` may take: the task's ``timeout``, else the queue's
+        ``job_timeout`` (None: no limit)."""
+        timeout = self.registry.options(task).timeout
+        return timeout if timeout is not None else self.policy.job_timeout
+
+    def settle(
+        self, outcomes: Sequence[Outcome], request: ClaimRequest | None
+    ) -> tuple[list[str | None], list[Job]]:
+        """Record outcomes of claimed jobs and claim more, in one transaction.
+
+        Returns each job's status after its step (None: the claim no longer owned it, and
+        nothing changed), and the jobs newly claimed.
+        """
+        statuses, records = self.backend.exchange([step for _, step in outcomes], request)
+        if log.isEnabledFor(logging.INFO):
+            for (job, (_, params)), status in zip(outcomes, statuses, strict=True):
+                _log_outcome(job, status, params)
+        jobs: list[Job] = []
+        if request is not None and records:
+            jobs = [self.job(record, Claim(request.worker, request.lease)) for record in records]
+            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+            if log.isEnabledFor(logging.INFO):
+                for job in jobs:
+                    log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,
+                             job.task, job.attempts, job.max_attempts, request.worker)  # fmt: skip
+        return statuses, jobs
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record outcomes; whether each claim still owned its job."""
+        if not outcomes:
+            return []
+        return [status is not None for status in self.settle(outcomes, None)[0]]
+
+    # --- outcomes as fenced steps ----------------------------------------------------------
+
+    def complete_step(self, job: Job, result: Any) -> tuple[Step, StepParams]:
+        """The step that records ``result`` (and runs the task's on_complete hook)."""
+        claim = _claim_of(job)
+        params: StepParams = {
+            **_fence(job, claim),
+            "result": encode_json(result, "result", self.policy.max_payload_bytes),
+            "message": claim.pending_message,
+        }
+        hook = self.registry.options(job.task).on_complete
+        if hook is not None:
+            params[HOOK] = lambda conn: hook(conn, job, result)
+            params[HOOK_FAILED] = lambda exc: self.fail_step(
+                job, exc, None, not isinstance(exc, PermanentFailure), None
+            )[1]
+        return Step.COMPLETE, params
+
+    def fail_step(
+        self,
+        job: Job,
+        error: str | BaseException,
+        trace: str | None,
+        retry: bool,
+        retry_in: float | None,
+    ) -> tuple[Step, StepParams]:
+        """The step that records a failed attempt: back to the queue after the backoff
+        while attempts remain (and ``retry``), else failed, keeping error and traceback."""
+        claim = _claim_of(job)
+        if isinstance(error, BaseException):
+            if trace is None and error.__traceback__ is not None:
+                trace = "".join(traceback_module.format_exception(error))
+            error = f"{type(error).__name__}: {error}"
+        elif not isinstance(error, str):
+            raise InvalidArgumentType(
+                f"error must be a str or an exception, got {type(error).__name__}"
+            )
+        error = validation.storable_text(error)
+        trace = None if trace is None else validation.storable_text(trace)
+        again = retry and job.attempts < job.max_attempts
+        if retry_in is not None:
+            delay = validation.seconds(retry_in, "retry_in")
+        else:
+            delay = self.backoff(job.task, job.attempts) if again else 0.0
+        return Step.FAIL, {
+            **_fence(job, claim),
+            "status": "queued" if again else "failed",
+            "delay": delay,
+            "error": error[:10_000],
+            "traceback": trace[:50_000] if trace else None,
+            "message": claim.pending_message,
+        }
+
+    def defer_step(self, job: Job, worker: str, window: float) -> tuple[Step, StepParams]:
+        """Hand back a job whose task ``worker`` does not know, its attempt not counted: it
+        waits for a worker that knows the task, up to ``window`` seconds from the first
+        time one that did not handed it back, then fails with UnknownTask."""
+        return Step.DEFER, {
+            **_fence(job, _claim_of(job)),
+            "recheck": min(_UNKNOWN_TASK_RECHECK, window / 4),
+            "window": window,
+            "waiting_error": f"UnknownTask: waiting up to {window:g}s for a worker that knows "
+            f"task {job.task!r} (worker {worker} does not)",
+            "failed_error": f"UnknownTask: no worker that knows task {job.task!r} took the job "
+            f"within {window:g}s; register a handler for it and retry the job",
+        }
+
+    def undecodable_step(self, job: Job) -> tuple[Step, StepParams]:
+        """Fail at once a claimed job whose stored payload cannot be decoded."""
+        problem = _claim_of(job).undecodable or "undecodable payload"
+        return self.fail_step(job, PayloadError(problem), None, False, None)
+
+    def backoff(self, task: str, attempts: int) -> float:
+        """Seconds before the retry that follows failed attempt number ``attempts``.
+
+        Exponential from the task's (or queue's) ``backoff``, capped at ``backoff_max``,
+        with jitter over the upper half so that failures of one cause spread out.
+        """
+        options = self.registry.options(task)
+        base = options.backoff if options.backoff is not None else self.policy.retry_backoff
+        cap = (
+            options.backoff_max if options.backoff_max is not None
+            else self.policy.retry_backoff_max
+        )  # fmt: skip
+        ceiling = min(cap, base * 2.0 ** min(max(attempts - 1, 0), 60))
+        return ceiling / 2.0 + random.random() * ceiling / 2.0
+
+    # --- while a job runs --------------------------------------------------------------------
+
+    def heartbeat(self, job: Job, lease: float | None = None) -> bool:
+        """Extend the job's lease (by its claim's lease unless given); writes any progress
+        report held back by rate limiting. False if this claim no longer owns the job;
+        JobTimeout once the job has run past its timeout."""
+        claim = _claim_of(job)
+        seconds = (
+            claim.lease if lease is None else validation.seconds(lease, "lease", positive=True)
+        )
+        _refuse_timed_out(job, claim)
+        with claim.lock:
+            if claim.pending_progress is not None:
+                return self._write_progress(job, claim, claim.pending_progress,
+                                            claim.pending_message)  # fmt: skip
+            return self._renew(job, claim, Step.HEARTBEAT, {"lease": seconds})
+
+    def set_progress(self, job: Job, progress: float, message: str | None = None) -> bool:
+        """Record progress (0.0..1.0) and an optional message; also extends the lease.
+
+        Writes of one job are spaced at least 0.25 s apart; a report in between is kept
+        and written by the next report or heartbeat. JobTimeout once the job has run past
+        its timeout: the handler should let it propagate.
+        """
+        claim = _claim_of(job)
+        value = validation.fraction(progress, "progress")
+        text = validation.optional_text(message, "progress message", max_length=2000)
+        _refuse_timed_out(job, claim)
+        with claim.lock:
+            if time.monotonic() - claim.progress_written_at < PROGRESS_WRITE_INTERVAL:
+                claim.pending_progress = value
+                claim.pending_message = text if text is not None else claim.pending_message
+                return True
+            return self._write_progress(job, claim, value, text)
+
+    def _write_progress(self, job: Job, claim: Claim, progress: float, message: str | None) -> bool:
+        owned = self._renew(job, claim, Step.PROGRESS, {
+            "progress": progress, "message": message, "lease": claim.lease,
+        })  # fmt: skip
+        claim.progress_written_at = time.monotonic()
+        claim.pending_progress = None
+        claim.pending_message = None
+        return owned
+
+    def _renew(self, job: Job, claim: Claim, step: Step, params: StepParams) -> bool:
+        [cancel_flag], _ = self.backend.exchange([(step, {**_fence(job, claim), **params})], None)
+        _note_cancel_flag(claim, cancel_flag, time.monotonic())
+        return cancel_flag is not None
+
+    def heartbeat_many(self, jobs: Sequence[Job]) -> list[bool]:
+        """Extend the leases of several running jobs in one transaction (what workers do)."""
+        if not jobs:
+            return []
+        claims = [_claim_of(job) for job in jobs]
+        flags, _ = self.backend.exchange([
+            (Step.HEARTBEAT, {**_fence(job, claim), "lease": claim.lease})
+            for job, claim in zip(jobs, claims, strict=True)
+        ], None)  # fmt: skip
+        checked = time.monotonic()
+        for claim, flag in zip(claims, flags, strict=True):
+            _note_cancel_flag(claim, flag, checked)
+        return [flag is not None for flag in flags]
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True if someone asked to cancel the job (read from the database)."""
+        return self.backend.cancel_requested(job_id)
+
+    # --- runs that will not report -------------------------------------------------------
+
+    def release(self, jobs: Sequence[Job]) -> int:
+        """Return claimed jobs that never started to the queue, their attempt not counted."""
+        steps = [(job, (Step.RELEASE, _fence(job, _claim_of(job)))) for job in jobs]
+        return sum(self.finish(steps))
+
+    def abandon(self, jobs: Sequence[Job], error: str) -> list[bool]:
+        """End runs that will not report (a worker stopping hard): each counts as an attempt,
+        back to the queue while attempts remain, else failed."""
+        return self.finish([
+            (job, (Step.ABANDON, {**_fence(job, _claim_of(job)), "error": error})) for job in jobs
+        ])  # fmt: skip
+
+    def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
+        """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
+        attempts remain, else ``failed``; the job ids.
+
+        ``renew``: the caller's own running jobs, whose leases are extended first in the same
+        transaction, so that a worker never takes back a job it still runs (after a forward
+        jump of the clock, say)."""
+        expiry = self.lease_expiry_in()
+        if expiry is None or expiry >= 0:
+            return []
+        steps = [
+            (Step.HEARTBEAT, {**_fence(job, claim), "lease": claim.lease})
+            for job in renew
+            if (claim := _claim_of(job)) is not None
+        ]
+        rescued = self.backend.rescue_expired(
+            "lease expired: the worker stopped renewing it (crashed, killed or hung)", steps
+        )
+        for job in rescued:
+            log.warning("job %d %s lease expired (worker %s, attempt %d/%d): now %s", job.id,
+                        job.task, job.worker, job.attempts, job.max_attempts,
+                        job.status)  # fmt: skip
+        return [job.id for job in rescued]
+
+    # --- values ----------------------------------------------------------------------------
+
+    def job(self, record: JobRecord, claim: Claim | None = None) -> Job:
+        """A Job from its stored record; with ``claim``, the handle of a claimed run."""
+        result = record[10]
+        try:
+            payload = json.loads(record[3])
+            result = None if result is None else json.loads(result)
+        except (ValueError, RecursionError) as exc:
+            problem = f"job {record[0]}: its stored JSON cannot be decoded ({exc})"
+            if claim is None:
+                raise PayloadError(problem) from None
+            claim.undecodable = problem  # the worker fails it; it never reaches a handler
+            payload = result = None
+        return job_from_values((
+            *record[:3], payload, STATUS[record[4]], *record[5:10], result, *record[11:21],
+            record[21], None if claim is None else self, claim,
+        ))  # fmt: skip
+
+
+def _claim_of(job: Job) -> Claim:
+    if not isinstance(job, Job):
+        raise InvalidArgumentType(f"expected a claimed Job, got {type(job).__name__}")
+    if job._claim is None:
+        raise InvalidArgument(
+            f"job {job.id} was not claimed by this process (use a Job returned by claim())"
+        )
+    return job._claim
+
+
+def _refuse_timed_out(job: Job, claim: Claim) -> None:
+    if claim.timed_out():
+        raise JobTimeout(f"job {job.id} {job.task} timed out after {claim.timeout:g}s")
+
+
+def _note_cancel_flag(claim: Claim, flag: Any, checked: float) -> None:
+    if flag:
+        claim.cancelled = True
+    claim.cancel_checked_at = checked
+
+
+def _fence(job: Job, claim: Claim) -> StepParams:
+    return {"id": job.id, "attempts": job.attempts, "worker": claim.worker}
+
+
+def _log_outcome(job: Job, status: str | None, params: StepParams) -> None:
+    if status is None:
+        log.warning("job %d %s: attempt %d no longer owns the job (lease lost); outcome "
+                    "discarded", job.id, job.task, job.attempts)  # fmt: skip
+    elif status == "queued" and "error" in params:
+        log.info("job %d %s queued for retry at attempt %d/%d (%s)", job.id, job.task,
+                 job.attempts, job.max_attempts, params["error"].splitlines()[0][:200])  # fmt: skip
+    elif status == "failed":
+        log.warning("job %d %s failed after attempt %d/%d: %s", job.id, job.task, job.attempts,
+                    job.max_attempts, (params.get("error") or "").splitlines()[0][:200] if
+                    params.get("error") else "")  # fmt: skip
+    else:
+        log.info("job %d %s %s", job.id, job.task, status)
