@@ -1,0 +1,617 @@
+"""The PostgreSQL backend: a pool of connections per process, claims with ``FOR UPDATE SKIP
+LOCKED``, leases on the database's clock, sharded counts, wake-ups by LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ...errors import (
+    DuplicateJob,
+    InvalidArgumentType,
+    NotAQueueDatabase,
+    SqliteJobQError,
+)
+from ...job import BatchProgress, LockStats, WorkerInfo
+from ..base import (
+    BATCH_COLUMNS,
+    HOOK,
+    HOOK_FAILED,
+    STATUS_STEPS,
+    Capabilities,
+    ClaimRequest,
+    JobRecord,
+    LockMetrics,
+    NewJob,
+    RescuedJob,
+    Snapshot,
+    Step,
+    StepParams,
+    Tally,
+    WorkerRecord,
+    pending,
+)
+from . import queries as sql
+from . import schema
+from .connection import (
+    Connections,
+    PgSettings,
+    TransactionConnection,
+    database_now,
+    is_transient,
+    server_error,
+    split_schema,
+)
+from .migrate import PostgresMigrationRunner, applied
+from .wakeup import PgWaker
+
+log = logging.getLogger("sqlitejobq")
+
+_STEP_SQL = {
+    Step.COMPLETE: sql.COMPLETE,
+    Step.FAIL: sql.FAIL,
+    Step.RELEASE: sql.RELEASE,
+    Step.ABANDON: sql.ABANDON,
+    Step.HEARTBEAT: sql.HEARTBEAT,
+    Step.PROGRESS: sql.SET_PROGRESS,
+    Step.DEFER: sql.DEFER_UNKNOWN,
+}
+_RESCUE_LIMIT = 500
+_PURGE_CHUNK = 5000
+
+
+class PostgresBackend:
+    """The PostgreSQL engine: the same tables and meaning as SQLite's, for many hosts."""
+
+    def __init__(self, url: str, settings: PgSettings, clock: Callable[[], float] | None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = LockMetrics()
+        self.connections = Connections(url, settings, self.metrics)
+        self.target = self.connections.target
+        if settings.schema != "public":
+            self.target += ("&" if "?" in self.target else "?") + f"schema={settings.schema}"
+        self.capabilities = Capabilities(
+            is_file=False, database_clock=True, listener=not settings.poll_only
+        )
+        self.waker = PgWaker(
+            url,
+            self.connections.connect_kwargs(),
+            sql.channel_name(settings.schema),
+            poll_only=settings.poll_only,
+            debounce=settings.notify_debounce,
+        )
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        *,
+        retry_timeout: float,
+        clock: Callable[[], float] | None,
+        options: dict[str, Any],
+    ) -> PostgresBackend:
+        """The backend for a ``postgresql://`` URL and the queue's PostgreSQL options; the
+        URL may name the schema too (``...?schema=jobs``), as the CLI's ``--db`` does."""
+        url, schema_name = split_schema(url)
+        if schema_name is not None:
+            if options.get("schema", schema_name) != schema_name:
+                raise SqliteJobQError(
+                    f"the URL names schema {schema_name!r} and the options {options['schema']!r}"
+                )
+            options = {**options, "schema": schema_name}
+        return cls(url, PgSettings.checked(retry_timeout, options), clock)
+
+    def _now(self) -> float | None:
+        """The time to bind as ``now``: the injected clock's, or None for the server's."""
+        return None if self.clock is None else self.clock()
+
+    def now(self) -> float:
+        """The time that stamps leases and due times: the server's clock (or the queue's)."""
+        if self.clock is not None:
+            return self.clock()
+        return float(self.connections.read(database_now, "clock"))
+
+    # --- opening and closing ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Refuse a schema that holds tables named like the library's that it did not
+        create, or a newer library schema (changing nothing); then migrate."""
+
+        def inspect(conn: psycopg.Connection[Any]) -> None:
+            foreign = _foreign_tables(conn, self.settings.schema)
+            if foreign:
+                raise NotAQueueDatabase(
+                    f"schema {self.settings.schema} of {self.target} holds table(s) "
+                    f"{', '.join(foreign)} that sqlitejobq did not create (no migration of the "
+                    f"library is recorded); use another schema (schema=...)"
+                )
+            pending(schema.MIGRATIONS, applied(conn, schema.NAMESPACE), schema.NAMESPACE)
+
+        self.connections.read(inspect, "open")
+        with self.connections.connection() as conn:
+            runner = PostgresMigrationRunner(
+                conn, retry_timeout=self.settings.retry_timeout,
+                options={"schema": self.settings.schema},
+            )  # fmt: skip
+            runner.apply(schema.MIGRATIONS, schema.NAMESPACE, dry_run=False, backup=None)
+
+    def close(self) -> None:
+        """Close this process's connections and stop listening."""
+        self.connections.close()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """PostgreSQL manages its own write-ahead log: nothing to do."""
+        return 0, 0, 0
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def insert_jobs(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        batch_name: str | None,
+        make_batch: bool,
+        connection: Any = None,
+    ) -> tuple[int | None, list[int]]:
+        """Insert jobs in one statement; a job whose unique key an active job holds is not
+        inserted, the holder's id is returned in its place. NOTIFY goes in the same
+        transaction, so the wake-up fires when (and only if) it commits."""
+        now = self._now()
+        params = {
+            "tasks": [j.task for j in jobs], "queues": [j.queue for j in jobs],
+            "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "unique_keys": [j.unique_key for j in jobs], "now": now,
+        }  # fmt: skip
+        delays = [j.delay for j in jobs]
+
+        def body(conn: psycopg.Connection[Any]) -> tuple[int | None, list[int]]:
+            batch_id = None
+            if make_batch:
+                batch_id = int(conn.execute(sql.INSERT_BATCH, {"name": batch_name, "now": now})
+                               .fetchone()[0])  # type: ignore[index]  # fmt: skip
+            inserted = [
+                row[0] for row in conn.execute(sql.INSERT_JOBS, {
+                    **params, "batch_id": batch_id, "delays": delays,
+                })
+            ] if jobs else []  # fmt: skip
+            tally = Tally()
+            ids: list[int | None] = []
+            for job, job_id in zip(jobs, inserted, strict=True):
+                ids.append(job_id)
+                if job_id is not None:
+                    tally.move(job.queue, batch_id, None, "queued")
+            missing = [job.unique_key for job, i in zip(jobs, ids, strict=True) if i is None]
+            if missing:
+                holders = dict(
+                    conn.execute(sql.ACTIVE_JOBS_WITH_KEYS, {"keys": missing}).fetchall()
+                )
+                ids = [i if i is not None else holders.get(job.unique_key)
+                       for job, i in zip(jobs, ids, strict=True)]  # fmt: skip
+                if any(i is None for i in ids):
+                    # the holder finished between the two statements: the caller may retry
+                    raise SqliteJobQError("a unique key changed hands during the enqueue; retry")
+            _write_tally(conn, tally)
+            for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
+                conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
+            return batch_id, [int(i) for i in ids if i is not None]
+
+        if connection is None:
+            result = self.connections.write(body, "enqueue")
+            self.waker.notify()
+            return result
+        inserted: tuple[int | None, list[int]] = self._in_caller_transaction(connection, body)
+        return inserted
+
+    def _in_caller_transaction(
+        self, conn: Any, body: Callable[[psycopg.Connection[Any]], Any]
+    ) -> Any:
+        """Run ``body`` in the caller's open transaction (not retried: it is the caller's)."""
+        if not isinstance(conn, psycopg.Connection):
+            raise InvalidArgumentType(
+                f"connection must be a psycopg connection to the queue's database, got "
+                f"{type(conn).__name__}"
+            )
+        status = conn.info.transaction_status
+        if conn.autocommit and status != psycopg.pq.TransactionStatus.INTRANS:
+            raise SqliteJobQError(
+                "connection is in autocommit mode with no open transaction: the job would be "
+                "committed on its own; open one with `with conn.transaction():` first"
+            )
+        try:
+            previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]  # type: ignore[index]
+            conn.execute(sql.SET_SEARCH_PATH, {"schema": self.settings.schema, "is_local": True})
+            try:
+                return body(conn)
+            finally:
+                conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+        except psycopg.Error as exc:
+            raise server_error(exc, self.target, "enqueue inside the caller's transaction") from exc
+
+    def exchange(
+        self, steps: Sequence[tuple[Step, StepParams]], claim: ClaimRequest | None
+    ) -> tuple[list[Any], list[JobRecord]]:
+        """In one transaction: apply fenced steps to claimed jobs, then claim more."""
+
+        def body(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[JobRecord]]:
+            now = self._now()
+            tally = Tally()
+            results = _apply_steps(conn, steps, tally, now)
+            records = [] if claim is None else _claim(conn, claim, now)
+            for record in records:
+                tally.move(record.queue, record.batch_id, "queued", "processing")
+            _write_tally(conn, tally)
+            return results, records
+
+        what = "claim" if not steps else steps[0][0].value
+        return self.connections.write(body, what)
+
+    def rescue_expired(
+        self, error: str, renew: Sequence[tuple[Step, StepParams]] = ()
+    ) -> list[RescuedJob]:
+        """Take back jobs whose lease ended (up to 500 a call; others' rows are skipped,
+        not waited for); ``renew`` is applied first, in the same transaction."""
+
+        def body(conn: psycopg.Connection[Any]) -> list[RescuedJob]:
+            now = self._now()
+            tally = Tally()
+            _apply_steps(conn, renew, tally, now)
+            rows = [
+                RescuedJob(*row) for row in conn.execute(sql.RESCUE_EXPIRED, {
+                    "now": now, "error": error, "limit": _RESCUE_LIMIT,
+                })
+            ]  # fmt: skip
+            for row in rows:
+                tally.move(row.queue, row.batch_id, "processing", row.status)
+            _write_tally(conn, tally)
+            self._notify(conn, {row.queue for row in rows if row.status == "queued"})
+            return rows
+
+        rescued = self.connections.write(body, "rescue")
+        if rescued:
+            self.waker.notify()
+        return rescued
+
+    def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
+        for queue in self.waker.channels_to_notify(queues):
+            conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": queue})
+
+    def cancel(self, job_id: int) -> str | None:
+        """Cancel a queued job or flag a running one; its status then, None if neither."""
+
+        def body(conn: psycopg.Connection[Any]) -> str | None:
+            row = conn.execute(sql.CANCEL, {"id": job_id, "now": self._now()}).fetchone()
+            if row is None:
+                return None
+            if row[0] == "cancelled":
+                tally = Tally()
+                tally.move(row[1], row[2], "queued", "cancelled")
+                _write_tally(conn, tally)
+            return str(row[0])
+
+        return self.connections.write(body, "cancel")
+
+    def retry(self, job_ids: Sequence[int]) -> list[int]:
+        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
+
+        def body(conn: psycopg.Connection[Any]) -> list[int]:
+            try:
+                rows = conn.execute(
+                    sql.RETRY, {"ids": list(job_ids), "now": self._now()}
+                ).fetchall()
+            except pg_errors.UniqueViolation:
+                raise _HeldKey from None
+            tally = Tally()
+            for _, old, queue, batch_id in rows:
+                tally.move(queue, batch_id, old, "queued")
+            _write_tally(conn, tally)
+            self._notify(conn, {row[2] for row in rows})
+            return [int(row[0]) for row in rows]
+
+        try:
+            done = self.connections.write(body, "retry")
+        except _HeldKey:
+            job_id = job_ids[0] if len(job_ids) == 1 else "?"
+            key = self.connections.read_one(sql.UNIQUE_KEY, {"id": job_ids[0]})
+            raise DuplicateJob(
+                f"job {job_id} cannot be retried: another queued or processing job holds its "
+                f"unique key {key[0] if key else None!r}"
+            ) from None
+        if done:
+            self.waker.notify()
+        return done
+
+    def purge(self, older_than: float, dead_after: float) -> int:
+        """Delete finished jobs older than ``older_than`` seconds, a chunk per transaction;
+        then batches left with no job, and dead or stopped workers' rows; the job count."""
+        now = self._now()
+        if now is None:
+            now = self.now()
+        cutoff, dead_before = now - older_than, now - dead_after
+
+        def delete_chunk(conn: psycopg.Connection[Any]) -> int:
+            rows = conn.execute(
+                sql.PURGE_FINISHED, {"cutoff": cutoff, "chunk": _PURGE_CHUNK}
+            ).fetchall()
+            tally = Tally()
+            deleted = 0
+            for queue, status, count in rows:
+                tally.queues[queue, status] = tally.queues.get((queue, status), 0) - int(count)
+                deleted += int(count)
+            _write_tally(conn, tally)
+            return deleted
+
+        total = 0
+        while True:
+            deleted = self.connections.write(delete_chunk, "purge")
+            total += deleted
+            if deleted < _PURGE_CHUNK:
+                break
+
+        def tidy(conn: psycopg.Connection[Any]) -> None:
+            while conn.execute(sql.PURGE_BATCHES, {"cutoff": cutoff, "chunk": _PURGE_CHUNK}
+                               ).rowcount == _PURGE_CHUNK:  # fmt: skip
+                pass
+            conn.execute(sql.PURGE_WORKERS, {"cutoff": cutoff, "dead_before": dead_before})
+
+        self.connections.write(tidy, "purge")
+        return total
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job's row, or None."""
+        row = self.connections.read_one(sql.GET_JOB, {"id": job_id})
+        return None if row is None else JobRecord._make(row)
+
+    def job_status(self, job_id: int) -> str | None:
+        """The job's status, or None if there is no such job."""
+        row = self.connections.read_one(sql.JOB_STATUS, {"id": job_id})
+        return None if row is None else str(row[0])
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True if someone asked to cancel the job."""
+        row = self.connections.read_one(sql.CANCEL_REQUESTED, {"id": job_id})
+        return bool(row and row[0])
+
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
+        """Rows of the jobs matching every filter given, by id in either direction."""
+        statement = sql.LIST_JOBS_OLDEST_FIRST if oldest_first else sql.LIST_JOBS_NEWEST_FIRST
+        return [JobRecord._make(row) for row in self.connections.read_all(statement, filters)]
+
+    def failed_ids(self) -> list[int]:
+        """The ids of every failed job, in enqueue order."""
+        return [int(row[0]) for row in self.connections.read_all(sql.FAILED_IDS)]
+
+    def batch(self, batch_id: int) -> BatchProgress | None:
+        """The batch's counts, its shards summed, or None."""
+        row = self.connections.read_one(sql.BATCH, {"id": batch_id})
+        return None if row is None else BatchProgress(*row)
+
+    def latest_batch_id(self) -> int | None:
+        """The most recent batch's id, or None."""
+        row = self.connections.read_one(sql.LATEST_BATCH_ID)
+        return None if row is None or row[0] is None else int(row[0])
+
+    def batch_jobs(self, batch_id: int) -> list[JobRecord]:
+        """Rows of the batch's jobs in enqueue order."""
+        rows = self.connections.read_all(sql.BATCH_JOBS, {"batch_id": batch_id})
+        return [JobRecord._make(row) for row in rows]
+
+    def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
+        the database's now."""
+        if queues is None:
+            row = self.connections.read_one(sql.NEXT_RUN_ANY_QUEUE, {"now": self._now()})
+        else:
+            row = self.connections.read_one(
+                sql.NEXT_RUN_IN_QUEUES, {"queues": list(queues), "now": self._now()}
+            )
+        return _float_or_none(row[0]), float(row[1])
+
+    def next_lease_expiry(self) -> tuple[float | None, float]:
+        """When the earliest lease of a processing job ends (None: none), and now."""
+        row = self.connections.read_one(sql.NEXT_LEASE_EXPIRY, {"now": self._now()})
+        return _float_or_none(row[0]), float(row[1])
+
+    def snapshot(self, alive_window: float) -> Snapshot:
+        """Counts (shards summed), the earliest run_at and the workers' totals."""
+
+        def read(conn: psycopg.Connection[Any]) -> Snapshot:
+            counts = [(q, s, int(n)) for q, s, n in conn.execute(sql.COUNTS).fetchall()]
+            earliest, now = conn.execute(sql.NEXT_RUN_ANY_QUEUE, {"now": self._now()}).fetchone()  # type: ignore[misc]
+            workers = conn.execute(
+                sql.WORKER_TOTALS, {"alive_since": float(now) - alive_window}
+            ).fetchone()
+            assert workers is not None
+            lock = LockStats(int(workers[0]), float(workers[1]), float(workers[2]),
+                             int(workers[3]), int(workers[4]))  # fmt: skip
+            return Snapshot(counts, _float_or_none(earliest), float(now), lock, int(workers[5]))
+
+        return self.connections.read(read, "stats")
+
+    # --- workers --------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts (or starts again under the same id)."""
+        self.connections.write(lambda conn: conn.execute(sql.REGISTER_WORKER, {
+            "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
+            "queues": worker.queues, "concurrency": worker.concurrency, "now": self._now(),
+        }), "register worker")  # fmt: skip
+
+    def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row; write it anew if it is missing (purged while it ran)."""
+
+        def body(conn: psycopg.Connection[Any]) -> None:
+            now = self._now()
+            stopped_at = (
+                (now if now is not None else database_now(conn)) if worker.stopped else None
+            )
+            conn.execute(sql.REPORT_WORKER, {
+                "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
+                "queues": worker.queues, "concurrency": worker.concurrency,
+                "started_at": worker.started_at, "now": now, "stopped_at": stopped_at,
+                "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
+                "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
+                "lock_wait_seconds": worker.lock.lock_wait_seconds,
+                "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
+                "busy_errors": worker.lock.busy_errors,
+            })  # fmt: skip
+
+        self.connections.write(body, "report worker")
+
+    def workers(self, limit: int) -> list[WorkerInfo]:
+        """The workers, most recently started first."""
+        rows = self.connections.read_all(sql.LIST_WORKERS, {"limit": limit})
+        return [
+            WorkerInfo(
+                r[0],
+                r[1],
+                int(r[2]),
+                r[3],
+                int(r[4]),
+                float(r[5]),
+                float(r[6]),
+                _float_or_none(r[7]),
+                int(r[8]),
+                int(r[9]),
+                int(r[10]),
+                int(r[11]),
+                float(r[12]),
+                int(r[13]),
+            )
+            for r in rows
+        ]
+
+
+class _HeldKey(Exception):
+    """A retried job's unique key is held by another active job (the transaction aborted)."""
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _apply_steps(
+    conn: psycopg.Connection[Any],
+    steps: Sequence[tuple[Step, StepParams]],
+    tally: Tally,
+    now: float | None,
+) -> list[Any]:
+    """Run each step's statement; completions without hooks go in one statement."""
+    results: list[Any] = [None] * len(steps)
+    for _, params in steps:
+        params["now"] = now
+    plain = [n for n, (step, params) in enumerate(steps)
+             if step is Step.COMPLETE and HOOK not in params]  # fmt: skip
+    ids = [steps[n][1]["id"] for n in plain]
+    done: set[int] = set()
+    if len(plain) > 1 and len(set(ids)) == len(ids):
+        chosen = [steps[n][1] for n in plain]
+        rows = conn.execute(sql.COMPLETE_MANY, {
+            "ids": ids, "attempts": [p["attempts"] for p in chosen],
+            "workers": [p["worker"] for p in chosen], "results": [p["result"] for p in chosen],
+            "messages": [p["message"] for p in chosen], "finished_ats": [now] * len(chosen),
+            "now": now,
+        }).fetchall()  # fmt: skip
+        by_id = {row[0]: row[1:] for row in rows}
+        for n, job_id in zip(plain, ids, strict=True):
+            row = by_id.get(job_id)
+            if row is not None:
+                results[n] = row[0]
+                tally.move(row[1], row[2], "processing", row[0])
+        done = set(plain)
+    for n, (step, params) in enumerate(steps):
+        if n in done:
+            continue
+        if HOOK in params:
+            row = _complete_with_hook(conn, params)
+        else:
+            row = conn.execute(_STEP_SQL[step], params).fetchone()
+        if row is not None:
+            results[n] = row[0]
+            if step in STATUS_STEPS:
+                tally.move(row[1], row[2], "processing", row[0])
+    return results
+
+
+def _complete_with_hook(conn: psycopg.Connection[Any], params: StepParams) -> Any:
+    """Complete one job and run its on_complete hook in a savepoint: both are kept, or the
+    attempt is recorded as failed with the hook's error and nothing the hook wrote stays."""
+    try:
+        with conn.transaction():
+            row = conn.execute(sql.COMPLETE, params).fetchone()
+            if row is not None and row[0] == "completed":
+                params[HOOK](TransactionConnection(conn, SqliteJobQError, "an on_complete hook"))
+    except Exception as exc:
+        if is_transient(exc) or isinstance(exc, psycopg.OperationalError):
+            raise
+        log.warning("job %s: on_complete failed, the attempt counts as failed: %s",
+                    params["id"], exc)  # fmt: skip
+        return conn.execute(sql.FAIL, {**params[HOOK_FAILED](exc), "now": params["now"]}).fetchone()
+    return row
+
+
+def _write_tally(conn: psycopg.Connection[Any], tally: Tally) -> None:
+    """Write a transaction's count changes before it commits, in key order (sharded rows
+    touched in one order never deadlock)."""
+    changed = tally.changed_queues()
+    if changed:
+        conn.execute(sql.ADD_TO_COUNTS, {
+            "queues": [q for q, _, _ in changed], "statuses": [s for _, s, _ in changed],
+            "deltas": [n for _, _, n in changed], "shard": None,
+        })  # fmt: skip
+    if tally.batches:
+        ordered = sorted(tally.batches.items())
+        columns = {name: [counts[name] for _, counts in ordered] for name in BATCH_COLUMNS}
+        conn.execute(sql.ADD_TO_BATCH_COUNTS, {
+            "batch_ids": [b for b, _ in ordered], "totals": columns["total"],
+            "queued": columns["queued"], "processing": columns["processing"],
+            "completed": columns["completed"], "failed": columns["failed"],
+            "cancelled": columns["cancelled"], "shard": None,
+        })  # fmt: skip
+
+
+def _claim(
+    conn: psycopg.Connection[Any], claim: ClaimRequest, now: float | None
+) -> list[JobRecord]:
+    params: dict[str, Any] = {
+        "worker": claim.worker, "lease": claim.lease, "now": now, "limit": claim.limit,
+    }  # fmt: skip
+    if claim.queues is None:
+        rows = conn.execute(sql.CLAIM_ANY_QUEUE, params).fetchall()
+    else:
+        rows = conn.execute(
+            sql.CLAIM_FROM_QUEUES, {**params, "queues": list(claim.queues)}
+        ).fetchall()
+    return [JobRecord._make(row) for row in rows]
+
+
+_LIBRARY_TABLES = (
+    "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+    "AND tablename LIKE 'sqlitejobq\\_%%' ORDER BY tablename"
+)
+
+
+def _foreign_tables(conn: psycopg.Connection[Any], schema_name: str) -> list[str]:
+    """Tables named like the library's in the schema that no library migration recorded."""
+    names = [row[0] for row in conn.execute(_LIBRARY_TABLES, (schema_name,))]
+    own = [name for name in names if name != "sqlitejobq_migrations"]
+    if not own:
+        return []
+    if "sqlitejobq_migrations" in names:
+        try:
+            with conn.transaction():
+                recorded = conn.execute(
+                    "SELECT count(*) FROM sqlitejobq_migrations WHERE namespace = 'sqlitejobq'"
+                ).fetchone()
+        except psycopg.Error:
+            return names  # a table of that name with other columns: not ours either
+        if recorded and recorded[0]:
+            return []
+    return own

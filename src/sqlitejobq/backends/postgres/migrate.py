@@ -1,0 +1,148 @@
+"""Applying migrations on PostgreSQL: each in its own transaction with its bookkeeping row,
+under an advisory lock of the schema, so that processes starting at once apply each
+migration once; retried like every write."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from ...errors import InvalidArgumentType, MigrationError
+from ..base import AppliedMigration, LockMetrics, Migration, pending
+from . import queries as sql
+from .connection import (
+    PgSettings,
+    TransactionConnection,
+    is_transient,
+    redact,
+    retry_policy,
+)
+
+log = logging.getLogger("sqlitejobq")
+
+
+def applied(conn: psycopg.Connection[Any], namespace: str) -> list[AppliedMigration]:
+    """The migrations recorded as applied in ``namespace`` (in the search path's schema),
+    oldest first; reads only."""
+    exists = conn.execute(
+        "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "
+        "AND tablename = 'sqlitejobq_migrations'"
+    ).fetchone()
+    if exists is None:
+        return []
+    rows = conn.execute(sql.APPLIED_MIGRATIONS, {"namespace": namespace}).fetchall()
+    return [AppliedMigration(int(v), n, c, float(a)) for v, n, c, a in rows]
+
+
+def apply_one(
+    conn: psycopg.Connection[Any], schema: str, migration: Migration, namespace: str
+) -> bool:
+    """Inside an open transaction: take the schema's migration lock, then apply the
+    migration unless another process did; True if it ran here."""
+    conn.execute(sql.MIGRATION_LOCK, {"key": sql.migrate_lock_key(schema)})
+    conn.execute(sql.create_schema(schema))
+    conn.execute(sql.SET_SEARCH_PATH, {"schema": schema, "is_local": True})
+    conn.execute(sql.MIGRATIONS_TABLE)
+    row = conn.execute(
+        "SELECT checksum FROM sqlitejobq_migrations WHERE namespace = %s AND version = %s",
+        (namespace, migration.version),
+    ).fetchone()
+    if row is not None:
+        if row[0] != migration.checksum:
+            raise MigrationError(
+                f"migration {namespace}:{migration.version} was applied concurrently with "
+                f"different text"
+            )
+        return False
+    wrapped = TransactionConnection(conn, MigrationError, "a migration")
+    try:
+        with conn.transaction():  # a savepoint: a failing migration leaves nothing behind
+            if isinstance(migration.sql, str):
+                conn.execute(migration.sql.encode())  # the simple protocol: many statements
+            else:
+                migration.sql(wrapped)
+    except MigrationError:
+        raise
+    except psycopg.Error as exc:
+        if is_transient(exc) or isinstance(exc, psycopg.OperationalError):
+            raise
+        raise MigrationError(
+            f"migration {namespace}:{migration.version} ({migration.name}) failed: "
+            f"{str(exc).strip()}"
+        ) from exc
+    conn.execute(sql.RECORD_MIGRATION, {
+        "namespace": namespace, "version": migration.version, "name": migration.name,
+        "checksum": migration.checksum, "now": None,
+    })  # fmt: skip
+    return True
+
+
+class PostgresMigrationRunner:
+    """Applies migrations to one PostgreSQL schema: through the caller's connection, or one
+    opened on a URL for the runner's life."""
+
+    def __init__(self, db: Any, *, retry_timeout: float, options: dict[str, Any]) -> None:
+        settings = PgSettings.checked(retry_timeout, options)
+        self.schema = settings.schema
+        if isinstance(db, str):
+            self.target = redact(db)
+            self._conn = psycopg.connect(
+                db, autocommit=True, connect_timeout=round(settings.connect_timeout)
+            )
+            self._owned = True
+        elif isinstance(db, psycopg.Connection):
+            self.target = "the caller's connection"
+            self._conn, self._owned = db, False
+        else:
+            raise InvalidArgumentType(
+                f"db must be a postgresql:// URL or a psycopg connection, got {type(db).__name__}"
+            )
+        self._retry = retry_policy(retry_timeout, LockMetrics(), self.target)
+
+    def applied(self, namespace: str) -> list[AppliedMigration]:
+        """The migrations recorded as applied in ``namespace``, oldest first."""
+
+        def read() -> list[AppliedMigration]:
+            with self._conn.transaction():
+                self._conn.execute(sql.SET_SEARCH_PATH, {"schema": self.schema, "is_local": True})
+                return applied(self._conn, namespace)
+
+        return self._retry(read, "migrations")
+
+    def apply(
+        self, migrations: list[Migration], namespace: str, *, dry_run: bool, backup: str | None
+    ) -> list[int]:
+        """Apply the missing migrations in order; the versions applied (or that would be)."""
+        if backup is not None:
+            raise MigrationError(
+                "backup= copies SQLite files; back a PostgreSQL database up with pg_dump"
+            )
+        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise MigrationError(
+                "migrate() needs a connection with no open transaction; commit or roll back first"
+            )
+        todo = pending(migrations, self.applied(namespace), namespace)
+        if dry_run or not todo:
+            for migration in todo:
+                log.info("migration %s:%d %s would run", namespace, migration.version,
+                         migration.name)  # fmt: skip
+            return [m.version for m in todo]
+        done = []
+        for migration in todo:
+
+            def run(m: Migration = migration) -> bool:
+                with self._conn.transaction():
+                    return apply_one(self._conn, self.schema, m, namespace)
+
+            if self._retry(run, f"migration {namespace}:{migration.version}"):
+                done.append(migration.version)
+                log.info("migration %s:%d %s applied", namespace, migration.version,
+                         migration.name)  # fmt: skip
+        return done
+
+    def close(self) -> None:
+        """Close the connection the runner opened (never the caller's)."""
+        if self._owned:
+            self._conn.close()

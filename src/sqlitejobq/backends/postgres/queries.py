@@ -1,0 +1,657 @@
+"""Every SQL statement of the PostgreSQL backend, by name. Values are always bound parameters.
+
+Conventions:
+
+* psycopg 3 named parameters (``%(name)s``), each cast to its type in the statement, so
+  that a ``None`` (sent untyped) or a small Python int (sent as int2) always means the
+  same thing and a prepared statement keeps one plan.
+* Statements run with ``search_path`` set to the queue's schema (``SET_SEARCH_PATH``), so
+  the table names are unqualified and carry the ``sqlitejobq_`` prefix as in SQLite.
+* Times are epoch seconds in ``double precision``. Every statement that takes ``%(now)s``
+  accepts ``None`` for "the database clock" (see ``NOW``): tests inject a clock,
+  production leaves it to the server so that leases and ``run_at`` agree across hosts.
+  Durations (``%(lease)s``) are seconds added to that clock. Cut-offs (``cutoff``,
+  ``alive_since``, ``dead_before``, ``give_up_before``) are absolute times from the
+  caller: ``DB_NOW`` gives the server's clock if the caller wants to compute them from it.
+* Rows of jobs come back in the order of ``JOB_COLUMNS`` (the same as sql.JOB_COLUMNS);
+  ``cancel_requested`` is a boolean, ``payload`` and ``result`` stay JSON text.
+* A write that changes job statuses ends with one ADD_TO_COUNTS and then one
+  ADD_TO_BATCH_COUNTS (see "counts" below): that order, once each, after the job rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from psycopg import sql as pgsql
+
+JOB_COLUMNS = (
+    "id, task, queue, payload, status, priority, attempts, max_attempts, progress, "
+    "progress_message, result, error, traceback, run_at, created_at, started_at, finished_at, "
+    "batch_id, unique_key, worker, lease_until, cancel_requested"
+)
+_J_COLUMNS = ", ".join("j." + name.strip() for name in JOB_COLUMNS.split(","))
+
+#: Counters are spread over this many rows per key; reads sum them.
+COUNT_SHARDS = 16
+
+#: The statement's "now": the injected clock, or the server's. statement_timestamp() is
+#: one value for the whole statement and, being STABLE, can bound an index scan;
+#: clock_timestamp() is VOLATILE: it differs between the rows and the SET expressions of
+#: one statement, and a condition on it can only be a filter (see test_clock_is_an_index_bound).
+NOW = (
+    "coalesce(%(now)s::double precision, "
+    "extract(epoch FROM statement_timestamp())::double precision)"
+)
+
+#: The server's clock, read by callers that compute cut-offs or sleep until a time.
+DB_NOW = "SELECT extract(epoch FROM clock_timestamp())::double precision"
+
+# --- schema, migrations --------------------------------------------------------------------
+
+#: Run in every transaction of a migrator (or SET once per connection with is_local false).
+SET_SEARCH_PATH = (
+    "SELECT set_config('search_path', quote_ident(%(schema)s::text), %(is_local)s::boolean)"
+)
+
+
+def create_schema(schema: str) -> pgsql.Composed:
+    """CREATE SCHEMA IF NOT EXISTS, for the migrator (after MIGRATION_LOCK: IF NOT EXISTS
+    alone races with a concurrent migrator and fails on the catalog's unique index)."""
+    return pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema))
+
+
+#: Serializes migrators of one schema: the first statement of each migration's transaction,
+#: key ``migrate_lock_key(schema)``. Released at commit or rollback.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s::text))"
+
+#: The maintenance (purge) lock: whoever gets true purges; the others skip this round.
+TRY_MAINTENANCE_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%(key)s::text))"
+
+
+def migrate_lock_key(schema: str) -> str:
+    """The advisory-lock key of the schema's migrator."""
+    return f"sqlitejobq.migrate.{schema}"
+
+
+def maintenance_lock_key(schema: str) -> str:
+    """The advisory-lock key of the schema's pruner."""
+    return f"sqlitejobq.maintenance.{schema}"
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS sqlitejobq_migrations (
+    namespace  text             NOT NULL,
+    version    integer          NOT NULL,
+    name       text             NOT NULL,
+    checksum   text             NOT NULL,
+    applied_at double precision NOT NULL,
+    PRIMARY KEY (namespace, version)
+)
+"""
+
+APPLIED_MIGRATIONS = """
+SELECT version, name, checksum, applied_at FROM sqlitejobq_migrations
+WHERE namespace = %(namespace)s::text ORDER BY version
+"""
+
+RECORD_MIGRATION = f"""
+INSERT INTO sqlitejobq_migrations (namespace, version, name, checksum, applied_at)
+VALUES (%(namespace)s::text, %(version)s::integer, %(name)s::text, %(checksum)s::text, {NOW})
+"""
+
+# --- enqueue ---------------------------------------------------------------------------------
+
+INSERT_BATCH = f"""
+INSERT INTO sqlitejobq_batches (name, created_at) VALUES (%(name)s::text, {NOW}) RETURNING id
+"""
+
+# Any number of jobs in one statement: parallel arrays, one element per job (run_ats may
+# hold NULL: now). Returns one row per input job, in input order: its new id, or NULL
+# where an active job (queued or processing) already holds its unique key, or an earlier
+# job of the same call does. The ids are drawn from the sequence before the insert, so
+# which id belongs to which input never depends on the order rows are processed in (ids
+# still ascend with the input). Then, for the NULL rows, ACTIVE_JOBS_WITH_KEYS in a new
+# statement (READ COMMITTED: only a new statement sees a holder that committed while the
+# insert waited for it); a key whose holder finished in between is inserted again.
+INSERT_JOBS = f"""
+WITH new_jobs AS MATERIALIZED (
+    SELECT nextval('sqlitejobq_jobs_id_seq') AS id, t.*
+    FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
+                %(priorities)s::integer[], %(delays)s::double precision[],
+                %(max_attempts)s::integer[], %(unique_keys)s::text[])
+         WITH ORDINALITY
+         AS t (task, queue, payload, priority, delay, max_attempts, unique_key, n)
+), clock AS MATERIALIZED (
+    SELECT {NOW} AS now
+), inserted AS (
+    INSERT INTO sqlitejobq_jobs
+        (id, task, queue, payload, status, priority, run_at, max_attempts, unique_key,
+         batch_id, created_at)
+    SELECT new_jobs.id, new_jobs.task, new_jobs.queue, new_jobs.payload, 'queued',
+           new_jobs.priority, clock.now + new_jobs.delay, new_jobs.max_attempts,
+           new_jobs.unique_key,
+           %(batch_id)s::bigint, clock.now
+    FROM new_jobs CROSS JOIN clock
+    ORDER BY new_jobs.n
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing')
+    DO NOTHING
+    RETURNING id
+)
+SELECT inserted.id FROM new_jobs LEFT JOIN inserted ON inserted.id = new_jobs.id ORDER BY new_jobs.n
+"""
+
+ACTIVE_JOBS_WITH_KEYS = """
+SELECT unique_key, id FROM sqlitejobq_jobs
+WHERE unique_key = ANY(%(keys)s::text[]) AND status IN ('queued', 'processing')
+"""
+
+# --- claim -------------------------------------------------------------------------------------
+
+_CLAIM = f"""
+{{with_clause}}
+picked AS MATERIALIZED (
+    SELECT c.id
+    FROM {{queues}}
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM sqlitejobq_jobs
+        WHERE status = 'queued' AND queue = q.name AND run_at <= {NOW}
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s::integer
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s::integer
+), claimed AS (
+    UPDATE sqlitejobq_jobs AS j
+    SET status = 'processing', attempts = j.attempts + 1, worker = %(worker)s::text,
+        lease_until = {NOW} + %(lease)s::double precision, started_at = {NOW}
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING {_J_COLUMNS}
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
+"""
+
+# Claim up to %(limit)s due jobs of the queues in %(queues)s (text[]; duplicates ignored),
+# best first (priority DESC, run_at, id), for %(worker)s, leased for %(lease)s seconds.
+# Each queue is read through its own range of the claim index; rows another claimer holds
+# are skipped, not waited for. The MATERIALIZED CTE is the fence that keeps the planner
+# from joining the UPDATE into the scan (which could update more rows than LIMIT). The
+# price of the per-queue ranges: a claim from k queues locks up to k * limit rows for the
+# length of its transaction and updates only `limit` of them; other claimers skip the rest
+# meanwhile. With one queue it locks exactly what it claims.
+CLAIM_FROM_QUEUES = _CLAIM.format(
+    with_clause="WITH",
+    queues="(SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)) AS q",
+)
+
+# Every queue: the names of the queues that hold queued jobs come from a skip scan of the
+# claim index (one probe per queue), then as above. Same parameters but %(queues)s.
+CLAIM_ANY_QUEUE = _CLAIM.format(
+    with_clause="""WITH RECURSIVE queue_names (name) AS (
+    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM sqlitejobq_jobs
+            WHERE status = 'queued' AND queue > queue_names.name ORDER BY queue LIMIT 1)
+    FROM queue_names WHERE queue_names.name IS NOT NULL
+),""",
+    queues="(SELECT name FROM queue_names WHERE name IS NOT NULL) AS q",
+)
+
+QUEUES_WITH_QUEUED_JOBS = """
+WITH RECURSIVE q (name) AS (
+    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM sqlitejobq_jobs
+            WHERE status = 'queued' AND queue > q.name ORDER BY queue LIMIT 1)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+"""
+
+# --- fenced steps on claimed jobs ----------------------------------------------------------
+
+# A claim is fenced by (id, attempts, worker): a worker whose lease expired and whose job
+# was taken over (or rescued) matches no row, so it changes nothing. Under READ COMMITTED
+# a step that waited for another transaction's lock re-checks the fence on the row's new
+# version, so the fence holds under concurrency too.
+_FENCE = (
+    "id = %(id)s::bigint AND attempts = %(attempts)s::integer AND worker = %(worker)s::text "
+    "AND status = 'processing'"
+)
+
+COMPLETE = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
+    result = %(result)s::text, error = NULL, traceback = NULL,
+    progress = CASE WHEN cancel_requested THEN progress ELSE 1.0 END,
+    progress_message = coalesce(%(message)s::text, progress_message),
+    finished_at = {NOW}, lease_until = NULL
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
+"""
+
+# Any number of completions in one statement, fenced row by row like COMPLETE. Parallel
+# arrays ids, attempts, workers, results, messages, finished_ats (NULL elements: now);
+# the ids must be distinct. Returns id, status, queue, batch_id of the jobs changed.
+COMPLETE_MANY = f"""
+WITH done AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(workers)s::text[],
+                         %(results)s::text[], %(messages)s::text[],
+                         %(finished_ats)s::double precision[])
+        AS d (id, attempts, worker, result, message, finished_at)
+)
+UPDATE sqlitejobq_jobs AS j
+SET status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+    result = done.result, error = NULL, traceback = NULL,
+    progress = CASE WHEN j.cancel_requested THEN j.progress ELSE 1.0 END,
+    progress_message = coalesce(done.message, j.progress_message),
+    finished_at = coalesce(done.finished_at, {NOW}), lease_until = NULL
+FROM done
+WHERE j.id = ANY(%(ids)s::bigint[])
+  AND j.id = done.id AND j.attempts = done.attempts AND j.worker = done.worker
+  AND j.status = 'processing'
+RETURNING j.id, j.status, j.queue, j.batch_id
+"""
+
+# %(status)s is 'queued' (retry %(delay)s seconds from now) or 'failed'.
+FAIL = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE %(status)s::text END,
+    run_at = CASE WHEN cancel_requested THEN run_at
+                  ELSE {NOW} + %(delay)s::double precision END,
+    error = %(error)s::text, traceback = %(traceback)s::text, lease_until = NULL,
+    unknown_since = NULL,
+    progress_message = coalesce(%(message)s::text, progress_message),
+    finished_at = CASE WHEN cancel_requested OR %(status)s::text <> 'queued' THEN {NOW} END
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
+"""
+
+HEARTBEAT = f"""
+UPDATE sqlitejobq_jobs SET lease_until = {NOW} + %(lease)s::double precision
+WHERE {_FENCE}
+RETURNING cancel_requested
+"""
+
+SET_PROGRESS = f"""
+UPDATE sqlitejobq_jobs
+SET progress = %(progress)s::double precision,
+    progress_message = coalesce(%(message)s::text, progress_message),
+    lease_until = {NOW} + %(lease)s::double precision
+WHERE {_FENCE}
+RETURNING cancel_requested
+"""
+
+# Claimed but never started (a worker stopping): back to the queue, the attempt not counted.
+RELEASE = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempts = attempts - 1, lease_until = NULL, started_at = NULL,
+    finished_at = CASE WHEN cancel_requested THEN {NOW} END
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
+"""
+
+# A claimed job whose task this worker does not know (a rolling deploy): back to the queue
+# %(recheck)s seconds from now, the attempt not counted, remembering since when it has been
+# unknown; once that is %(window)s seconds ago or more it fails instead. A cancel request
+# wins over both.
+_GIVE_UP = f"coalesce(unknown_since, {NOW}) <= {NOW} - %(window)s::double precision"
+DEFER_UNKNOWN = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN {_GIVE_UP} THEN 'failed'
+                  ELSE 'queued' END,
+    attempts = attempts - 1,
+    unknown_since = coalesce(unknown_since, {NOW}),
+    run_at = {NOW} + %(recheck)s::double precision,
+    error = CASE WHEN cancel_requested THEN error
+                 WHEN {_GIVE_UP} THEN %(failed_error)s::text
+                 ELSE %(waiting_error)s::text END,
+    lease_until = NULL, started_at = NULL,
+    finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN {NOW} END
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
+"""
+
+# A run that ended without an outcome (lease expired, worker interrupted) counts as an
+# attempt: back to the queue while attempts remain, else failed.
+_ABANDON_SET = f"""
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'failed'
+                  ELSE 'queued' END,
+    run_at = {NOW}, lease_until = NULL, error = %(error)s::text, traceback = NULL,
+    unknown_since = NULL,
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {NOW} END
+"""
+
+ABANDON = f"""
+UPDATE sqlitejobq_jobs {_ABANDON_SET}
+WHERE {_FENCE}
+RETURNING status, queue, batch_id
+"""
+
+# Up to %(limit)s jobs whose lease ended, earliest first; rows another transaction holds
+# (a worker completing its job right now, another rescuer) are skipped, not waited for.
+RESCUE_EXPIRED = f"""
+WITH expired AS MATERIALIZED (
+    SELECT id FROM sqlitejobq_jobs
+    WHERE status = 'processing' AND lease_until < {NOW}
+    ORDER BY lease_until
+    LIMIT %(limit)s::integer
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sqlitejobq_jobs AS j {_ABANDON_SET}
+WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
+RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id
+"""
+
+# The earliest lease end of a processing job (NULL: none), and the statement's now, so a
+# caller on another clock can sleep for (expiry - now).
+NEXT_LEASE_EXPIRY = f"""
+SELECT (SELECT min(lease_until) FROM sqlitejobq_jobs WHERE status = 'processing'), {NOW}
+"""
+
+# --- operator actions ------------------------------------------------------------------------
+
+CANCEL = f"""
+UPDATE sqlitejobq_jobs
+SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+    cancel_requested = true,
+    finished_at = CASE WHEN status = 'queued' THEN {NOW} ELSE finished_at END
+WHERE id = %(id)s::bigint AND status IN ('queued', 'processing')
+RETURNING status, queue, batch_id
+"""
+
+STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+# Failed or cancelled jobs of %(ids)s (bigint[]) queued again with fresh attempts, locked in
+# id order. Returns id, the status before, queue, batch_id, by id: what the tally needs.
+# A job whose unique key another active job holds makes the statement fail with
+# UniqueViolation (constraint sqlitejobq_jobs_unique; diag.message_detail names the key),
+# which aborts the transaction: the storage rolls back and raises DuplicateJob, as the
+# SQLite backend does for its per-job RETRY.
+RETRY = f"""
+WITH old AS MATERIALIZED (
+    SELECT id, status FROM sqlitejobq_jobs
+    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('failed', 'cancelled')
+    ORDER BY id
+    FOR UPDATE
+), retried AS (
+    UPDATE sqlitejobq_jobs AS j
+    SET status = 'queued', attempts = 0, run_at = {NOW}, cancel_requested = false,
+        finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
+        unknown_since = NULL
+    FROM old
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = old.id
+    RETURNING j.id, old.status, j.queue, j.batch_id
+)
+SELECT id, status, queue, batch_id FROM retried ORDER BY id
+"""
+
+FAILED_IDS = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id"
+
+# One chunk of finished jobs older than %(cutoff)s, oldest first; rows held elsewhere are
+# skipped. The ORDER BY keeps the finished index in a generic plan too (psycopg prepares a
+# statement run 5 times, and purge runs in a loop): without it, a plan made without the
+# cutoff's value prefers a seq scan that stops at `chunk` matches, and walks again, chunk
+# after chunk, over the dead rows the previous chunks left at the front of the table.
+# Returns how many were deleted per (queue, status), for the counts (batch counts keep them).
+PURGE_FINISHED = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM sqlitejobq_jobs
+    WHERE status IN ('completed', 'failed', 'cancelled')
+      AND finished_at < %(cutoff)s::double precision
+    ORDER BY finished_at
+    LIMIT %(chunk)s::integer
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM sqlitejobq_jobs WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+    RETURNING queue, status
+)
+SELECT queue, status, count(*) FROM deleted GROUP BY queue, status ORDER BY queue, status
+"""
+
+# Batches created before %(cutoff)s that no job refers to any more, a chunk at a time: a
+# batch with queued or processing jobs is kept, and so is one whose finished jobs are not
+# purged yet (the foreign key). Their sharded counts go with them (ON DELETE CASCADE).
+PURGE_BATCHES = """
+DELETE FROM sqlitejobq_batches WHERE id IN (
+    SELECT b.id FROM sqlitejobq_batches AS b
+    WHERE b.created_at < %(cutoff)s::double precision
+      AND NOT EXISTS (SELECT 1 FROM sqlitejobq_jobs AS j WHERE j.batch_id = b.id)
+    LIMIT %(chunk)s::integer
+    FOR UPDATE SKIP LOCKED)
+"""
+
+# Workers unseen since %(cutoff)s that stopped, or that have been silent since
+# %(dead_before)s (crashed without saying so); a live worker's row stays.
+PURGE_WORKERS = """
+DELETE FROM sqlitejobq_workers
+WHERE last_seen < %(cutoff)s::double precision
+  AND (stopped_at IS NOT NULL OR last_seen < %(dead_before)s::double precision)
+"""
+
+# --- counts --------------------------------------------------------------------------------------
+
+# Add deltas to the (queue, status) counts of shard %(shard)s (NULL: this backend's pid mod
+# COUNT_SHARDS). Parallel arrays queues, statuses, deltas; a key may repeat (summed), zero
+# sums are skipped. The rows are locked in (queue, status) order whatever the input order:
+# the INSERT consumes its SELECT in the ORDER BY's order. Run once per transaction, after
+# the job rows changed, before ADD_TO_BATCH_COUNTS.
+ADD_TO_COUNTS = f"""
+INSERT INTO sqlitejobq_counts AS c (queue, status, shard, count)
+SELECT d.queue, d.status,
+       coalesce(%(shard)s::smallint, mod(pg_backend_pid(), {COUNT_SHARDS})::smallint),
+       sum(d.delta)
+FROM unnest(%(queues)s::text[], %(statuses)s::text[], %(deltas)s::bigint[])
+     AS d (queue, status, delta)
+GROUP BY d.queue, d.status
+HAVING sum(d.delta) <> 0
+ORDER BY d.queue, d.status
+ON CONFLICT (queue, status, shard) DO UPDATE SET count = c.count + excluded.count
+"""
+
+# Add deltas to batches' counts on one shard, locked in batch_id order. Parallel arrays
+# batch_ids, totals, queued, processing, completed, failed, cancelled; a batch may repeat.
+ADD_TO_BATCH_COUNTS = f"""
+INSERT INTO sqlitejobq_batch_counts AS c
+    (batch_id, shard, total, queued, processing, completed, failed, cancelled)
+SELECT d.batch_id,
+       coalesce(%(shard)s::smallint, mod(pg_backend_pid(), {COUNT_SHARDS})::smallint),
+       sum(d.total), sum(d.queued), sum(d.processing), sum(d.completed), sum(d.failed),
+       sum(d.cancelled)
+FROM unnest(%(batch_ids)s::bigint[], %(totals)s::bigint[], %(queued)s::bigint[],
+            %(processing)s::bigint[], %(completed)s::bigint[], %(failed)s::bigint[],
+            %(cancelled)s::bigint[])
+     AS d (batch_id, total, queued, processing, completed, failed, cancelled)
+GROUP BY d.batch_id
+ORDER BY d.batch_id
+ON CONFLICT (batch_id, shard) DO UPDATE
+SET total = c.total + excluded.total, queued = c.queued + excluded.queued,
+    processing = c.processing + excluded.processing,
+    completed = c.completed + excluded.completed, failed = c.failed + excluded.failed,
+    cancelled = c.cancelled + excluded.cancelled
+"""
+
+# The counts by (queue, status), shards summed (sum of bigint is numeric: cast back).
+COUNTS = """
+SELECT queue, status, sum(count)::bigint FROM sqlitejobq_counts
+GROUP BY queue, status HAVING sum(count) <> 0
+ORDER BY queue, status
+"""
+
+# --- reads ------------------------------------------------------------------------------------
+
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+# The batch's counts in BatchProgress field order, its shards summed.
+BATCH = """
+SELECT b.id, b.name, coalesce(sum(c.total), 0)::bigint, coalesce(sum(c.queued), 0)::bigint,
+       coalesce(sum(c.processing), 0)::bigint, coalesce(sum(c.completed), 0)::bigint,
+       coalesce(sum(c.failed), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint, b.created_at
+FROM sqlitejobq_batches AS b
+LEFT JOIN sqlitejobq_batch_counts AS c ON c.batch_id = b.id
+WHERE b.id = %(id)s::bigint
+GROUP BY b.id
+"""
+
+LATEST_BATCH_ID = "SELECT max(id) FROM sqlitejobq_batches"
+
+BATCH_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = %(batch_id)s::bigint ORDER BY id
+"""
+
+_LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(batch_id)s::bigint IS NULL OR batch_id = %(batch_id)s::bigint)
+ORDER BY id {{order}} LIMIT %(limit)s::integer
+"""
+
+LIST_JOBS_NEWEST_FIRST = _LIST_JOBS.format(order="DESC")
+LIST_JOBS_OLDEST_FIRST = _LIST_JOBS.format(order="ASC")
+
+# The earliest run_at of queued jobs (due or not) and the statement's now. No index of its
+# own: the claim index is ordered (queue, priority DESC, run_at), so the earliest run_at of
+# each (queue, priority) pair is one probe, and the pairs are found by skipping from one
+# to the next: a probe per pair, however many jobs wait.
+_EARLIEST_OF_PAIRS = f"""
+SELECT (SELECT min(m.run_at) FROM pairs CROSS JOIN LATERAL (
+            SELECT run_at FROM sqlitejobq_jobs
+            WHERE status = 'queued' AND queue = pairs.queue AND priority = pairs.priority
+            ORDER BY run_at LIMIT 1) AS m),
+       {NOW}
+"""
+
+_NEXT_PAIR = """
+    SELECT n.queue, n.priority FROM pairs CROSS JOIN LATERAL (
+        (SELECT queue, priority FROM sqlitejobq_jobs
+         WHERE status = 'queued' AND queue = pairs.queue AND priority < pairs.priority
+         ORDER BY priority DESC LIMIT 1){next_queue}) AS n
+"""
+
+NEXT_RUN_ANY_QUEUE = f"""
+WITH RECURSIVE pairs (queue, priority) AS (
+    (SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued'
+     ORDER BY queue, priority DESC LIMIT 1)
+    UNION ALL
+    {
+    _NEXT_PAIR.format(
+        next_queue='''
+        UNION ALL
+        (SELECT queue, priority FROM sqlitejobq_jobs
+         WHERE status = 'queued' AND queue > pairs.queue
+         ORDER BY queue, priority DESC LIMIT 1)
+        LIMIT 1'''
+    )
+}
+)
+{_EARLIEST_OF_PAIRS}
+"""
+
+# One queue, %(queue)s.
+NEXT_RUN_IN_QUEUE = f"""
+WITH RECURSIVE pairs (queue, priority) AS (
+    (SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued' AND queue = %(queue)s::text
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    {_NEXT_PAIR.format(next_queue="")}
+)
+{_EARLIEST_OF_PAIRS}
+"""
+
+# Several queues, %(queues)s (text[]), in one statement: the pairs of every queue named.
+NEXT_RUN_IN_QUEUES = f"""
+WITH RECURSIVE pairs (queue, priority) AS (
+    SELECT f.queue, f.priority
+    FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)) AS q
+    CROSS JOIN LATERAL (
+        SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued' AND queue = q.name
+        ORDER BY priority DESC LIMIT 1) AS f
+    UNION ALL
+    {_NEXT_PAIR.format(next_queue="")}
+)
+{_EARLIEST_OF_PAIRS}
+"""
+
+# --- workers ------------------------------------------------------------------------------
+
+REGISTER_WORKER = f"""
+INSERT INTO sqlitejobq_workers (id, hostname, pid, queues, concurrency, started_at, last_seen)
+VALUES (%(id)s::text, %(hostname)s::text, %(pid)s::integer, %(queues)s::text,
+        %(concurrency)s::integer, {NOW}, {NOW})
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stopped_at = NULL
+"""
+
+# An upsert: a worker whose row was purged (or never written) gets it back, started_at
+# being %(started_at)s (NULL: now).
+REPORT_WORKER = f"""
+INSERT INTO sqlitejobq_workers AS w
+    (id, hostname, pid, queues, concurrency, started_at, last_seen, stopped_at,
+     jobs_completed, jobs_failed, writes, lock_retries, lock_wait_seconds,
+     lock_wait_max_seconds, busy_errors)
+VALUES (%(id)s::text, %(hostname)s::text, %(pid)s::integer, %(queues)s::text,
+        %(concurrency)s::integer, coalesce(%(started_at)s::double precision, {NOW}), {NOW},
+        %(stopped_at)s::double precision, %(jobs_completed)s::bigint, %(jobs_failed)s::bigint,
+        %(writes)s::bigint, %(lock_retries)s::bigint, %(lock_wait_seconds)s::double precision,
+        %(lock_wait_max_seconds)s::double precision, %(busy_errors)s::bigint)
+ON CONFLICT (id) DO UPDATE
+SET last_seen = excluded.last_seen, stopped_at = excluded.stopped_at,
+    jobs_completed = excluded.jobs_completed, jobs_failed = excluded.jobs_failed,
+    writes = excluded.writes, lock_retries = excluded.lock_retries,
+    lock_wait_seconds = excluded.lock_wait_seconds,
+    lock_wait_max_seconds = excluded.lock_wait_max_seconds, busy_errors = excluded.busy_errors
+"""
+
+WORKER_TOTALS = """
+SELECT coalesce(sum(writes), 0)::bigint, coalesce(sum(lock_wait_seconds), 0.0),
+       coalesce(max(lock_wait_max_seconds), 0.0), coalesce(sum(lock_retries), 0)::bigint,
+       coalesce(sum(busy_errors), 0)::bigint,
+       count(*) FILTER (WHERE stopped_at IS NULL AND last_seen >= %(alive_since)s::double precision)
+FROM sqlitejobq_workers
+"""
+
+LIST_WORKERS = """
+SELECT id, hostname, pid, queues, concurrency, started_at, last_seen, stopped_at,
+       jobs_completed, jobs_failed, writes, lock_retries, lock_wait_seconds, busy_errors
+FROM sqlitejobq_workers ORDER BY started_at DESC LIMIT %(limit)s::integer
+"""
+
+# --- wake-ups ---------------------------------------------------------------------------
+
+# Sent inside the enqueue's transaction: delivered when (and only if) it commits; identical
+# (channel, payload) pairs of one transaction are delivered once. Payload: the queue name.
+NOTIFY = "SELECT pg_notify(%(channel)s::text, %(payload)s::text)"
+
+#: Channel names are identifiers: at most 63 bytes (pg_notify refuses longer ones, LISTEN
+#: silently truncates them, so the two would not meet).
+_MAX_CHANNEL_BYTES = 63
+
+
+def channel_name(schema: str) -> str:
+    """The NOTIFY channel of the queue in ``schema``: ``sqlitejobq.<schema>``, or, when that
+    is too long for an identifier, ``sqlitejobq.`` and a digest of the schema's name."""
+    name = f"sqlitejobq.{schema}"
+    if len(name.encode("utf-8")) <= _MAX_CHANNEL_BYTES:
+        return name
+    return "sqlitejobq." + hashlib.sha256(schema.encode("utf-8")).hexdigest()[:40]
+
+
+def listen(channel: str) -> pgsql.Composed:
+    """LISTEN takes no parameters: the channel is composed in as a quoted identifier."""
+    return pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel))
+
+
+def unlisten(channel: str) -> pgsql.Composed:
+    """Stop listening on ``channel``."""
+    return pgsql.SQL("UNLISTEN {}").format(pgsql.Identifier(channel))
