@@ -112,16 +112,21 @@ class JobCycle:
     # --- claiming ----------------------------------------------------------------------------
 
     def claim_request(
-        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        exclude: tuple[str, ...] = (),
     ) -> ClaimRequest:
-        """Checked arguments of a claim."""
+        """Checked arguments of a claim (``exclude``: tasks to leave to other workers)."""
         validation.name(worker_id, "worker_id")
         names = validation.names(queues, "queues")
         count = validation.integer(limit, "limit", minimum=1)
         if count > _MAX_CLAIM:
             raise InvalidArgument(f"limit must be <= {_MAX_CLAIM}, got {count}")
         seconds = validation.seconds(lease, "lease", positive=True)
-        return ClaimRequest(worker_id, names, count, seconds)
+        return ClaimRequest(worker_id, names, count, seconds, exclude)
 
     def claim(self, request: ClaimRequest) -> list[Job]:
         """Claim jobs; one whose stored payload cannot be decoded fails at once instead."""

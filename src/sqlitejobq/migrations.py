@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import validation
-from .backends import migration_runner
+from .backends import is_postgres_target, load_postgres, migration_runner
 from .backends.base import AppliedMigration, Migration, MigrationBody, checked_migrations
 from .backends.sqlite.connection import TransactionConnection, split_statements
 from .errors import InvalidArgument, MigrationError
@@ -97,9 +97,11 @@ def _quote(identifier: str) -> str:
 
 
 def _inspector(conn: Any) -> Any:
-    """The connection a migration got (either engine's), or a plain sqlite3 connection."""
+    """The connection a migration got (either engine's), or a plain connection of either."""
     if hasattr(conn, "column_names"):
         return conn
+    if is_postgres_target(conn):
+        return load_postgres().TransactionConnection(conn, MigrationError, "a migration")
     return TransactionConnection(conn, MigrationError, "a migration")
 
 

@@ -65,6 +65,9 @@ _QUIET_AFTER = 0.01
 #: The longest wait between looks once quiet: with a file watcher reporting other
 #: processes' commits (the look is only a safety net), and without one.
 _IDLE_POLL_WATCHED = 1.0
+#: How long a worker leaves the jobs of a task it does not know to other workers before it
+#: looks at them again (a quarter of the unknown-task window if that is shorter).
+_UNKNOWN_TASK_RECHECK = 30.0
 _IDLE_POLL_UNWATCHED = 0.05
 #: Faults that pass: while one lasts, outcomes are kept and written again later.
 _TRANSIENT = (DatabaseBusy, DiskFull, ReadOnlyDatabase, DatabaseUnavailable, CorruptDatabase,
@@ -172,7 +175,7 @@ class Worker:
         self._started_at = 0.0
         self._reported_at = 0.0
         self._parent: int | None = None
-        self._unknown_seen: set[str] = set()
+        self._unknown_until: dict[str, float] = {}  # task: until when it is not claimed
         self._timeouts = False  # whether any job claimed so far has a timeout
         # moving averages (seconds) of a handler's run and of a dispatch round trip
         self._run_time = 0.0
@@ -243,13 +246,18 @@ class Worker:
             return
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            # a signal handler runs between two bytecodes of the main thread, which may hold
+            # the worker's lock: it only sets flags, the dispatcher does the rest
             name = signal.Signals(signum).name
             if self._stopping.is_set():
                 log.warning("worker %s: second %s, stopping now", self.id, name)
+                self._hard_stop.set()
             else:
                 log.info("worker %s: %s, stopping gracefully (send again to stop now)",
                          self.id, name)  # fmt: skip
-            self.stop()
+                self._stop_deadline = time.monotonic() + self.grace
+                self._stopping.set()
+            self._wake.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -389,7 +397,7 @@ class Worker:
         if not outcomes and not (claim and free > 0):
             return False, False
         request = (
-            self.cycle.claim_request(self.id, self.queues, free, self.lease)
+            self.cycle.claim_request(self.id, self.queues, free, self.lease, self._unknown())
             if claim and free > 0 else None
         )  # fmt: skip
         started = time.perf_counter()
@@ -437,17 +445,28 @@ class Worker:
                     self._timeouts = True
                 known.append(job)
                 continue
-            if job.task not in self._unknown_seen:
-                self._unknown_seen.add(job.task)
+            if job.task not in self._unknown_until:
                 log.warning("worker %s does not know task %r: its jobs go back for a worker "
                             "that does (for up to %gs), their attempts not counted", self.id,
                             job.task, self.unknown_task_window)  # fmt: skip
+            # leave the task's jobs to workers that know it for a while, then look again
+            # (one past its window is failed by whichever worker looks)
+            self._unknown_until[job.task] = time.monotonic() + min(
+                _UNKNOWN_TASK_RECHECK, self.unknown_task_window / 4
+            )
             deferred.append((job, cycle.defer_step(job, self.id, self.unknown_task_window)))
         with self._jobs_ready:
             self._outcomes.extend(deferred)
             self._buffer.extend(known)
             self._jobs_ready.notify(len(known))
         return bool(deferred)
+
+    def _unknown(self) -> tuple[str, ...]:
+        """The tasks this worker does not know and leaves to others for now."""
+        if not self._unknown_until:
+            return ()
+        now = time.monotonic()
+        return tuple(sorted(task for task, until in self._unknown_until.items() if until > now))
 
     def _keep(self, outcomes: list[_Outcome]) -> None:
         """Put outcomes that were not written back in front, to be written next round."""

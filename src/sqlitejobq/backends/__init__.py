@@ -39,7 +39,7 @@ def open_backend(
 ) -> Backend:
     """The engine that ``target`` names, configured with the queue's engine ``options``."""
     if is_postgres_target(target):
-        return postgres().PostgresBackend.create(  # type: ignore[no-any-return]
+        return load_postgres().PostgresBackend.create(  # type: ignore[no-any-return]
             str(target), retry_timeout=retry_timeout, clock=clock, options=options
         )
     if not isinstance(target, str | os.PathLike):
@@ -53,7 +53,7 @@ def open_backend(
 def migration_runner(db: Any, *, retry_timeout: float, options: dict[str, Any]) -> MigrationRunner:
     """The migration runner of the engine ``db`` (a path, a URL or a connection) names."""
     if is_postgres_target(db):
-        runner: MigrationRunner = postgres().PostgresMigrationRunner(
+        runner: MigrationRunner = load_postgres().PostgresMigrationRunner(
             db, retry_timeout=retry_timeout, options=options
         )
         return runner
@@ -68,11 +68,11 @@ def migration_runner(db: Any, *, retry_timeout: float, options: dict[str, Any]) 
 
 def library_schema(db: Any) -> tuple[str, list[Migration]]:
     """The namespace and migrations of the library's own tables on the engine ``db`` names."""
-    module = postgres().schema if is_postgres_target(db) else sqlite_schema
+    module = load_postgres().schema if is_postgres_target(db) else sqlite_schema
     return module.NAMESPACE, list(module.MIGRATIONS)
 
 
-def postgres() -> ModuleType:
+def load_postgres() -> ModuleType:
     """The PostgreSQL engine's package; a clear error naming the extra if psycopg is missing."""
     try:
         return importlib.import_module(".postgres", __name__)

@@ -123,12 +123,14 @@ class Snapshot(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """Who claims, from which queues (None: all), how many, for how long (seconds)."""
+    """Who claims, from which queues (None: all), how many, for how long (seconds), leaving
+    out the jobs of the tasks in ``exclude`` (ones the worker does not know)."""
 
     worker: str
     queues: tuple[str, ...] | None
     limit: int
     lease: float
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,8 +381,9 @@ class LockMetrics:
 class RetryPolicy:
     """The one retry policy of an engine: only on the faults that pass (``transient``),
     full-jitter exponential waits, bounded in time. When the bound is spent the caller gets
-    DatabaseBusy within ``timeout`` of the call (plus one statement's time); every other
-    error of the engine becomes the library error ``translate`` names.
+    DatabaseBusy within ``timeout`` of the call (plus one statement's time), or, when the
+    last fault says the database cannot be reached at all (``unreachable``), the error
+    ``translate`` names for it; every other error becomes the library error it names.
 
     ``before_retry(seconds_left)`` lets the engine cut its own waits to what is left.
     """
@@ -394,9 +397,11 @@ class RetryPolicy:
         translate: Callable[[BaseException, str], SqliteJobQError],
         engine_errors: tuple[type[BaseException], ...],
         exhausted: str = "the database stayed busy",
+        unreachable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.timeout = timeout
         self.exhausted = exhausted
+        self.unreachable = unreachable
         self.metrics = metrics
         self.transient = transient
         self.translate = translate
@@ -442,6 +447,8 @@ class RetryPolicy:
         except RetryError as exc:
             self.metrics.record_busy_error()
             last = exc.last_attempt.exception()
+            if last is not None and self.unreachable is not None and self.unreachable(last):
+                raise self.translate(last, what) from last  # not busy: gone
             raise DatabaseBusy(
                 f"{what}: {self.exhausted} for more than {self.timeout:g}s "
                 f"({exc.last_attempt.attempt_number + 1} attempts; last error: {last})"

@@ -70,6 +70,7 @@ class PostgresBackend:
     def __init__(self, url: str, settings: PgSettings, clock: Callable[[], float] | None) -> None:
         self.settings = settings
         self.clock = clock
+        self._dbname: str | None = None  # the database's name, read on first use
         self.metrics = LockMetrics()
         self.connections = Connections(url, settings, self.metrics)
         self.target = self.connections.target
@@ -223,13 +224,25 @@ class PostgresBackend:
                 "connection is in autocommit mode with no open transaction: the job would be "
                 "committed on its own; open one with `with conn.transaction():` first"
             )
+        # the database name only (a host may be spelled many ways): enough to keep a job
+        # from landing in a same-named schema of another database, read without a query
+        if self._dbname is None:
+            self._dbname = self.connections.read(lambda own: own.info.dbname, "enqueue")
+        if conn.info.dbname != self._dbname:
+            raise SqliteJobQError(
+                f"connection is open on database {conn.info.dbname!r}, not on the queue's "
+                f"database {self._dbname!r}; a job can only join a transaction on the same one"
+            )
         try:
             previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]  # type: ignore[index]
             conn.execute(sql.SET_SEARCH_PATH, {"schema": self.settings.schema, "is_local": True})
             try:
                 return body(conn)
             finally:
-                conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+                # after an error the transaction is aborted: a statement here would only
+                # replace the error that says what went wrong
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                    conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
         except psycopg.Error as exc:
             raise server_error(exc, self.target, "enqueue inside the caller's transaction") from exc
 
@@ -582,6 +595,7 @@ def _claim(
 ) -> list[JobRecord]:
     params: dict[str, Any] = {
         "worker": claim.worker, "lease": claim.lease, "now": now, "limit": claim.limit,
+        "exclude": list(claim.exclude),
     }  # fmt: skip
     if claim.queues is None:
         rows = conn.execute(sql.CLAIM_ANY_QUEUE, params).fetchall()

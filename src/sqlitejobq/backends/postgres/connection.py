@@ -151,7 +151,7 @@ def server_error(exc: BaseException, target: str, what: str) -> SqliteJobQError:
     if isinstance(exc, PoolTimeout) or (isinstance(exc, psycopg.OperationalError) and not state):
         return DatabaseUnavailable(
             f"{what}: cannot reach the PostgreSQL server at {target} ({text}); check that it "
-            f"runs and accepts connections"
+            f"runs and accepts connections, and the URL"
         )
     if state == "53100":
         return DiskFull(
@@ -180,7 +180,16 @@ def retry_policy(timeout: float, metrics: LockMetrics, target: str) -> RetryPoli
         translate=lambda exc, what: server_error(exc, target, what),
         engine_errors=(psycopg.Error, PoolTimeout),
         exhausted="the database stayed busy (lock waits, conflicts or a lost connection)",
+        unreachable=_unreachable,
     )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No connection could be had: the server is down or refuses us."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    state = getattr(getattr(exc, "diag", None), "sqlstate", None)
+    return isinstance(exc, psycopg.OperationalError) and not state
 
 
 class Connections:
@@ -227,7 +236,6 @@ class Connections:
                     open=True,
                     timeout=self.settings.retry_timeout,
                     name="sqlitejobq",
-                    check=ConnectionPool.check_connection,
                 )
             return self._pool
 
@@ -248,6 +256,9 @@ class Connections:
                 tx = conn.transaction()
                 tx.__enter__()
                 try:
+                    left = deadline - time.monotonic()
+                    if left < self.settings.lock_timeout:  # a retry near the bound: wait less
+                        conn.execute(f"SET LOCAL lock_timeout = {max(1, int(left * 1000))}")
                     result = body(conn)
                 except BaseException as exc:
                     tx.__exit__(type(exc), exc, exc.__traceback__)
@@ -294,6 +305,28 @@ _inherited: list[Any] = []  # pools a forked child must never use nor close
 _TRANSACTION_CONTROL = re.compile(
     r"^\s*(BEGIN|START|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|PREPARE|ABORT)\b", re.IGNORECASE
 )
+# what a scan for statements skips: comments, quoted strings and names, dollar-quoted bodies
+_NOT_CODE = re.compile(
+    r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_]\w*)?\$).*?\1",
+    re.DOTALL,
+)
+_BEGIN_ATOMIC = re.compile(r"\bBEGIN\s+ATOMIC\b", re.IGNORECASE)
+
+
+def transaction_control(text: str) -> str | None:
+    """The keyword of the first statement of ``text`` that opens, ends or leaves a
+    transaction, or None. Statements sent together run in the open transaction, and a
+    COMMIT among them would commit it half done."""
+    atomic = False
+    for statement in _NOT_CODE.sub(" ", text).split(";"):
+        if atomic:  # the body of a BEGIN ATOMIC function, up to its END
+            atomic = statement.strip().upper() != "END"
+            continue
+        atomic = bool(_BEGIN_ATOMIC.search(statement))
+        match = _TRANSACTION_CONTROL.match(statement)
+        if match:
+            return match.group(1).upper()
+    return None
 
 
 class TransactionConnection:
@@ -315,14 +348,22 @@ class TransactionConnection:
 
     def execute(self, statement: Any, parameters: Any = None, /) -> psycopg.Cursor[Any]:
         """Run one statement inside the transaction; transaction control is refused."""
-        if isinstance(statement, str):
-            match = _TRANSACTION_CONTROL.match(statement)
-            if match:
-                raise self._error(
-                    f"{match.group(1).upper()} is not allowed in {self._owner}: it already "
-                    f"runs in a transaction of its own"
-                )
+        self._refuse_transaction_control(statement)
         return self._conn.execute(statement, parameters)
+
+    def executemany(self, statement: Any, parameters: Any, /) -> None:
+        """Run one statement per parameter set inside the transaction (as on SQLite)."""
+        self._refuse_transaction_control(statement)
+        with self._conn.cursor() as cursor:
+            cursor.executemany(statement, parameters)
+
+    def _refuse_transaction_control(self, statement: Any) -> None:
+        keyword = transaction_control(statement) if isinstance(statement, str) else None
+        if keyword:
+            raise self._error(
+                f"{keyword} is not allowed in {self._owner}: it already runs in a "
+                f"transaction of its own"
+            )
 
     def executescript(self, script: str, /) -> None:
         """Run several statements in one go, inside the transaction."""

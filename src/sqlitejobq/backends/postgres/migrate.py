@@ -18,6 +18,9 @@ from .connection import (
     is_transient,
     redact,
     retry_policy,
+    server_error,
+    split_schema,
+    transaction_control,
 )
 
 log = logging.getLogger("sqlitejobq")
@@ -57,6 +60,13 @@ def apply_one(
             )
         return False
     wrapped = TransactionConnection(conn, MigrationError, "a migration")
+    if isinstance(migration.sql, str):
+        keyword = transaction_control(migration.sql)
+        if keyword:
+            raise MigrationError(
+                f"{keyword} is not allowed in a migration: it already runs in a transaction "
+                f"of its own (migration {namespace}:{migration.version})"
+            )
     try:
         with conn.transaction():  # a savepoint: a failing migration leaves nothing behind
             if isinstance(migration.sql, str):
@@ -84,13 +94,24 @@ class PostgresMigrationRunner:
     opened on a URL for the runner's life."""
 
     def __init__(self, db: Any, *, retry_timeout: float, options: dict[str, Any]) -> None:
+        if isinstance(db, str):  # the URL may name the schema, as a queue's does
+            db, named = split_schema(db)
+            if named is not None:
+                if options.get("schema", named) != named:
+                    raise MigrationError(
+                        f"the URL names schema {named!r} and the options {options['schema']!r}"
+                    )
+                options = {**options, "schema": named}
         settings = PgSettings.checked(retry_timeout, options)
         self.schema = settings.schema
         if isinstance(db, str):
             self.target = redact(db)
-            self._conn = psycopg.connect(
-                db, autocommit=True, connect_timeout=round(settings.connect_timeout)
-            )
+            try:
+                self._conn = psycopg.connect(
+                    db, autocommit=True, connect_timeout=round(settings.connect_timeout)
+                )
+            except psycopg.Error as exc:
+                raise server_error(exc, self.target, "migrate") from exc
             self._owned = True
         elif isinstance(db, psycopg.Connection):
             self.target = "the caller's connection"

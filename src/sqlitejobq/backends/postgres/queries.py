@@ -156,6 +156,7 @@ picked AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM sqlitejobq_jobs
         WHERE status = 'queued' AND queue = q.name AND run_at <= {NOW}
+          AND NOT (task = ANY(%(exclude)s::text[]))
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s::integer
         FOR UPDATE SKIP LOCKED

@@ -3,6 +3,7 @@ the engine, and the write path that retries while the file is busy."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -716,7 +717,10 @@ def _claim(conn: sqlite3.Connection, claim: ClaimRequest, now: float) -> list[Jo
         if not names:
             return []
     params.update({f"q{n}": name for n, name in enumerate(names)})
-    return [_record(row) for row in conn.execute(sql.claim_from_queues(len(names)), params)]
+    if claim.exclude:
+        params["exclude"] = json.dumps(claim.exclude)
+    statement = sql.claim_from_queues(len(names), bool(claim.exclude))
+    return [_record(row) for row in conn.execute(statement, params)]
 
 
 def _scalar(row: Row | None, kind: Callable[[Any], T]) -> T | None:

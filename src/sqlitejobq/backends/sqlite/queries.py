@@ -51,9 +51,12 @@ RETURNING {JOB_COLUMNS}
 
 _CANDIDATES_ONE_QUEUE = """
 SELECT id{extra} FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-WHERE status = 'queued' AND queue = :q{n} AND run_at <= :now
+WHERE status = 'queued' AND queue = :q{n} AND run_at <= :now{excluding}
 ORDER BY priority DESC, run_at, id LIMIT :limit
 """
+# Tasks the claiming worker does not know (a rolling deploy), as a JSON array: left for
+# workers that do.
+_EXCLUDING = "\n  AND task NOT IN (SELECT value FROM json_each(:exclude))"
 
 # The names of the queues that hold queued jobs: a skip from one distinct name to the
 # next over the claim index, so it costs one seek per queue, not one step per job.
@@ -71,17 +74,23 @@ WITH RECURSIVE queues (name) AS (
 QUEUES_WITH_QUEUED_JOBS = _QUEUED_QUEUE_NAMES + "SELECT name FROM queues WHERE name IS NOT NULL"
 
 
-@lru_cache(maxsize=64)
-def claim_from_queues(count: int) -> str:
-    """The claim statement for ``count`` named queues (parameters :q0 .. :q{count-1}).
+@lru_cache(maxsize=128)
+def claim_from_queues(count: int, excluding: bool = False) -> str:
+    """The claim statement for ``count`` named queues (parameters :q0 .. :q{count-1}), and
+    with ``excluding``, leaving out the tasks of the JSON array :exclude.
 
     Each queue is read through its own ordered index range and the ranges are merged, so
     the cost stays flat however many jobs wait in other queues.
     """
+    clause = _EXCLUDING if excluding else ""
     if count == 1:
-        return _CLAIM.format(candidates=_CANDIDATES_ONE_QUEUE.format(extra="", n=0))
+        return _CLAIM.format(
+            candidates=_CANDIDATES_ONE_QUEUE.format(extra="", n=0, excluding=clause)
+        )
     parts = " UNION ALL ".join(
-        "SELECT * FROM (" + _CANDIDATES_ONE_QUEUE.format(extra=", priority, run_at", n=n) + ")"
+        "SELECT * FROM ("
+        + _CANDIDATES_ONE_QUEUE.format(extra=", priority, run_at", n=n, excluding=clause)
+        + ")"
         for n in range(count)
     )
     merged = f"SELECT id FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT :limit"
