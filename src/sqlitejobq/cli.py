@@ -27,6 +27,7 @@ from .migrations import Migration, migrate
 from .queue import Queue
 from .registry import Registry
 from .supervisor import Supervisor, signal_alive_to_supervisor, worker_command
+from .transfer import copy_queue
 from .worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
 DB_ENV = "SQLITEJOBQ_DB"
@@ -221,6 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd.add_argument("--dry-run", action="store_true", help="report, change nothing")
     migrate_cmd.add_argument("--backup", metavar="PATH",
                              help="copy the database here first (online backup API)")  # fmt: skip
+
+    copy_cmd = commands.add_parser(
+        "copy", parents=[common, as_json],
+        help="copy the queued and failed jobs of --db, with their batches, into --to",
+        description="Copy the jobs of --db that are still to run (queued, delayed, waiting to "
+        "retry) and the failed ones, with their batches, into --to: a SQLite file into "
+        "PostgreSQL, typically. The source is only read. Safe to run again: nothing is "
+        "copied twice, and jobs added to the source since are copied. Refused while jobs of "
+        "the source are processing: stop its workers first.",
+    )  # fmt: skip
+    copy_cmd.add_argument(
+        "--to", required=True, metavar="PATH_OR_URL",
+        help="the target: a postgresql:// URL (?schema=NAME names its schema) or a SQLite "
+        "file; created or migrated as opening a queue does",
+    )  # fmt: skip
+    copy_cmd.add_argument(
+        "--dry-run", action="store_true",
+        help="report what would be copied; write nothing, create nothing",
+    )  # fmt: skip
+    copy_cmd.add_argument(
+        "--chunk-size", type=_positive_int, default=1000, metavar="N",
+        help="jobs copied per transaction (default: 1000)",
+    )  # fmt: skip
     return parser
 
 
@@ -273,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # the driver's pool reports each failed connection attempt; the library's own message
+    # (one line, or the worker's retry warnings) says the same once
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     command: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return command(args)
@@ -564,6 +591,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    """``sqlitejobq copy``: copy the queued and failed jobs of --db into --to (``copy_queue``)."""
+    if not args.db:
+        raise CliError(f"no source database: pass --db PATH_OR_URL or set ${DB_ENV}")
+    report = copy_queue(args.db, args.to, chunk_size=args.chunk_size, dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.as_dict())
+        return 0
+    verb = "would copy" if report.dry_run else "copied"
+    print(
+        f"{verb} {report.copied} jobs from {report.source} to {report.target}: "
+        f"{report.queued} queued ({report.delayed} delayed, {report.retrying} waiting to "
+        f"retry), {report.failed} failed; batches created: {report.batches}"
+    )
+    skipped = report.already_copied + report.deduplicated
+    if skipped:
+        print(f"skipped {skipped} jobs copied before")
+    if report.dry_run:
+        print("dry run: nothing was written")
+    else:
+        print(f"{report.chunks} chunks in {report.seconds:.1f}s")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
@@ -574,6 +625,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "purge": cmd_purge,
     "migrate": cmd_migrate,
+    "copy": cmd_copy,
 }
 
 
