@@ -1,4 +1,4 @@
-"""The sqlitejobq command: every subcommand, --json, exit statuses, --help."""
+"""The sqlitejobq command on every engine: every subcommand, --json, exit statuses, --help."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 from sqlitejobq import JobStatus, Queue
+from sqlitejobq.backends import library_schema
 from sqlitejobq.cli import build_parser, main
 
+from .conftest import Database, only_on
+
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["worker", "enqueue", "status", "jobs", "show", "retry", "cancel", "purge", "migrate"]
+COMMANDS = ["worker", "enqueue", "status", "jobs", "show", "retry", "cancel", "purge", "migrate",
+            "copy"]  # fmt: skip
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -23,8 +27,9 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "jobs.db")
+def db(target: str) -> str:
+    """The --db of the test: a SQLite file, or a PostgreSQL URL naming the test's schema."""
+    return target
 
 
 def test_enqueue_then_show_and_jobs(capsys: pytest.CaptureFixture[str], db: str) -> None:
@@ -131,22 +136,42 @@ def test_purge_older_than(capsys: pytest.CaptureFixture[str], db: str) -> None:
 
 
 def test_migrate_reports_and_applies_app_migrations(
-    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
+    db: str,
+    database: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "appschema.py").write_text(
         "from sqlitejobq.migrations import Migration\n"
         "MIGRATIONS = [Migration(1, 'notes', 'CREATE TABLE notes (body TEXT);')]\n"
     )
     monkeypatch.chdir(tmp_path)
+    library = [m.version for m in library_schema(db)[1]]
     code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
                        "--namespace", "notes_app", "--dry-run", "--json")  # fmt: skip
-    assert json.loads(out) == {"dry_run": True, "applied": {"sqlitejobq": [1, 2, 3, 4],
+    assert json.loads(out) == {"dry_run": True, "applied": {"sqlitejobq": library,
                                                             "notes_app": [1]}}  # fmt: skip
+    assert "notes" not in database.tables()
     code, out, _ = cli(capsys, "migrate", "--db", db, "--migrations", "appschema:MIGRATIONS",
-                       "--namespace", "notes_app", "--backup", str(tmp_path / "b.db"))  # fmt: skip
+                       "--namespace", "notes_app")  # fmt: skip
     assert code == 0 and "notes_app: applied 1" in out
+    assert "notes" in database.tables()
     code, out, _ = cli(capsys, "migrate", "--db", db)
     assert "sqlitejobq: applied nothing (up to date)" in out
+    with Queue(db) as queue:  # the queue opens what the command migrated
+        assert queue.stats().total() == 0
+
+
+@only_on("sqlite", "--backup copies the SQLite file (PostgreSQL: pg_dump)")
+def test_migrate_backup_copies_the_file_before_the_first_change(
+    capsys: pytest.CaptureFixture[str], db: str, database: Database, tmp_path: Path
+) -> None:
+    backup = tmp_path / "b.db"
+    code, out, _ = cli(capsys, "migrate", "--db", db, "--backup", str(backup))
+    assert code == 0 and "sqlitejobq: applied" in out
+    assert backup.exists()
+    assert Database("sqlite", str(backup)).tables() == set()  # a copy of the file before
 
 
 def test_worker_runs_an_app_in_burst(
@@ -176,11 +201,11 @@ def test_worker_runs_an_app_in_burst(
         (["worker", "--app", "json:dumps"], "is a function, expected a Registry or a Queue"),
         (["worker", "--app", "no_colon"], "--app must look like MODULE:ATTR"),
         (["enqueue", "t", "{not json"], "payload is not valid JSON"),
-        (["show", "1", "--db", "/nonexistent/x.db"], "database /nonexistent/x.db does not exist"),
+        (["show", "1"], "no job with id 1 in"),
     ],
 )
 def test_errors_are_one_line_with_status_1(
-    capsys: pytest.CaptureFixture[str], db: str, args: list[str], message: str
+    capsys: pytest.CaptureFixture[str], queue: Queue, db: str, args: list[str], message: str
 ) -> None:
     if "--db" not in args:
         args = [*args, "--db", db]
@@ -188,6 +213,15 @@ def test_errors_are_one_line_with_status_1(
     assert code == 1
     assert err.startswith("sqlitejobq: error: ") and message in err
     assert err.count("\n") == 1
+
+
+@only_on("sqlite", "a path that names no file is SQLite's")
+def test_a_missing_database_file_is_one_line_with_status_1(
+    capsys: pytest.CaptureFixture[str], engine: str
+) -> None:
+    code, _, err = cli(capsys, "show", "1", "--db", "/nonexistent/x.db")
+    assert code == 1
+    assert err == "sqlitejobq: error: database /nonexistent/x.db does not exist\n"
 
 
 def test_no_database_is_a_clear_error(

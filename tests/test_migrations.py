@@ -1,4 +1,5 @@
-"""sqlitejobq.migrations: versioned, transactional, additive; the library's own schema uses it."""
+"""sqlitejobq.migrations on every engine: versioned, transactional, additive; the library's
+own schema uses it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sqlitejobq import MigrationError, Queue
-from sqlitejobq.backends.sqlite.schema import MIGRATIONS as LIBRARY_MIGRATIONS
+from sqlitejobq.backends import library_schema
 from sqlitejobq.migrations import (
     Migration,
     TransactionConnection,
@@ -20,13 +21,16 @@ from sqlitejobq.migrations import (
     split_statements,
 )
 
-APP = [
-    Migration(1, "results", "CREATE TABLE results (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL);"),
-    Migration(
-        2,
-        "results symbol index and audit trigger",
-        """
-        CREATE TABLE audit (symbol TEXT);
+from .conftest import Database, only_on
+
+RESULTS = Migration(
+    1, "results", "CREATE TABLE results (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL);"
+)
+# A trigger (SQLite) or trigger function (PostgreSQL) whose body holds semicolons of its own:
+# the text of a migration is applied whole, not split where a body would break.
+AUDIT = {
+    "sqlite": """
+        CREATE TABLE audit (n INTEGER PRIMARY KEY, symbol TEXT);
         CREATE INDEX results_symbol ON results (symbol);
         -- a trigger body holds semicolons of its own
         CREATE TRIGGER results_audit AFTER INSERT ON results BEGIN
@@ -34,64 +38,86 @@ APP = [
             INSERT INTO audit (symbol) VALUES ('; not a split');
         END;
         """,
-    ),
-]
+    "postgres": """
+        CREATE TABLE audit (n SERIAL PRIMARY KEY, symbol TEXT);
+        CREATE INDEX results_symbol ON results (symbol);
+        -- a function body holds semicolons of its own
+        CREATE FUNCTION results_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO audit (symbol) VALUES (NEW.symbol);
+            INSERT INTO audit (symbol) VALUES ('; not a split');
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER results_audit AFTER INSERT ON results
+            FOR EACH ROW EXECUTE FUNCTION results_audit();
+        """,
+}
 
 
-def tables(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+@pytest.fixture
+def app(engine: str) -> list[Migration]:
+    """An app's two migrations, in the engine's dialect."""
+    return [RESULTS, Migration(2, "results symbol index and audit trigger", AUDIT[engine])]
 
 
-def test_migrate_applies_in_order_once(db_path: Path) -> None:
-    assert migrate(db_path, APP, namespace="stock_app") == [1, 2]
-    assert migrate(db_path, APP, namespace="stock_app") == []
-    assert {"results", "audit", "sqlitejobq_migrations"} <= tables(db_path)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO results (symbol) VALUES ('TCS.NS')")
-        assert conn.execute("SELECT symbol FROM audit ORDER BY rowid").fetchall() == [
-            ("TCS.NS",),
-            ("; not a split",),
-        ]
-    records = applied_migrations(db_path, "stock_app")
-    assert [(r.version, r.name) for r in records] == [(1, "results"), (2, APP[1].name)]
+@pytest.fixture
+def options(database: Database) -> dict[str, str]:
+    """What names the test's schema to migrate() when it is given a connection."""
+    return database.options
+
+
+def test_migrate_applies_in_order_once(
+    target: str, database: Database, app: list[Migration]
+) -> None:
+    assert migrate(target, app, namespace="stock_app") == [1, 2]
+    assert migrate(target, app, namespace="stock_app") == []
+    assert {"results", "audit", "sqlitejobq_migrations"} <= database.tables()
+    database.execute("INSERT INTO results (id, symbol) VALUES (1, 'TCS.NS')")
+    assert database.rows("SELECT symbol FROM audit ORDER BY n") == [
+        ("TCS.NS",),
+        ("; not a split",),
+    ]
+    records = applied_migrations(target, "stock_app")
+    assert [(r.version, r.name) for r in records] == [(1, "results"), (2, app[1].name)]
     assert all(len(r.checksum) == 64 for r in records)
 
 
-def test_migrate_applies_only_the_missing_versions(db_path: Path) -> None:
-    assert migrate(db_path, APP[:1]) == [1]
-    assert migrate(db_path, APP) == [2]
+def test_migrate_applies_only_the_missing_versions(target: str, app: list[Migration]) -> None:
+    assert migrate(target, app[:1]) == [1]
+    assert migrate(target, app) == [2]
 
 
-def test_namespaces_are_versioned_independently(db_path: Path) -> None:
-    migrate(db_path, APP, namespace="one")
-    other = [Migration(1, "other", "CREATE TABLE other_table (x);")]
-    assert migrate(db_path, other, namespace="two") == [1]
-    assert [r.version for r in applied_migrations(db_path, "one")] == [1, 2]
-    assert [r.version for r in applied_migrations(db_path, "two")] == [1]
+def test_namespaces_are_versioned_independently(target: str, app: list[Migration]) -> None:
+    migrate(target, app, namespace="one")
+    other = [Migration(1, "other", "CREATE TABLE other_table (x INTEGER);")]
+    assert migrate(target, other, namespace="two") == [1]
+    assert [r.version for r in applied_migrations(target, "one")] == [1, 2]
+    assert [r.version for r in applied_migrations(target, "two")] == [1]
 
 
-def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
-    migrate(db_path, APP[:1])
+def test_a_failing_migration_leaves_nothing_behind(
+    target: str, database: Database, app: list[Migration]
+) -> None:
+    migrate(target, app[:1])
     broken = Migration(
         2,
         "half broken",
-        "CREATE TABLE first_part (x); INSERT INTO results (symbol) VALUES ('A');"
+        "CREATE TABLE first_part (x INTEGER); INSERT INTO results (id, symbol) VALUES (1, 'A');"
         "INSERT INTO no_such_table VALUES (1);",
     )
-    with pytest.raises(MigrationError, match=r"migration app:2 \(half broken\) failed: no such"):
-        migrate(db_path, [APP[0], broken])
-    assert "first_part" not in tables(db_path)
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM results").fetchone() == (0,)
-    assert [r.version for r in applied_migrations(db_path)] == [1]
+    with pytest.raises(MigrationError, match=r"migration app:2 \(half broken\) failed: ") as e:
+        migrate(target, [app[0], broken])
+    assert "no_such_table" in str(e.value)
+    assert "first_part" not in database.tables()
+    assert database.rows("SELECT count(*) FROM results") == [(0,)]
+    assert [r.version for r in applied_migrations(target)] == [1]
 
 
-def test_a_changed_applied_migration_is_refused(db_path: Path) -> None:
-    migrate(db_path, APP)
-    edited = [APP[0], Migration(2, APP[1].name, "CREATE TABLE audit2 (x);")]
+def test_a_changed_applied_migration_is_refused(target: str, app: list[Migration]) -> None:
+    migrate(target, app)
+    edited = [app[0], Migration(2, app[1].name, "CREATE TABLE audit2 (x INTEGER);")]
     with pytest.raises(MigrationError, match="was applied with different text"):
-        migrate(db_path, edited)
+        migrate(target, edited)
 
 
 def test_whitespace_at_line_ends_does_not_change_the_checksum() -> None:
@@ -100,59 +126,86 @@ def test_whitespace_at_line_ends_does_not_change_the_checksum() -> None:
     assert a.checksum == b.checksum
 
 
-def test_a_database_newer_than_the_code_is_refused(db_path: Path) -> None:
-    migrate(db_path, APP)
+def test_a_database_newer_than_the_code_is_refused(target: str, app: list[Migration]) -> None:
+    migrate(target, app)
     with pytest.raises(MigrationError, match="which this code does not know"):
-        migrate(db_path, APP[:1])
+        migrate(target, app[:1])
 
 
-def test_dry_run_reports_and_changes_nothing(db_path: Path) -> None:
-    assert migrate(db_path, APP, dry_run=True) == [1, 2]
-    assert tables(db_path) == set()
-    migrate(db_path, APP[:1])
-    assert migrate(db_path, APP, dry_run=True) == [2]
-    assert "audit" not in tables(db_path)
+def test_dry_run_reports_and_changes_nothing(
+    target: str, database: Database, app: list[Migration]
+) -> None:
+    assert migrate(target, app, dry_run=True) == [1, 2]
+    assert database.tables() == set()
+    migrate(target, app[:1])
+    assert migrate(target, app, dry_run=True) == [2]
+    assert "audit" not in database.tables()
 
 
-def test_backup_copies_the_database_first(db_path: Path, tmp_path: Path) -> None:
-    migrate(db_path, APP[:1])
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO results (symbol) VALUES ('INFY.NS')")
-    backup = tmp_path / "before-v2.db"
-    assert migrate(db_path, APP, backup=backup) == [2]
-    assert tables(backup) >= {"results"} and "audit" not in tables(backup)
-    with sqlite3.connect(backup) as conn:
-        assert conn.execute("SELECT symbol FROM results").fetchall() == [("INFY.NS",)]
+@only_on("sqlite", "backup= copies the file with SQLite's online backup API")
+def test_backup_copies_the_database_first(
+    target: str, database: Database, tmp_path: Path, app: list[Migration]
+) -> None:
+    migrate(target, app[:1])
+    database.execute("INSERT INTO results (symbol) VALUES ('INFY.NS')")
+    backup = Database("sqlite", str(tmp_path / "before-v2.db"))
+    assert migrate(target, app, backup=backup.target) == [2]
+    assert backup.tables() >= {"results"} and "audit" not in backup.tables()
+    assert backup.rows("SELECT symbol FROM results") == [("INFY.NS",)]
     with pytest.raises(MigrationError, match="is the database itself"):
-        migrate(db_path, [*APP, Migration(3, "x", "CREATE TABLE x (y);")], backup=db_path)
+        migrate(target, [*app, Migration(3, "x", "CREATE TABLE x (y);")], backup=target)
 
 
-def test_callable_migrations_run_inside_the_transaction(db_path: Path) -> None:
+@only_on("postgres", "a PostgreSQL database is backed up with pg_dump, not by migrate()")
+def test_backup_is_refused_on_postgres(
+    target: str, database: Database, tmp_path: Path, app: list[Migration]
+) -> None:
+    with pytest.raises(MigrationError, match="back a PostgreSQL database up with pg_dump"):
+        migrate(target, app, backup=str(tmp_path / "b.db"))
+    assert database.tables() == set()
+
+
+def test_callable_migrations_run_inside_the_transaction(target: str, database: Database) -> None:
+    seeded: list[int] = []
+
     def seed(conn: TransactionConnection) -> None:
         conn.executescript("CREATE TABLE symbols (s TEXT); INSERT INTO symbols VALUES ('A');")
-        conn.executemany("INSERT INTO symbols VALUES (?)", [("B",), ("C",)])
+        conn.executemany(database.sql("INSERT INTO symbols VALUES (?)"), [("B",), ("C",)])
+        seeded.append(conn.execute("SELECT count(*) FROM symbols").fetchone()[0])
         raise RuntimeError("changed my mind")
 
     with pytest.raises(RuntimeError, match="changed my mind"):
-        migrate(db_path, [Migration(1, "seed", seed)])
-    assert "symbols" not in tables(db_path)
+        migrate(target, [Migration(1, "seed", seed)])
+    assert seeded == [3]  # written, then undone with the migration
+    assert "symbols" not in database.tables()
+    assert applied_migrations(target) == []
 
 
-def test_a_migration_cannot_commit_or_open_its_own_transaction(db_path: Path) -> None:
+def test_a_migration_cannot_commit_or_open_its_own_transaction(
+    target: str, database: Database
+) -> None:
     def commits(conn: TransactionConnection) -> None:
-        conn.execute("CREATE TABLE a (x)")
+        conn.execute("CREATE TABLE a (x INTEGER)")
         conn.commit()
 
+    def commits_in_sql(conn: TransactionConnection) -> None:
+        conn.execute("CREATE TABLE a (x INTEGER); COMMIT")
+
     with pytest.raises(MigrationError, match="must not commit"):
-        migrate(db_path, [Migration(1, "commits", commits)])
+        migrate(target, [Migration(1, "commits", commits)])
     with pytest.raises(MigrationError, match="COMMIT is not allowed in a migration"):
-        migrate(db_path, [Migration(1, "sql commit", "CREATE TABLE a (x); COMMIT;")])
+        migrate(target, [Migration(1, "sql commit", "CREATE TABLE a (x INTEGER); COMMIT;")])
     with pytest.raises(MigrationError, match="BEGIN is not allowed"):
-        migrate(db_path, [Migration(1, "sql begin", "/* c */ BEGIN; CREATE TABLE a (x);")])
-    assert "a" not in tables(db_path)
+        migrate(target, [Migration(1, "sql begin", "/* c */ BEGIN; CREATE TABLE a (x INTEGER);")])
+    # sqlite3 runs one statement per execute; psycopg sends both, so it looks for a COMMIT
+    refused = r"COMMIT is not allowed in a migration|only execute one statement at a time"
+    with pytest.raises(MigrationError, match=refused):
+        migrate(target, [Migration(1, "execute commit", commits_in_sql)])
+    assert "a" not in database.tables()
+    assert applied_migrations(target) == []
 
 
-def test_helpers_are_safe_to_run_twice(db_path: Path) -> None:
+def test_helpers_are_safe_to_run_twice(target: str, database: Database) -> None:
     def additive(conn: TransactionConnection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS prices (symbol TEXT, close REAL)")
         add_column_if_missing(conn, "prices", "volume", "INTEGER NOT NULL DEFAULT 0")
@@ -163,17 +216,38 @@ def test_helpers_are_safe_to_run_twice(db_path: Path) -> None:
             conn, "prices_unique", "prices", ["symbol"], unique=True, where="close IS NOT NULL"
         )
 
-    assert migrate(db_path, [Migration(1, "additive", additive)]) == [1]
-    with sqlite3.connect(db_path) as conn:
-        columns = [r[1] for r in conn.execute("PRAGMA table_info(prices)")]
-        assert columns == ["symbol", "close", "volume"]
+    def again(conn: TransactionConnection) -> None:
         assert add_column_if_missing(conn, "prices", "volume", "INTEGER") is False
         assert create_index_if_missing(conn, "prices_symbol", "prices", ["symbol"]) is False
-        indexes = {r[1]: r[2] for r in conn.execute("PRAGMA index_list(prices)")}
-        assert indexes == {"prices_symbol": 0, "prices_unique": 1}
+
+    assert migrate(target, [Migration(1, "additive", additive)]) == [1]
+    assert migrate(target, [Migration(1, "additive", additive), Migration(2, "again", again)]) == [
+        2
+    ]
+    assert database.columns("prices") == ["symbol", "close", "volume"]
+    assert database.indexes("prices") == {"prices_symbol": False, "prices_unique": True}
 
 
-def test_helpers_refuse_bad_identifiers(db_path: Path) -> None:
+@only_on("sqlite", "the helpers on a plain sqlite3 connection, outside any migration")
+def test_helpers_work_on_a_plain_sqlite_connection(db_path: str) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE prices (symbol TEXT)")
+        assert add_column_if_missing(conn, "prices", "volume", "INTEGER") is True
+        assert add_column_if_missing(conn, "prices", "volume", "INTEGER") is False
+        assert create_index_if_missing(conn, "prices_symbol", "prices", ["symbol"]) is True
+        assert create_index_if_missing(conn, "prices_symbol", "prices", ["symbol"]) is False
+
+
+@only_on("postgres", "the helpers given a plain psycopg connection")
+def test_helpers_work_on_a_plain_psycopg_connection(database: Database) -> None:
+    with database.connect() as conn:
+        conn.execute("CREATE TABLE prices (symbol TEXT)")
+        assert add_column_if_missing(conn, "prices", "volume", "INTEGER") is True
+        assert database.columns("prices") == ["symbol", "volume"]
+
+
+@only_on("sqlite", "a plain sqlite3 connection checks the table outside any migration")
+def test_helpers_refuse_bad_identifiers(db_path: str) -> None:
     with sqlite3.connect(db_path) as conn:
         conn.execute("CREATE TABLE t (x)")
         with pytest.raises(ValueError, match="plain SQL identifier"):
@@ -186,11 +260,12 @@ def test_helpers_refuse_bad_identifiers(db_path: Path) -> None:
             add_column_if_missing(conn, "nope", "y", "TEXT")
 
 
-def test_the_one_off_add_constraints_script_becomes_versioned_migrations(db_path: Path) -> None:
+def test_the_one_off_add_constraints_script_becomes_versioned_migrations(
+    target: str, database: Database
+) -> None:
     """An app whose tables predate migrations: additive helpers bring any copy up to date."""
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("CREATE TABLE stock_jobs (id INTEGER PRIMARY KEY, status TEXT)")
-        conn.execute("CREATE INDEX idx_stock_jobs_status ON stock_jobs (status)")  # hand-made
+    database.execute("CREATE TABLE stock_jobs (id INTEGER PRIMARY KEY, status TEXT)")
+    database.execute("CREATE INDEX idx_stock_jobs_status ON stock_jobs (status)")  # hand-made
     steps = [
         Migration(1, "baseline", lambda c: c.execute(
             "CREATE TABLE IF NOT EXISTS stock_jobs (id INTEGER PRIMARY KEY, status TEXT)")),
@@ -199,7 +274,8 @@ def test_the_one_off_add_constraints_script_becomes_versioned_migrations(db_path
         Migration(3, "progress column", lambda c: add_column_if_missing(
             c, "stock_jobs", "progress", "REAL NOT NULL DEFAULT 0")),
     ]  # fmt: skip
-    assert migrate(db_path, steps, namespace="legacy") == [1, 2, 3]
+    assert migrate(target, steps, namespace="legacy") == [1, 2, 3]
+    assert database.columns("stock_jobs") == ["id", "status", "progress"]
 
 
 @pytest.mark.parametrize(
@@ -216,21 +292,25 @@ def test_bad_migrations_are_refused_when_declared(args: tuple[object, ...], mess
         Migration(*args)  # type: ignore[arg-type]
 
 
-def test_duplicate_versions_are_refused(db_path: Path) -> None:
+def test_duplicate_versions_are_refused(target: str, database: Database) -> None:
     with pytest.raises(MigrationError, match=r"lists version\(s\) \[1\] twice"):
-        migrate(db_path, [APP[0], Migration(1, "again", "CREATE TABLE b (x);")])
+        migrate(target, [RESULTS, Migration(1, "again", "CREATE TABLE b (x INTEGER);")])
+    assert database.tables() == set()
 
 
-def test_migrate_refuses_a_connection_inside_a_transaction(db_path: Path) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute("CREATE TABLE x (y)")
+def test_migrate_refuses_a_connection_inside_a_transaction(
+    database: Database, app: list[Migration], options: dict[str, str]
+) -> None:
+    database.execute("CREATE TABLE x (y INTEGER)")
+    conn = database.connect(autocommit=False)
     conn.execute("INSERT INTO x VALUES (1)")
-    assert conn.in_transaction
     with pytest.raises(MigrationError, match="no open transaction"):
-        migrate(conn, APP)
+        migrate(conn, app, **options)
     conn.rollback()
-    assert migrate(conn, APP) == [1, 2]
+    assert migrate(conn, app, **options) == [1, 2]
+    assert [r.version for r in applied_migrations(conn, **options)] == [1, 2]
     conn.close()
+    assert {"results", "audit"} <= database.tables()
 
 
 def test_split_statements_keeps_strings_comments_and_triggers_whole() -> None:
@@ -247,27 +327,31 @@ def test_split_statements_keeps_strings_comments_and_triggers_whole() -> None:
     assert parts[2].strip() == "SELECT 3"
 
 
-def test_the_library_schema_is_recorded_as_migrations(db_path: Path) -> None:
-    Queue(db_path).close()
-    versions = [r.version for r in applied_migrations(db_path, "sqlitejobq")]
-    assert versions == [m.version for m in LIBRARY_MIGRATIONS] == [1, 2, 3, 4]
-    with sqlite3.connect(db_path) as conn:
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique"} <= indexes
+def test_the_library_schema_is_recorded_as_migrations(
+    target: str, engine: str, database: Database
+) -> None:
+    Queue(target).close()
+    namespace, migrations = library_schema(target)
+    versions = [r.version for r in applied_migrations(target, namespace)]
+    assert versions == [m.version for m in migrations]
+    assert versions == {"sqlite": [1, 2, 3, 4], "postgres": [1, 2, 3]}[engine]
+    assert {"sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique"} <= set(
+        database.indexes()
+    )
 
 
-def _open_queue(path: str) -> None:
-    Queue(path).close()
+def _open_queue(target: str) -> None:
+    Queue(target).close()
 
 
-def test_processes_opening_a_new_file_at_once_migrate_it_once(db_path: Path) -> None:
+def test_processes_opening_a_new_database_at_once_migrate_it_once(target: str) -> None:
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_open_queue, args=(str(db_path),)) for _ in range(6)]
+    procs = [ctx.Process(target=_open_queue, args=(target,)) for _ in range(6)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * 6
-    assert [r.version for r in applied_migrations(db_path, "sqlitejobq")] == [
-        m.version for m in LIBRARY_MIGRATIONS
-    ]
+    namespace, migrations = library_schema(target)
+    applied = applied_migrations(target, namespace)
+    assert [r.version for r in applied] == [m.version for m in migrations]

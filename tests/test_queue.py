@@ -1,10 +1,9 @@
-"""The Queue API against a real SQLite file: every method, every documented error."""
+"""The Queue API on every engine: every method, every documented error."""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,11 @@ from sqlitejobq import (
     SqliteJobQError,
 )
 
-from .conftest import Clock
+from .conftest import Clock, Database
 
 
-def rows(db_path: Path, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def job_count(db_path: Path) -> int:
-    return int(rows(db_path, "SELECT count(*) FROM sqlitejobq_jobs")[0][0])
+def job_count(database: Database) -> int:
+    return int(database.value("SELECT count(*) FROM sqlitejobq_jobs"))
 
 
 # --- enqueue and get ---------------------------------------------------------------------
@@ -78,11 +72,11 @@ def test_any_json_payload_round_trips(queue: Queue, payload: object) -> None:
     ],
 )
 def test_a_payload_that_is_not_json_is_refused_and_nothing_is_stored(
-    queue: Queue, db_path: Path, payload: object, reason: str
+    queue: Queue, database: Database, payload: object, reason: str
 ) -> None:
     with pytest.raises(PayloadError, match=reason):
         queue.enqueue("t", payload)
-    assert job_count(db_path) == 0
+    assert job_count(database) == 0
 
 
 def test_payload_error_is_a_value_error(queue: Queue) -> None:
@@ -90,14 +84,14 @@ def test_payload_error_is_a_value_error(queue: Queue) -> None:
         queue.enqueue("t", {1, 2})
 
 
-def test_payload_over_the_size_bound_is_refused(db_path: Path) -> None:
-    with Queue(db_path, max_payload_bytes=100) as q:
+def test_payload_over_the_size_bound_is_refused(target: str, database: Database) -> None:
+    with Queue(target, max_payload_bytes=100) as q:
         q.enqueue("t", "x" * 90)
         with pytest.raises(PayloadError, match="over the limit of 100"):
             q.enqueue("t", "x" * 200)
         with pytest.raises(PayloadError, match="over the limit"):
             q.enqueue("t", "é" * 60)  # 60 characters, 120 bytes as UTF-8
-        assert job_count(db_path) == 1
+        assert job_count(database) == 1
 
 
 @pytest.mark.parametrize(
@@ -116,17 +110,23 @@ def test_payload_over_the_size_bound_is_refused(db_path: Path) -> None:
         ({"max_attempts": 0}, InvalidArgument, "max_attempts must be >= 1, got 0"),
         ({"unique_key": ""}, InvalidArgument, "unique_key must be 1-1000 characters"),
         ({"unique_key": 7}, InvalidArgumentType, "unique_key must be a str or None"),
-        ({"connection": "conn"}, InvalidArgumentType, "connection must be a sqlite3.Connection"),
+        ({"connection": "conn"}, InvalidArgumentType, "connection must be a {driver}"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message_and_nothing_stored(
-    queue: Queue, db_path: Path, kwargs: dict[str, object], error: type[Exception], message: str
+    queue: Queue,
+    database: Database,
+    engine: str,
+    kwargs: dict[str, object],
+    error: type[Exception],
+    message: str,
 ) -> None:
     args = {"task": "t", **kwargs}
     task = args.pop("task")
-    with pytest.raises(error, match=message):
+    driver = {"sqlite": r"sqlite3\.Connection", "postgres": "psycopg connection"}[engine]
+    with pytest.raises(error, match=message.format(driver=driver)):
         queue.enqueue(task, {"a": 1}, **args)  # type: ignore[arg-type]
-    assert job_count(db_path) == 0
+    assert job_count(database) == 0
 
 
 def test_an_unknown_option_is_a_type_error(queue: Queue) -> None:
@@ -141,9 +141,7 @@ def test_validation_errors_derive_from_the_library_base(queue: Queue) -> None:
         queue.enqueue("t", {1})
 
 
-def test_enqueue_many_is_one_transaction_and_returns_ids_in_order(
-    queue: Queue, db_path: Path
-) -> None:
+def test_enqueue_many_is_one_transaction_and_returns_ids_in_order(queue: Queue) -> None:
     ids = queue.enqueue_many("t", [{"i": i} for i in range(50)], queue="bulk", priority=3)
     assert ids == sorted(ids) and len(set(ids)) == 50
     jobs = [queue.get(i) for i in ids]
@@ -151,10 +149,10 @@ def test_enqueue_many_is_one_transaction_and_returns_ids_in_order(
     assert {(j.queue, j.priority) for j in jobs} == {("bulk", 3)}
 
 
-def test_enqueue_many_refuses_all_when_one_payload_is_bad(queue: Queue, db_path: Path) -> None:
+def test_enqueue_many_refuses_all_when_one_payload_is_bad(queue: Queue, database: Database) -> None:
     with pytest.raises(PayloadError, match="payload #2"):
         queue.enqueue_many("t", [{"ok": 1}, {"ok": 2}, {"bad": {1}}])
-    assert job_count(db_path) == 0
+    assert job_count(database) == 0
 
 
 @pytest.mark.parametrize("payloads", [{"a": 1}, "abc", 5, None])
@@ -163,9 +161,9 @@ def test_enqueue_many_needs_a_list(queue: Queue, payloads: object) -> None:
         queue.enqueue_many("t", payloads)  # type: ignore[arg-type]
 
 
-def test_enqueue_many_of_nothing_returns_nothing(queue: Queue, db_path: Path) -> None:
+def test_enqueue_many_of_nothing_returns_nothing(queue: Queue, database: Database) -> None:
     assert queue.enqueue_many("t", []) == []
-    assert job_count(db_path) == 0
+    assert job_count(database) == 0
 
 
 def test_get_of_a_missing_job_raises_job_not_found(queue: Queue) -> None:
@@ -329,23 +327,23 @@ def test_fail_with_retry_in_sets_the_next_run(clocked_queue: Queue, clock: Clock
     assert clocked_queue.get(jid).run_at == clock() + 42
 
 
-def test_backoff_grows_exponentially_and_is_capped(db_path: Path) -> None:
+def test_backoff_grows_exponentially_and_is_capped(target: str) -> None:
     registry = Registry()
     registry.register("capped", lambda job: None)
-    with Queue(db_path, registry=registry, retry_backoff=2.0, retry_backoff_max=10.0) as q:
+    with Queue(target, registry=registry, retry_backoff=2.0, retry_backoff_max=10.0) as q:
         for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (50, 10.0)]:
             for _ in range(20):
                 assert ceiling / 2 <= q.backoff("capped", attempt) <= ceiling
 
 
-def test_task_options_override_the_queue_defaults(db_path: Path) -> None:
+def test_task_options_override_the_queue_defaults(target: str) -> None:
     registry = Registry()
 
     @registry.task("report", max_attempts=7, queue="reports", priority=4, backoff=0.5)
     def report(job: Job) -> None:
         return None
 
-    with Queue(db_path, registry=registry, retry_backoff=100.0) as q:
+    with Queue(target, registry=registry, retry_backoff=100.0) as q:
         job = q.get(q.enqueue("report", {}))
         assert (job.max_attempts, job.queue, job.priority) == (7, "reports", 4)
         assert q.backoff("report", 1) <= 0.5
@@ -592,9 +590,9 @@ def test_a_unique_key_held_by_an_active_job_returns_the_existing_id(queue: Queue
     assert second != first
 
 
-def test_enqueue_many_with_a_unique_key_stores_one_job(queue: Queue, db_path: Path) -> None:
+def test_enqueue_many_with_a_unique_key_stores_one_job(queue: Queue, database: Database) -> None:
     ids = queue.enqueue_many("t", [1, 2, 3], unique_key="k")
-    assert len(set(ids)) == 1 and job_count(db_path) == 1
+    assert len(set(ids)) == 1 and job_count(database) == 1
 
 
 def test_retry_refuses_when_the_unique_key_is_taken_again(queue: Queue) -> None:
@@ -719,42 +717,53 @@ def test_purge_deletes_only_old_finished_jobs(clocked_queue: Queue, clock: Clock
 
 
 def test_enqueue_with_a_connection_commits_with_the_callers_transaction(
-    queue: Queue, db_path: Path
+    queue: Queue, database: Database
 ) -> None:
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO orders (item) VALUES ('book')")
+    database.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+    conn = database.connect()
+    conn.execute(database.begin)
+    conn.execute("INSERT INTO orders (id, item) VALUES (1, 'book')")
     jid = queue.enqueue("send_receipt", {"order": 1}, connection=conn)
     with pytest.raises(JobNotFound):  # not visible to others before the caller commits
         queue.get(jid)
+    assert queue.stats().total() == 0
     conn.execute("COMMIT")
     assert [j.id for j in queue.claim("w")] == [jid]
+    assert database.rows("SELECT item FROM orders") == [("book",)]
     conn.close()
 
 
-def test_enqueue_with_a_connection_rolls_back_with_the_caller(queue: Queue, db_path: Path) -> None:
-    conn = sqlite3.connect(db_path)  # the sqlite3 module's implicit transactions
-    conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")
-    conn.commit()
-    conn.execute("INSERT INTO orders DEFAULT VALUES")
+def test_enqueue_with_a_connection_rolls_back_with_the_caller(
+    queue: Queue, database: Database
+) -> None:
+    database.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")
+    conn = database.connect(autocommit=False)  # the driver's implicit transactions
+    conn.execute("INSERT INTO orders (id) VALUES (1)")
     queue.enqueue_batch("t", [1, 2], connection=conn)
     conn.rollback()
-    assert job_count(db_path) == 0
-    assert rows(db_path, "SELECT count(*) FROM orders") == [(0,)]
-    assert rows(db_path, "SELECT count(*) FROM sqlitejobq_batches") == [(0,)]
+    assert job_count(database) == 0
+    assert database.rows("SELECT count(*) FROM orders") == [(0,)]
+    assert database.rows("SELECT count(*) FROM sqlitejobq_batches") == [(0,)]
+    assert queue.stats().total() == 0
     conn.close()
 
 
-def test_enqueue_with_a_connection_refuses_autocommit_and_other_files(
-    queue: Queue, tmp_path: Path
+def test_enqueue_with_a_connection_refuses_autocommit_and_other_databases(
+    queue: Queue, database: Database, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    auto = sqlite3.connect(queue.path, isolation_level=None)
+    auto = database.connect()
     with pytest.raises(SqliteJobQError, match="autocommit mode with no open transaction"):
         queue.enqueue("t", connection=auto)
-    other = sqlite3.connect(tmp_path / "other.db")
+    if database.engine == "sqlite":
+        other = Database("sqlite", str(tmp_path / "other.db")).connect(autocommit=False)
+    else:
+        import psycopg
+
+        server = request.getfixturevalue("pg_server")
+        other = psycopg.connect(server.dsn.rsplit("/", 1)[0] + "/postgres")
     with pytest.raises(SqliteJobQError, match="not on the queue's database"):
         queue.enqueue("t", connection=other)
+    assert job_count(database) == 0
     auto.close()
     other.close()
 
@@ -762,49 +771,45 @@ def test_enqueue_with_a_connection_refuses_autocommit_and_other_files(
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-def test_a_closed_queue_refuses_work_and_close_is_idempotent(db_path: Path) -> None:
-    q = Queue(db_path)
+def test_a_closed_queue_refuses_work_and_close_is_idempotent(target: str) -> None:
+    q = Queue(target)
     q.enqueue("t")
     q.close()
     q.close()
     with pytest.raises(QueueClosed):
         q.enqueue("t")
-    with Queue(db_path) as again:
+    with Queue(target) as again:
         assert again.stats().total() == 1
 
 
-def test_reopening_keeps_every_job(db_path: Path) -> None:
-    with Queue(db_path) as q:
+def test_reopening_keeps_every_job(target: str) -> None:
+    with Queue(target) as q:
         ids = q.enqueue_many("t", list(range(10)))
-    with Queue(db_path) as q:
+    with Queue(target) as q:
         assert [q.get(i).payload for i in ids] == list(range(10))
 
 
-def test_queue_accepts_pathlike_and_refuses_bad_settings(tmp_path: Path) -> None:
-    with Queue(tmp_path / "a.db") as q:
-        assert q.path.endswith("a.db")
-    with pytest.raises(InvalidArgument, match="synchronous must be one of"):
-        Queue(tmp_path / "b.db", synchronous="SOMETIMES")
+def test_bad_queue_settings_are_refused(target: str) -> None:
     with pytest.raises(InvalidArgument, match="retry_timeout must be > 0"):
-        Queue(tmp_path / "b.db", retry_timeout=0)
+        Queue(target, retry_timeout=0)
+    with pytest.raises(InvalidArgument, match="max_attempts must be >= 1"):
+        Queue(target, max_attempts=0)
+    with pytest.raises(InvalidArgument, match=r"unknown option\(s\) for the .* engine: colour"):
+        Queue(target, colour="blue")
     with pytest.raises(
         InvalidArgumentType, match="target must be a SQLite file path or a postgresql"
     ):
         Queue(42)  # type: ignore[arg-type]
-    with pytest.raises(SqliteJobQError, match="needs a database file"):
-        Queue(":memory:")
-    with pytest.raises(SqliteJobQError, match="does not exist"):
-        Queue(tmp_path / "missing" / "c.db")
 
 
-def test_the_stored_payload_is_plain_json_text(queue: Queue, db_path: Path) -> None:
+def test_the_stored_payload_is_plain_json_text(queue: Queue, database: Database) -> None:
     jid = queue.enqueue("t", {"symbol": "INFY.NS", "n": 3})
-    [(text,)] = rows(db_path, "SELECT payload FROM sqlitejobq_jobs WHERE id = ?", (jid,))
+    [(text,)] = database.rows("SELECT payload FROM sqlitejobq_jobs WHERE id = ?", (jid,))
     assert json.loads(str(text)) == {"symbol": "INFY.NS", "n": 3}
 
 
-def test_queue_task_registers_on_its_registry(db_path: Path) -> None:
-    with Queue(db_path) as q:
+def test_queue_task_registers_on_its_registry(target: str) -> None:
+    with Queue(target) as q:
 
         @q.task("hello", max_attempts=2)
         def hello(job: Job) -> str:
@@ -815,8 +820,8 @@ def test_queue_task_registers_on_its_registry(db_path: Path) -> None:
         assert q.get(q.enqueue("hello")).max_attempts == 2
 
 
-def test_queue_task_works_bare_too(db_path: Path) -> None:
-    with Queue(db_path) as q:
+def test_queue_task_works_bare_too(target: str) -> None:
+    with Queue(target) as q:
 
         @q.task
         def tidy_up(job: Job) -> None:

@@ -12,11 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from sqlitejobq import DatabaseBusy, Queue, StorageError, UnsafeFilesystem
+from sqlitejobq import (
+    DatabaseBusy,
+    InvalidArgument,
+    Queue,
+    SqliteJobQError,
+    StorageError,
+    UnsafeFilesystem,
+)
 from sqlitejobq.backends.base import LockMetrics
 from sqlitejobq.backends.sqlite import filesystem
 from sqlitejobq.backends.sqlite.connection import BusyRetry, is_busy, run_write
 from sqlitejobq.backends.sqlite.filesystem import NETWORK_FILESYSTEMS, filesystem_type
+
+
+@pytest.fixture
+def engine() -> str:
+    """Every test here is about the SQLite engine itself: its file, pragmas and locks."""
+    return "sqlite"
 
 
 def hold_write_lock(path: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:
@@ -30,7 +43,7 @@ def hold_write_lock(path: str, seconds: float, ready: multiprocessing.synchroniz
     conn.close()
 
 
-def start_holder(path: Path, seconds: float) -> multiprocessing.Process:
+def start_holder(path: str, seconds: float) -> multiprocessing.Process:
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=hold_write_lock, args=(str(path), seconds, ready))
@@ -39,7 +52,7 @@ def start_holder(path: Path, seconds: float) -> multiprocessing.Process:
     return proc
 
 
-def test_connections_use_wal_autocommit_and_the_chosen_pragmas(db_path: Path) -> None:
+def test_connections_use_wal_autocommit_and_the_chosen_pragmas(db_path: str) -> None:
     with Queue(db_path, synchronous="FULL", busy_timeout=2.5) as q:
         conn = q.backend.connection()
         assert conn.isolation_level is None
@@ -82,7 +95,7 @@ def test_is_busy_uses_the_sqlite_error_code() -> None:
     assert not is_busy(ValueError("database is locked"))
 
 
-def test_a_real_lock_error_from_sqlite_is_recognised(db_path: Path) -> None:
+def test_a_real_lock_error_from_sqlite_is_recognised(db_path: str) -> None:
     a = sqlite3.connect(db_path, isolation_level=None, timeout=0)
     b = sqlite3.connect(db_path, isolation_level=None, timeout=0)
     a.execute("CREATE TABLE t (x)")
@@ -95,7 +108,7 @@ def test_a_real_lock_error_from_sqlite_is_recognised(db_path: Path) -> None:
     b.close()
 
 
-def test_a_write_waits_for_a_lock_held_two_seconds_and_succeeds(db_path: Path) -> None:
+def test_a_write_waits_for_a_lock_held_two_seconds_and_succeeds(db_path: str) -> None:
     with Queue(db_path, busy_timeout=0.2, retry_timeout=20.0) as q:
         holder = start_holder(db_path, 2.0)
         started = time.monotonic()
@@ -109,7 +122,7 @@ def test_a_write_waits_for_a_lock_held_two_seconds_and_succeeds(db_path: Path) -
         assert stats.lock_wait_seconds >= 0.5
 
 
-def test_a_lock_held_past_the_bound_raises_database_busy_and_writes_nothing(db_path: Path) -> None:
+def test_a_lock_held_past_the_bound_raises_database_busy_and_writes_nothing(db_path: str) -> None:
     with Queue(db_path, busy_timeout=0.1, retry_timeout=1.0) as q:
         q.enqueue("t", "before")
         holder = start_holder(db_path, 4.0)
@@ -125,7 +138,7 @@ def test_a_lock_held_past_the_bound_raises_database_busy_and_writes_nothing(db_p
         assert q.stats().total() == 2
 
 
-def test_run_write_rolls_back_when_the_body_fails(db_path: Path) -> None:
+def test_run_write_rolls_back_when_the_body_fails(db_path: str) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("CREATE TABLE t (x)")
     retry = BusyRetry(5.0, LockMetrics())
@@ -141,7 +154,7 @@ def test_run_write_rolls_back_when_the_body_fails(db_path: Path) -> None:
     conn.close()
 
 
-def test_a_non_busy_error_is_not_retried(db_path: Path) -> None:
+def test_a_non_busy_error_is_not_retried(db_path: str) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     metrics = LockMetrics()
     calls = []
@@ -216,12 +229,12 @@ def test_a_database_on_a_network_filesystem_is_refused_unless_allowed(
         assert q.get(q.enqueue("t")).task == "t"
 
 
-def test_the_real_mount_table_accepts_this_local_disk(db_path: Path) -> None:
+def test_the_real_mount_table_accepts_this_local_disk(db_path: str) -> None:
     assert filesystem_type(str(db_path)) not in NETWORK_FILESYSTEMS
     Queue(db_path).close()
 
 
-def test_checkpoint_truncates_the_wal(queue: Queue, db_path: Path) -> None:
+def test_checkpoint_truncates_the_wal(queue: Queue, db_path: str) -> None:
     queue.enqueue_many("t", [{"pad": "x" * 500} for _ in range(500)])
     wal = Path(str(db_path) + "-wal")
     assert wal.stat().st_size > 0
@@ -229,3 +242,15 @@ def test_checkpoint_truncates_the_wal(queue: Queue, db_path: Path) -> None:
     assert busy == 0
     assert wal.stat().st_size == 0
     assert queue.stats().total() == 500
+
+
+def test_queue_accepts_pathlike_and_refuses_bad_settings(tmp_path: Path) -> None:
+    with Queue(tmp_path / "a.db") as q:
+        assert q.path.endswith("a.db")
+    with pytest.raises(InvalidArgument, match="synchronous must be one of"):
+        Queue(tmp_path / "b.db", synchronous="SOMETIMES")
+    with pytest.raises(SqliteJobQError, match="needs a database file"):
+        Queue(":memory:")
+    with pytest.raises(SqliteJobQError, match="does not exist"):
+        Queue(tmp_path / "missing" / "c.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]

@@ -1,11 +1,10 @@
-"""Worker: threads running handlers against a real SQLite file."""
+"""Worker: threads running handlers, on every engine."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +19,8 @@ from sqlitejobq import (
     TransactionConnection,
     Worker,
 )
+
+from .conftest import Database
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,10 +40,11 @@ def run_in_background(worker: Worker) -> threading.Thread:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> tuple[Queue, Registry]:
+def app(target: str) -> Iterator[tuple[Queue, Registry]]:
     registry = Registry()
-    queue = Queue(tmp_path / "jobs.db", registry=registry, retry_backoff=0.0)
-    return queue, registry
+    queue = Queue(target, registry=registry, retry_backoff=0.0)
+    yield queue, registry
+    queue.close()
 
 
 def test_burst_runs_every_job_once_and_stores_results(app: tuple[Queue, Registry]) -> None:
@@ -208,7 +210,9 @@ def test_burst_leaves_a_job_held_by_a_live_lease_alone(app: tuple[Queue, Registr
     assert queue.complete(held) is True
 
 
-def test_a_long_job_keeps_its_lease_through_heartbeats(app: tuple[Queue, Registry]) -> None:
+def test_a_long_job_keeps_its_lease_through_heartbeats(
+    app: tuple[Queue, Registry], target: str
+) -> None:
     queue, registry = app
 
     @registry.task("slow", lease=0.4)
@@ -217,7 +221,7 @@ def test_a_long_job_keeps_its_lease_through_heartbeats(app: tuple[Queue, Registr
         return job.attempts
 
     jid = queue.enqueue("slow")
-    watcher = Queue(queue.path)
+    watcher = Queue(target)
     rescued: list[int] = []
     done = threading.Event()
 
@@ -372,13 +376,17 @@ def test_permanent_failure_skips_the_remaining_attempts(app: tuple[Queue, Regist
     assert job.error == "PermanentFailure: no such symbol 'XYZ.NS'"
 
 
-def test_on_complete_writes_commit_with_the_completion(app: tuple[Queue, Registry]) -> None:
+def test_on_complete_writes_commit_with_the_completion(
+    app: tuple[Queue, Registry], database: Database
+) -> None:
     queue, registry = app
-    with sqlite3.connect(queue.path) as conn:
-        conn.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY, value INTEGER)")
+    database.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY, value INTEGER)")
 
     def store(conn: TransactionConnection, job: Job, result: int) -> None:
-        conn.execute("INSERT INTO results (job_id, value) VALUES (?, ?)", (job.id, result))
+        # the engine's own placeholders: psycopg's %s on PostgreSQL
+        mark = "%s" if conn.dialect == "postgres" else "?"
+        conn.execute(f"INSERT INTO results (job_id, value) VALUES ({mark}, {mark})",
+                     (job.id, result))  # fmt: skip
 
     @registry.task("square", on_complete=store)
     def square(job: Job) -> int:
@@ -386,8 +394,7 @@ def test_on_complete_writes_commit_with_the_completion(app: tuple[Queue, Registr
 
     ids = queue.enqueue_many("square", [2, 3, 4])
     Worker(queue, concurrency=2).run(burst=True)
-    with sqlite3.connect(queue.path) as conn:
-        rows = dict(conn.execute("SELECT job_id, value FROM results").fetchall())
+    rows = dict(database.rows("SELECT job_id, value FROM results"))
     assert rows == {ids[0]: 4, ids[1]: 9, ids[2]: 16}
     assert all(queue.get(i).status is JobStatus.COMPLETED for i in ids)
 
@@ -413,14 +420,13 @@ def test_on_complete_does_not_run_for_a_claim_that_lost_its_job(
 
 
 def test_a_failing_on_complete_rolls_back_its_writes_and_fails_the_attempt(
-    app: tuple[Queue, Registry],
+    app: tuple[Queue, Registry], database: Database
 ) -> None:
     queue, registry = app
-    with sqlite3.connect(queue.path) as conn:
-        conn.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY)")
+    database.execute("CREATE TABLE results (job_id INTEGER PRIMARY KEY)")
 
     def store(conn: TransactionConnection, job: Job, result: object) -> None:
-        conn.execute("INSERT INTO results (job_id) VALUES (?)", (job.id,))
+        conn.execute(database.sql("INSERT INTO results (job_id) VALUES (?)"), (job.id,))
         if job.attempts < 2:
             raise RuntimeError("disk quota")
 
@@ -431,8 +437,7 @@ def test_a_failing_on_complete_rolls_back_its_writes_and_fails_the_attempt(
     Worker(queue, concurrency=2).run(burst=True)
     job = queue.get(jid)
     assert job.status is JobStatus.COMPLETED and job.attempts == 2
-    with sqlite3.connect(queue.path) as conn:
-        assert conn.execute("SELECT job_id FROM results").fetchall() == [(jid,)]
+    assert database.rows("SELECT job_id FROM results") == [(jid,)]
     assert queue.get(other).status is JobStatus.COMPLETED
 
 

@@ -97,7 +97,9 @@ def __getattr__(name: str) -> Queue:
         clock = _JumpingClock(os.environ["SQLITEJOBQ_CLOCK_OFFSET"])
         queue = Queue(db, registry=registry, clock=clock)
     elif name == "short_retry_queue":
-        queue = Queue(db, registry=registry, retry_timeout=0.5, busy_timeout=0.1)
+        # the engine's own wait for a lock cut short too, so that the bound is what gives up
+        short = {"lock_timeout": 0.1} if db.startswith("postgres") else {"busy_timeout": 0.1}
+        queue = Queue(db, registry=registry, retry_timeout=0.5, **short)
     else:
         raise AttributeError(name)
     globals()[name] = queue

@@ -19,20 +19,20 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_outcomes_survive_a_write_lock_held_past_the_retry_bound(engine: Engine) -> None:
-    # the worker gives up a write after 0.5 s (retry_timeout), the lock is held for 2.5 s,
+    # the worker gives up a write after 0.5 s (retry_timeout), the lock is held for 3 s,
     # well inside the 10 s lease: the handlers finish during the hold, their outcomes must
     # be kept and written once the lock is free, not thrown away and run again
     queue = engine.open()
-    ids = queue.enqueue_many("sleep", [{"seconds": 0.4}] * 8)
+    ids = queue.enqueue_many("sleep", [{"seconds": 1.5}] * 8)
     worker = engine.worker("--concurrency", "8", "--lease", "10",
                            app="tests.faults.apps:short_retry_queue")  # fmt: skip
     wait_until(lambda: len(engine.runs()) == 8, 60, "the handlers to start")
-    with engine.writes_blocked(2.5):
-        time.sleep(2.5)
+    with engine.writes_blocked(3.0):
+        time.sleep(3.0)
     wait_until(lambda: queue.stats().by_status["completed"] == 8, 60, "every outcome")
     worker.send_signal(signal.SIGTERM)
     output = finish(worker)
-    assert "DatabaseBusy" in output or "locked by other connections" in output, output[-3000:]
+    assert "; trying again in" in output, output[-3000:]  # the writes did fail meanwhile
     jobs = [queue.get(i) for i in ids]
     assert [j.status for j in jobs] == [JobStatus.COMPLETED] * 8
     assert [j.attempts for j in jobs] == [1] * 8, "a finished job ran again"

@@ -8,7 +8,6 @@ at the call that received it, and nothing stored changes. Text of the library's 
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -184,21 +183,16 @@ def test_a_stored_payload_that_cannot_be_decoded_fails_its_job_and_no_other(
     # written by another program straight into the table: too deep to decode anywhere
     bad = queue.enqueue("returns_payload", {"placeholder": True})
     good = queue.enqueue_many("returns_payload", [{"n": n} for n in range(3)])
-    conn = sqlite3.connect(engine.target)
-    conn.execute("UPDATE sqlitejobq_jobs SET payload = ? WHERE id = ?",
-                 ("[" * 100_000 + "]" * 100_000, bad))  # fmt: skip
-    conn.commit()
-    conn.close()
+    engine.execute("UPDATE sqlitejobq_jobs SET payload = ? WHERE id = ?",
+                   "[" * 100_000 + "]" * 100_000, bad)  # fmt: skip
     with pytest.raises(PayloadError, match=f"job {bad}: its stored JSON cannot be decoded"):
         queue.get(bad)
     summary = Worker(queue, concurrency=4).run(burst=True)
     assert [queue.get(i).status for i in good] == [JobStatus.COMPLETED] * 3
     assert (summary.completed, summary.failed) == (3, 1)
-    conn = sqlite3.connect(engine.target)
-    status, attempts, error = conn.execute(
-        "SELECT status, attempts, error FROM sqlitejobq_jobs WHERE id = ?", (bad,)
-    ).fetchone()
-    conn.close()
+    [(status, attempts, error)] = engine.execute(
+        "SELECT status, attempts, error FROM sqlitejobq_jobs WHERE id = ?", bad
+    )
     assert (status, attempts) == ("failed", 1)
     assert f"PayloadError: job {bad}: its stored JSON cannot be decoded" in error
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import threading
 
 import pytest
@@ -54,10 +53,7 @@ def test_a_worker_whose_row_went_missing_writes_it_back(engine: Engine) -> None:
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False}, daemon=True)
     thread.start()
     wait_until(lambda: bool(queue.workers(alive_only=True)), 30, "the worker's row")
-    conn = sqlite3.connect(engine.target)
-    conn.execute("DELETE FROM sqlitejobq_workers")  # what an older purge did
-    conn.commit()
-    conn.close()
+    engine.execute("DELETE FROM sqlitejobq_workers")  # what an older purge did
     assert queue.workers() == []
     queue.enqueue("noop")  # a completed job changes the worker's figures: it reports
     wait_until(lambda: bool(queue.workers(alive_only=True)), 30, "the row to come back")

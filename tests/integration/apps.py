@@ -40,3 +40,13 @@ def sleep(job: Job) -> dict[str, float]:
 def noop(job: Job) -> int:
     _record(job)
     return int(job.id)
+
+
+@registry.task("flaky", max_attempts=2, backoff=0.0)
+def flaky(job: Job) -> dict[str, int]:
+    """Fails its first attempt when the payload says ``fail_first``, every one when it says
+    ``doomed``; else returns the attempt that completed it."""
+    _record(job)
+    if job.payload.get("doomed") or (job.payload.get("fail_first") and job.attempts == 1):
+        raise RuntimeError(f"job {job.id} fails attempt {job.attempts} on purpose")
+    return {"attempt": job.attempts}

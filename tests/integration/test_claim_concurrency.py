@@ -1,4 +1,5 @@
-"""Many threads and processes on one file: every job claimed exactly once, no lock error."""
+"""Many threads and processes on one database, on every engine: every job claimed exactly
+once, no lock error."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import random
 import threading
 import traceback
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +17,8 @@ from sqlitejobq import JobStatus, Queue
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_sixteen_threads_enqueue_and_claim_at_once(db_path: Path) -> None:
-    queue = Queue(db_path)
+def test_sixteen_threads_enqueue_and_claim_at_once(target: str) -> None:
+    queue = Queue(target)
     producers, consumers, per_producer = 8, 8, 250
     total = producers * per_producer
     claimed: list[int] = []
@@ -98,9 +98,9 @@ def _claim_worker(path: str, name: str, out: Any, shared_queue: Queue | None) ->
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
-def test_eight_processes_claim_every_job_exactly_once(db_path: Path, start_method: str) -> None:
+def test_eight_processes_claim_every_job_exactly_once(target: str, start_method: str) -> None:
     total = 4000
-    parent = Queue(db_path)
+    parent = Queue(target)
     ids = parent.enqueue_many("t", [{"n": i} for i in range(total)])
     parent.enqueue("warm", queue="warm")  # the parent uses its connection before forking
     [warm] = parent.claim("parent", queues=["warm"], limit=1)
@@ -109,8 +109,7 @@ def test_eight_processes_claim_every_job_exactly_once(db_path: Path, start_metho
     # with fork, children inherit the parent's Queue object: each must open its own connection
     shared = parent if start_method == "fork" else None
     procs = [
-        ctx.Process(target=_claim_worker, args=(str(db_path), f"p{n}", out, shared))
-        for n in range(8)
+        ctx.Process(target=_claim_worker, args=(target, f"p{n}", out, shared)) for n in range(8)
     ]
     for p in procs:
         p.start()
@@ -142,11 +141,11 @@ def _enqueue_unique(path: str, out: Any) -> None:
         out.put(([], traceback.format_exc()))
 
 
-def test_concurrent_enqueues_of_one_unique_key_store_one_job(db_path: Path) -> None:
-    Queue(db_path).close()
+def test_concurrent_enqueues_of_one_unique_key_store_one_job(target: str) -> None:
+    Queue(target).close()
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_enqueue_unique, args=(str(db_path), out)) for _ in range(6)]
+    procs = [ctx.Process(target=_enqueue_unique, args=(target, out)) for _ in range(6)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]
@@ -155,5 +154,5 @@ def test_concurrent_enqueues_of_one_unique_key_store_one_job(db_path: Path) -> N
     assert [r[1] for r in results if r[1]] == []
     returned = {i for ids, _ in results for i in ids}
     assert len(returned) == 1
-    with Queue(db_path) as queue:
+    with Queue(target) as queue:
         assert queue.stats().total() == 1

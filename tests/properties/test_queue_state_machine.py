@@ -3,13 +3,15 @@
 Hypothesis drives enqueue / claim / complete / fail / cancel / retry / heartbeat / release /
 lease expiry with a clock it controls, and checks: no job is lost, none completes twice,
 states only move along the allowed edges, claims follow priority then age, and the counts of
-stats() and batch_progress() match the jobs.
+stats() and batch_progress() match the jobs. It runs on every engine, each example on a
+fresh database (a SQLite file, or a PostgreSQL schema of its own).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +27,16 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from sqlitejobq import Job, JobStatus, Queue
 from sqlitejobq.job import ALLOWED_TRANSITIONS
 
-from ..conftest import Clock
+from ..conftest import Clock, PgServer, with_schema
+
+#: Makes a fresh database: its target, and what removes it.
+Fresh = Callable[[], tuple[str, Callable[[], None]]]
 
 
 @dataclass
@@ -50,13 +56,12 @@ class Model:
 class QueueMachine(RuleBasedStateMachine):
     claims = Bundle("claims")
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: Fresh) -> None:
         super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="sqlitejobq-sm-")
+        target, self.remove = fresh()
         self.clock = Clock()
         self.queue = Queue(
-            Path(self.dir) / "jobs.db", clock=self.clock, retry_backoff=2.0,
-            retry_backoff_max=10.0,
+            target, clock=self.clock, retry_backoff=2.0, retry_backoff_max=10.0,
         )  # fmt: skip
         self.jobs: dict[int, Model] = {}
         self.batches: set[int] = set()
@@ -64,7 +69,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.queue.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.remove()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -248,11 +253,28 @@ class QueueMachine(RuleBasedStateMachine):
                 assert getattr(progress, status.value) == sum(m.status is status for m in members)
 
 
-QueueMachine.TestCase.settings = settings(
+SETTINGS = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-test_queue_state_machine = pytest.mark.timeout(600)(QueueMachine.TestCase)
+
+def sqlite_files() -> tuple[str, Callable[[], None]]:
+    directory = tempfile.mkdtemp(prefix="sqlitejobq-sm-")
+    return str(Path(directory) / "jobs.db"), lambda: shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.timeout(600)
+def test_queue_state_machine(engine: str, request: pytest.FixtureRequest) -> None:
+    fresh: Fresh = sqlite_files
+    if engine == "postgres":
+        server: PgServer = request.getfixturevalue("pg_server")
+
+        def fresh_schema() -> tuple[str, Callable[[], None]]:
+            schema = server.new_schema()
+            return with_schema(server.dsn, schema), lambda: server.drop(schema)
+
+        fresh = fresh_schema
+    run_state_machine_as_test(lambda: QueueMachine(fresh), settings=SETTINGS)
