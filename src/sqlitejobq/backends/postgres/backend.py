@@ -197,7 +197,7 @@ class PostgresBackend:
                 if any(i is None for i in ids):
                     # the holder finished between the two statements: the caller may retry
                     raise SqliteJobQError("a unique key changed hands during the enqueue; retry")
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
                 conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
             return batch_id, [int(i) for i in ids if i is not None]
@@ -258,7 +258,7 @@ class PostgresBackend:
             records = [] if claim is None else _claim(conn, claim, now)
             for record in records:
                 tally.move(record.queue, record.batch_id, "queued", "processing")
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return results, records
 
         what = "claim" if not steps else steps[0][0].value
@@ -281,7 +281,7 @@ class PostgresBackend:
             ]  # fmt: skip
             for row in rows:
                 tally.move(row.queue, row.batch_id, "processing", row.status)
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             self._notify(conn, {row.queue for row in rows if row.status == "queued"})
             return rows
 
@@ -304,7 +304,7 @@ class PostgresBackend:
             if row[0] == "cancelled":
                 tally = Tally()
                 tally.move(row[1], row[2], "queued", "cancelled")
-                _write_tally(conn, tally)
+                write_tally(conn, tally)
             return str(row[0])
 
         return self.connections.write(body, "cancel")
@@ -322,7 +322,7 @@ class PostgresBackend:
             tally = Tally()
             for _, old, queue, batch_id in rows:
                 tally.move(queue, batch_id, old, "queued")
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             self._notify(conn, {row[2] for row in rows})
             return [int(row[0]) for row in rows]
 
@@ -356,7 +356,7 @@ class PostgresBackend:
             for queue, status, count in rows:
                 tally.queues[queue, status] = tally.queues.get((queue, status), 0) - int(count)
                 deleted += int(count)
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return deleted
 
         total = 0
@@ -570,7 +570,7 @@ def _complete_with_hook(conn: psycopg.Connection[Any], params: StepParams) -> An
     return row
 
 
-def _write_tally(conn: psycopg.Connection[Any], tally: Tally) -> None:
+def write_tally(conn: psycopg.Connection[Any], tally: Tally) -> None:
     """Write a transaction's count changes before it commits, in key order (sharded rows
     touched in one order never deadlock)."""
     changed = tally.changed_queues()

@@ -20,7 +20,7 @@ from ...job import BatchProgress
 from ..base import JobRecord, LockMetrics, Migration, Tally, pending
 from . import queries as sql
 from . import schema
-from .backend import PostgresBackend, _write_tally
+from .backend import PostgresBackend, write_tally
 from .connection import PgSettings, redact, retry_policy, server_error, split_schema
 from .migrate import applied
 
@@ -315,7 +315,7 @@ class PgCopyTransaction:
     def write_tally(self, tally: Tally) -> None:
         """Add the count changes as the engine's own writes do: one statement for the
         queues' counts, then one for the batches', each in key order."""
-        _write_tally(self.conn, tally)
+        write_tally(self.conn, tally)
 
     def wake(self, queues: set[str]) -> None:
         """NOTIFY each queue's workers, delivered when (and only if) the chunk commits."""

@@ -368,7 +368,7 @@ class SqliteBackend:
                     else:
                         tally.move(queue, batch_id, None, "queued")
                     ids.append(int(row[0]))
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return batch_id, ids
 
         if connection is None:
@@ -394,7 +394,7 @@ class SqliteBackend:
             records = [] if claim is None else _claim(conn, claim, now)
             for record in records:
                 tally.move(record.queue, record.batch_id, "queued", "processing")
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return results, records
 
         what = "claim" if not steps else steps[0][0].value
@@ -417,7 +417,7 @@ class SqliteBackend:
             ]
             for row in rows:
                 tally.move(row.queue, row.batch_id, "processing", row.status)
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return rows
 
         rescued = self.write(body, "rescue")
@@ -435,7 +435,7 @@ class SqliteBackend:
             if row[0] == "cancelled":
                 tally = Tally()
                 tally.move(row[1], row[2], "queued", "cancelled")
-                _write_tally(conn, tally)
+                write_tally(conn, tally)
             return str(row[0])
 
         return self.write(body, "cancel")
@@ -460,7 +460,7 @@ class SqliteBackend:
                 if row is not None:
                     tally.move(before[1], before[2], before[0], "queued")
                     done.append(job_id)
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return done
 
         done = self.write(body, "retry")
@@ -481,7 +481,7 @@ class SqliteBackend:
             rows = conn.execute(sql.PURGE_FINISHED, {"cutoff": cutoff, "chunk": chunk}).fetchall()
             for queue, status in rows:
                 tally.move(queue, None, status, None)
-            _write_tally(conn, tally)
+            write_tally(conn, tally)
             return len(rows)
 
         total = 0
@@ -695,7 +695,7 @@ def _complete_many(
     return outcome
 
 
-def _write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
+def write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
     """Write a transaction's count changes before it commits."""
     changed = tally.changed_queues()
     if changed:

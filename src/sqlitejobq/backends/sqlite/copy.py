@@ -20,7 +20,7 @@ from ...errors import DatabaseUnavailable, DuplicateJob, NotAQueueDatabase, Sqli
 from ...job import BatchProgress
 from ..base import JobRecord, LockMetrics, Migration, Tally, pending
 from . import schema
-from .backend import SqliteBackend, _write_tally
+from .backend import SqliteBackend, write_tally
 from .connection import BusyRetry, storage_error
 from .migrate import applied
 from .queries import JOB_COLUMNS
@@ -354,7 +354,7 @@ class SqliteCopyTransaction:
 
     def write_tally(self, tally: Tally) -> None:
         """Add the count changes as the engine's own writes do."""
-        _write_tally(self.conn, tally)
+        write_tally(self.conn, tally)
 
     def wake(self, queues: set[str]) -> None:
         """Workers of other processes see the commit (file watch, data_version); this
