@@ -718,7 +718,97 @@ class PgQueuerPeer(Peer):
             await conn.close()
 
 
-PEERS: dict[str, type[Peer]] = {peer.key: peer for peer in (ProcrastinatePeer, PgQueuerPeer)}
+# --- sqlitejobq's own PostgreSQL backend ----------------------------------------------------
+
+
+class SqlitejobqPeer(Peer):
+    """sqlitejobq on PostgreSQL, through its public API (sync: psycopg 3 and its pool)."""
+
+    key = "sqlitejobq"
+    distribution = "sqlitejobq"
+    # concurrency=4 handler threads per process (the Worker's default); claims are sized to
+    # free threads plus what finishes during one round trip (adaptive prefetch), so no-op
+    # jobs go by the hundred per transaction. Everything else is the default: LISTEN/NOTIFY
+    # wake-ups, a 1 s fallback look, leases of 30 s.
+    default_options: ClassVar[dict[str, Any]] = {"concurrency": 4}
+    enqueue_note = "`queue.enqueue(task, payload)` per job (one transaction, NOTIFY in it)"
+    batch_note = "`queue.enqueue_many(task, payloads)`, one INSERT ... SELECT FROM unnest"
+    drain_note = (
+        "`Worker(queue, concurrency=4).run()` per process: one dispatcher records outcomes "
+        "and claims for free threads in one transaction (FOR UPDATE SKIP LOCKED)"
+    )
+    latency_note = "handler start minus `enqueue` call; table: started_at minus created_at"
+
+    async def _open(self) -> None:
+        from sqlitejobq import Queue
+
+        self._queue = Queue(self.dsn)
+
+    async def _enqueue_each(self, payloads: Sequence[Payload]) -> None:
+        enqueue = self._queue.enqueue
+        for payload in payloads:
+            enqueue(TASK, payload)
+
+    async def _enqueue_batch(self, payloads: Sequence[Payload]) -> None:
+        self._queue.enqueue_many(TASK, payloads)
+
+    async def _close(self) -> None:
+        if hasattr(self, "_queue"):
+            self._queue.close()
+
+    def progress(self) -> Progress:
+        counts = dict(self._sql("SELECT status, count(*) FROM sqlitejobq_jobs GROUP BY 1"))
+        return Progress(
+            waiting=counts.pop("queued", 0) + counts.pop("processing", 0),
+            finished=counts.pop("completed", 0),
+            failed=sum(counts.values()),
+        )
+
+    def table_problem(self, jobs: int) -> str | None:
+        ((total, once),) = self._sql(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'completed' AND attempts = 1)"
+            " FROM sqlitejobq_jobs"
+        )
+        if total == once == jobs:
+            return None
+        return f"sqlitejobq_jobs has {total} jobs, {once} completed at their first attempt"
+
+    def table_latencies(self) -> dict[int, float]:
+        rows = self._sql(
+            "SELECT (payload::json->>'i')::int, started_at - created_at FROM sqlitejobq_jobs"
+        )
+        return {int(i): float(seconds) for i, seconds in rows}
+
+    @classmethod
+    async def serve(
+        cls,
+        dsn: str,
+        options: dict[str, Any],
+        record: Record,
+        ready: Callable[[], None],
+        wait_go: Callable[[], Awaitable[bool]],
+    ) -> None:
+        from sqlitejobq import Job, Queue, Worker
+
+        queue = Queue(dsn)
+
+        @queue.task(TASK)
+        def noop(job: Job) -> None:
+            record(job.payload["i"])
+
+        worker = Worker(queue, **options)
+        ready()
+        if not await wait_go():
+            queue.close()
+            return
+        # the main thread: SIGTERM stops the worker gracefully
+        worker.run(handle_signals=True)
+        queue.close()
+
+
+PEERS: dict[str, type[Peer]] = {
+    peer.key: peer for peer in (SqlitejobqPeer, ProcrastinatePeer, PgQueuerPeer)
+}
 
 
 # --- the function-level API -----------------------------------------------------------------
