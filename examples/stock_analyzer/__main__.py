@@ -3,6 +3,7 @@
     python -m examples.stock_analyzer                     # the bundled sample, offline
     python -m examples.stock_analyzer --source yfinance --symbols TCS.NS,INFY.NS
     python -m examples.stock_analyzer --processes 2       # workers in separate processes
+    python -m examples.stock_analyzer --db 'postgresql://app@db/app?schema=stocks'
 
 Exit status 0 when every symbol was analyzed, 1 otherwise (the failures are listed).
 """
@@ -32,14 +33,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sqlitejobq import Queue, Worker
+from sqlitejobq import Queue, SqliteJobQError, Worker
+from sqlitejobq.backends import is_postgres_target
+from sqlitejobq.cli import DB_ENV
 
 from .indicators import SIGNAL_ORDER
 from .prices import SAMPLE_SYMBOLS, SOURCE_NAMES
 from .service import (
     DEFAULT_DB,
+    AppQueue,
     SourceConfig,
     batch_report,
+    describe,
     open_queue,
     results_of_batch,
     start_analysis,
@@ -61,7 +66,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where prices come from (default: the bundled offline sample)",
     )
     parser.add_argument("--folder", help="folder of <SYMBOL>.csv files for --source csv")
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default: {DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        help=f"SQLite file or postgresql:// URL, ?schema=NAME naming the schema "
+        f"(default: {DEFAULT_DB})",
+    )
     parser.add_argument("--workers", type=int, default=4, help="worker threads (default: 4)")
     parser.add_argument(
         "--processes",
@@ -91,24 +101,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source = SourceConfig(args.source, args.folder, args.delay)
         queue = open_queue(args.db)
-        batch = start_analysis(queue, symbols, source)
-    except ValueError as exc:
+    except (ValueError, SqliteJobQError) as exc:  # a bad option, or no such database
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
-    console.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
-                  f"batch {batch.id} in {Path(queue.path).name}, workers: {where}")  # fmt: skip
-    started = time.monotonic()
-    with _workers(queue, args):
-        _show_progress(queue, batch.id, console)
-    elapsed = time.monotonic() - started
-    return _print_results(queue, batch.id, elapsed, console)
+    with queue:
+        try:
+            batch = start_analysis(queue, symbols, source)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            return 2
+        where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
+        console.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
+                      f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
+        started = time.monotonic()
+        with _workers(queue, args):
+            _show_progress(queue, batch.id, console)
+        elapsed = time.monotonic() - started
+        return _print_results(queue, batch.id, elapsed, console)
 
 
 class _workers:
     """Workers for the length of a ``with`` block: threads here, or supervised processes."""
 
-    def __init__(self, queue: Queue, args: argparse.Namespace) -> None:
+    def __init__(self, queue: AppQueue, args: argparse.Namespace) -> None:
         self.queue, self.args = queue, args
         self.worker: Worker | None = None
         self.thread: threading.Thread | None = None
@@ -118,8 +133,12 @@ class _workers:
         if self.args.processes:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
+            # The database as given (a URL's password included), through the environment
+            # rather than the command line; a file's path made absolute for the new cwd.
+            database = self.queue.database
+            env[DB_ENV] = database if is_postgres_target(database) else os.path.abspath(database)
             self.process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "sqlitejobq", "worker", "--db", self.queue.path,
+                [sys.executable, "-m", "sqlitejobq", "worker",
                  "--app", "examples.stock_analyzer.tasks:registry", "--burst",
                  "--processes", str(self.args.processes), "--concurrency",
                  str(self.args.workers), "--log-level",
@@ -202,7 +221,7 @@ def _print_results(queue: Queue, batch_id: int, elapsed: float, console: Console
             console.print(f"  {failure['symbol']}: {failure['status']}: {failure['error']}")
         return 1
     console.print(f"All {report['total']} symbols analyzed; results stored in "
-                  f"{queue.path} (table analysis_results).")  # fmt: skip
+                  f"{queue.target} (table analysis_results).")  # fmt: skip
     return 0
 
 

@@ -1,10 +1,11 @@
 """The original app's HTTP API, rebuilt on sqlitejobq (FastAPI).
 
     python -m examples.stock_analyzer.api --db stock_analysis.db --port 8000
+    python -m examples.stock_analyzer.api --db 'postgresql://app@db/app?schema=stocks'
 
 Workers run in this process's threads by default (``--workers N``); with ``--workers 0``
-start them apart: ``sqlitejobq worker --db stock_analysis.db --app
-examples.stock_analyzer.tasks:registry``.
+start them apart, on any host that reaches the database: ``sqlitejobq worker --db
+stock_analysis.db --app examples.stock_analyzer.tasks:registry`` (the same ``--db``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class AnalyzeRequest(BaseModel):
 def create_app(
     db: str = DEFAULT_DB, *, source: SourceConfig | None = None, workers: int = 4
 ) -> FastAPI:
-    """The app; with ``workers`` > 0 it runs that many worker threads while it serves."""
+    """The app on ``db`` (a SQLite file or a postgresql:// URL); with ``workers`` > 0 it
+    runs that many worker threads while it serves."""
     source = source or SourceConfig()
     state: dict[str, Any] = {}
 
@@ -133,7 +135,12 @@ def create_app(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.stock_analyzer.api",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        help=f"SQLite file or postgresql:// URL, ?schema=NAME naming the schema "
+        f"(default: {DEFAULT_DB})",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlitejobq import Batch, JobStatus, Queue
+from sqlitejobq.backends import is_postgres_target
 
 from .prices import SOURCE_NAMES, validate_symbol
 from .schema import migrate_app
@@ -20,6 +21,20 @@ from .tasks import ANALYZE_STOCK, registry
 DEFAULT_DB = "stock_analysis.db"
 #: The most symbols one batch may hold (the original app analyzed a few hundred at most).
 MAX_SYMBOLS = 1000
+
+#: The app's reads, in each engine's SQL: sqlite3 takes ``?``, psycopg ``%s``; symbols sort
+#: by code point on both (PostgreSQL would otherwise follow the database's collation).
+_LATEST = {
+    "sqlite": "SELECT result, job_id, batch_id, analyzed_at FROM analysis_results "
+    "WHERE symbol = ? ORDER BY analyzed_at DESC LIMIT 1",
+    "postgres": "SELECT result, job_id, batch_id, analyzed_at FROM analysis_results "
+    "WHERE symbol = %s ORDER BY analyzed_at DESC LIMIT 1",
+}
+_OF_BATCH = {
+    "sqlite": "SELECT result FROM analysis_results WHERE batch_id = ? ORDER BY symbol",
+    "postgres": "SELECT result FROM analysis_results WHERE batch_id = %s "
+    'ORDER BY symbol COLLATE "C"',
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +56,46 @@ class SourceConfig:
             raise ValueError(f"delay must be between 0 and 60 seconds, got {self.delay}")
 
 
-def open_queue(db: str | os.PathLike[str] = DEFAULT_DB) -> Queue:
-    """The job queue and the app's tables, in one SQLite file."""
-    queue = Queue(db, registry=registry)
-    migrate_app(queue.path)
+class AppQueue(Queue):
+    """The app's job queue: it keeps the database string it was opened with, because
+    ``target`` hides the password of a URL and the app's reads connect on their own."""
+
+    def __init__(self, db: str | os.PathLike[str], **options: Any) -> None:
+        super().__init__(db, **options)
+        self.database = os.fspath(db)
+
+
+def describe(queue: Queue) -> str:
+    """The database for messages: the SQLite file's name, or the URL without its password."""
+    return queue.target if is_postgres_target(queue.target) else Path(queue.target).name
+
+
+def _read(queue: Queue, queries: Mapping[str, str], params: Sequence[Any]) -> list[Any]:
+    """The rows of one query (given in each engine's SQL) on the queue's database, on a
+    connection of its own."""
+    database = queue.database if isinstance(queue, AppQueue) else queue.target
+    if not is_postgres_target(database):
+        with closing(sqlite3.connect(database)) as conn:
+            return conn.execute(queries["sqlite"], params).fetchall()
+    import psycopg  # only a URL needs the driver (the postgres extra)
+
+    from sqlitejobq.backends.postgres.connection import split_schema
+
+    url, schema = split_schema(database)
+    with psycopg.connect(url, autocommit=True, connect_timeout=5,
+                         options=f"-c search_path={schema or 'public'}") as conn:  # fmt: skip
+        return conn.execute(queries["postgres"], params).fetchall()
+
+
+def open_queue(db: str | os.PathLike[str] = DEFAULT_DB) -> AppQueue:
+    """The job queue and the app's tables, in one database: a SQLite file, or a PostgreSQL
+    database (``postgresql://user@host/db?schema=NAME``)."""
+    queue = AppQueue(db, registry=registry)
+    try:
+        migrate_app(queue.database)
+    except BaseException:
+        queue.close()
+        raise
     return queue
 
 
@@ -92,21 +143,14 @@ def batch_report(queue: Queue, batch_id: int) -> dict[str, Any]:
 
 def latest_analysis(queue: Queue, symbol: str) -> dict[str, Any] | None:
     """The newest stored analysis of ``symbol``, or None."""
-    with closing(sqlite3.connect(queue.path)) as conn:
-        row = conn.execute(
-            "SELECT result, job_id, batch_id, analyzed_at FROM analysis_results "
-            "WHERE symbol = ? ORDER BY analyzed_at DESC LIMIT 1",
-            (validate_symbol(symbol),),
-        ).fetchone()
-    if row is None:
+    rows = _read(queue, _LATEST, (validate_symbol(symbol),))
+    if not rows:
         return None
+    row = rows[0]
     return {**json.loads(row[0]), "job_id": row[1], "batch_id": row[2], "analyzed_at": row[3]}
 
 
 def results_of_batch(queue: Queue, batch_id: int) -> list[dict[str, Any]]:
     """The analyses the batch stored, one per completed job."""
-    with closing(sqlite3.connect(queue.path)) as conn:
-        rows = conn.execute(
-            "SELECT result FROM analysis_results WHERE batch_id = ? ORDER BY symbol", (batch_id,)
-        ).fetchall()
+    rows = _read(queue, _OF_BATCH, (batch_id,))
     return [json.loads(row[0]) for row in rows]

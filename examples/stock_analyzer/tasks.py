@@ -1,7 +1,8 @@
 """The jobs of the app: analyze one stock, and store its result with the job's completion.
 
 ``registry`` is what workers run: ``sqlitejobq worker --app
-examples.stock_analyzer.tasks:registry --db stock_analysis.db``.
+examples.stock_analyzer.tasks:registry --db stock_analysis.db`` (or ``--db`` a
+``postgresql://`` URL).
 """
 
 from __future__ import annotations
@@ -19,18 +20,30 @@ registry = Registry()
 
 ANALYZE_STOCK = "analyze_stock"
 
-_STORE = """
-INSERT INTO analysis_results
-    (job_id, batch_id, symbol, as_of, signal, score, last_close, result, analyzed_at, source)
-VALUES (:job_id, :batch_id, :symbol, :as_of, :signal, :score, :last_close, :result,
-        :analyzed_at, :source)
-ON CONFLICT (job_id) DO NOTHING
-"""
+_COLUMNS = ("job_id", "batch_id", "symbol", "as_of", "signal", "score", "last_close", "result",
+            "analyzed_at", "source")  # fmt: skip
+
+
+def _insert(placeholder: str) -> str:
+    """The INSERT of one analysis, with the named placeholders of one engine's driver."""
+    values = ", ".join(placeholder.format(name) for name in _COLUMNS)
+    return (
+        f"INSERT INTO analysis_results ({', '.join(_COLUMNS)}) VALUES ({values}) "
+        f"ON CONFLICT (job_id) DO NOTHING"
+    )
+
+
+#: The INSERT for each ``dialect`` of the hook's connection: sqlite3 takes ``:name``,
+#: psycopg ``%(name)s``.
+_STORE = {"sqlite": _insert(":{}"), "postgres": _insert("%({})s")}
 
 
 def store_analysis(conn: TransactionConnection, job: Job, result: dict[str, Any]) -> None:
-    """Write the analysis in the transaction that completes the job: both or neither."""
-    conn.execute(_STORE, {
+    """Write the analysis in the transaction that completes the job: both or neither.
+
+    ``conn`` is the completion's transaction, on SQLite or PostgreSQL (``conn.dialect``).
+    """
+    conn.execute(_STORE[conn.dialect], {
         "job_id": job.id, "batch_id": job.batch_id, "symbol": result["symbol"],
         "as_of": result["as_of"], "signal": result["signal"], "score": result["score"],
         "last_close": result["last_close"], "result": json.dumps(result),

@@ -143,3 +143,22 @@ def test_the_script_with_worker_processes_on_a_csv_folder(tmp_path: Path) -> Non
     assert sorted(r["symbol"] for r in results) == symbols
     assert {r["source"] for r in results} == {"csv"}
     assert statuses == [(JobStatus.COMPLETED.value,)]
+
+
+def test_the_sqlite_migrations_never_change() -> None:
+    # Their checksums are recorded in every existing file: a changed one would be refused.
+    assert [m.checksum[:16] for m in MIGRATIONS] == [
+        "ba8e45659bda45f5", "1a0f35bd50bbeead", "82a338c49b527271",
+    ]  # fmt: skip
+
+
+def test_the_script_names_the_sqlite_file_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "named.db"
+    assert script_main(["--db", str(db), "--symbols", "TCS.NS", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "Analyzing 1 stocks from the sample source as batch 1 in named.db, workers: 1 threads"
+    )
+    assert lines[-1] == f"All 1 symbols analyzed; results stored in {db} (table analysis_results)."

@@ -1,0 +1,257 @@
+"""The stock-analysis app on PostgreSQL: its migrations, the batch script (threads and
+worker processes), the completion hook and the HTTP API, each on a schema of its own
+(``?schema=t_<hex>``, dropped afterwards) in the session's PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from examples.stock_analyzer.__main__ import main as script_main
+from examples.stock_analyzer.prices import SAMPLE_SYMBOLS
+from examples.stock_analyzer.sample import write_sample
+from examples.stock_analyzer.schema import MIGRATIONS, NAMESPACE, PG_MIGRATIONS, migrate_app
+from examples.stock_analyzer.service import (
+    SourceConfig,
+    batch_report,
+    describe,
+    latest_analysis,
+    open_queue,
+    results_of_batch,
+    start_analysis,
+)
+from sqlitejobq import JobStatus, Worker
+from sqlitejobq.backends.postgres.connection import redact
+from sqlitejobq.migrations import applied_migrations
+
+from ..conftest import Database, PgServer, with_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def pg_url(pg_dsn: str, pg_server: PgServer) -> Iterator[str]:
+    """A ``postgresql://...?schema=t_<hex>`` URL of this test's own, dropped after it."""
+    schema = pg_server.new_schema()
+    yield with_schema(pg_dsn, schema)
+    pg_server.drop(schema)
+
+
+def stored(url: str) -> list[tuple[int, str]]:
+    """(job_id, symbol) of every stored analysis, by job."""
+    rows = Database("postgres", url).rows(
+        "SELECT job_id, symbol FROM analysis_results ORDER BY job_id"
+    )
+    return [(int(job_id), str(symbol)) for job_id, symbol in rows]
+
+
+def table_rows(out: str) -> list[str]:
+    """The body rows of the table the script printed."""
+    return [line for line in out.splitlines() if line.startswith("│")]
+
+
+def assert_no_password(url: str, text: str) -> None:
+    password = urlsplit(url).password
+    assert not password or password not in text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_app_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
+    queue = open_queue(pg_url)
+    recorded = applied_migrations(pg_url, NAMESPACE)
+    assert [(m.version, m.name, m.checksum) for m in recorded] == [
+        (m.version, m.name, m.checksum) for m in PG_MIGRATIONS
+    ]
+    assert [m.version for m in PG_MIGRATIONS] == [m.version for m in MIGRATIONS]
+    assert migrate_app(pg_url) == []
+    open_queue(pg_url).close()  # a second start applies nothing and refuses nothing
+    assert len(applied_migrations(pg_url, NAMESPACE)) == len(PG_MIGRATIONS)
+    db = Database("postgres", pg_url)
+    assert {"id", "job_id", "symbol", "signal", "result", "source"} <= set(
+        db.columns("analysis_results")
+    )
+    assert "analysis_results_symbol" in db.indexes("analysis_results")
+    types = dict(db.rows(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = 'analysis_results'", (db.schema,),
+    ))  # fmt: skip
+    assert types["analyzed_at"] == types["last_close"] == "double precision"
+    assert db.value(
+        "SELECT is_identity FROM information_schema.columns WHERE table_schema = ? "
+        "AND table_name = 'analysis_results' AND column_name = 'id'", (db.schema,),
+    ) == "YES"  # fmt: skip
+    assert describe(queue) == queue.target and queue.target.startswith("postgresql://")
+    queue.close()
+
+
+def test_a_batch_of_the_sample_runs_through_real_workers(pg_url: str) -> None:
+    queue = open_queue(pg_url)
+    batch = start_analysis(queue, list(SAMPLE_SYMBOLS), SourceConfig())
+    summary = Worker(queue, concurrency=4).run(burst=True)
+    assert summary.completed == len(SAMPLE_SYMBOLS)
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "completed" and report["percent"] == 100.0
+    results = results_of_batch(queue, batch.id)
+    assert [r["symbol"] for r in results] == sorted(SAMPLE_SYMBOLS)  # by code point
+    # one stored row per job, written by the hook in the completion's transaction
+    assert sorted(job_id for job_id, _ in stored(pg_url)) == sorted(batch.job_ids)
+    tcs = latest_analysis(queue, "tcs.ns")
+    assert tcs is not None and tcs["symbol"] == "TCS.NS" and tcs["batch_id"] == batch.id
+    assert tcs["job_id"] in batch.job_ids and isinstance(tcs["analyzed_at"], float)
+    assert latest_analysis(queue, "NEVER.NS") is None
+    queue.close()
+
+
+def test_an_unknown_symbol_fails_its_job_only_and_stores_nothing(pg_url: str) -> None:
+    queue = open_queue(pg_url)
+    batch = start_analysis(queue, ["TCS.NS", "NOSUCH.NS", "INFY.NS"], SourceConfig())
+    Worker(queue, concurrency=2).run(burst=True)
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "completed_with_errors"
+    assert (report["completed"], report["failed"]) == (2, 1)
+    assert sorted(symbol for _, symbol in stored(pg_url)) == ["INFY.NS", "TCS.NS"]
+    queue.close()
+
+
+def test_the_script_prints_the_same_table_as_on_sqlite(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert script_main(["--db", str(tmp_path / "script.db"), "--workers", "3"]) == 0
+    on_sqlite = capsys.readouterr().out
+    code = script_main(["--db", pg_url, "--workers", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "progress: 12/12, 100%" in out
+    assert re.search(r"Batch \d+: 12 stocks analyzed", out)
+    assert table_rows(out) == table_rows(on_sqlite) and len(table_rows(out)) == 12
+    assert f"All 12 symbols analyzed; results stored in {redact(pg_url)} (table" in out
+    assert_no_password(pg_url, out)
+    assert len(stored(pg_url)) == 12
+
+
+def test_the_script_with_worker_processes_stores_each_analysis_once(pg_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.stock_analyzer", "--db", pg_url, "--processes", "2",
+         "--workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "workers: 2 processes" in done.stdout
+    assert "All 12 symbols analyzed" in done.stdout
+    assert len(table_rows(done.stdout)) == 12
+    for symbol in SAMPLE_SYMBOLS:
+        assert symbol in done.stdout
+    assert_no_password(pg_url, done.stdout + done.stderr)
+    db = Database("postgres", pg_url)
+    jobs = db.rows("SELECT id, status FROM sqlitejobq_jobs ORDER BY id")
+    assert {status for _, status in jobs} == {JobStatus.COMPLETED.value}
+    assert [job_id for job_id, _ in stored(pg_url)] == [job_id for job_id, _ in jobs]
+    assert sorted(symbol for _, symbol in stored(pg_url)) == sorted(SAMPLE_SYMBOLS)
+
+
+# --- the HTTP API -----------------------------------------------------------------------------
+
+SYMBOLS = [f"STOCK{n:02d}.NS" for n in range(16)]
+
+
+@pytest.fixture(scope="module")
+def pg_api(
+    pg_dsn: str, pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A uvicorn server of the API on a schema of its own: its base URL and the DB URL."""
+    root = tmp_path_factory.mktemp("api_pg")
+    folder = root / "prices"
+    write_sample(folder, SYMBOLS)
+    schema = pg_server.new_schema()
+    url = with_schema(pg_dsn, schema)
+    port = free_port()
+    log = root / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "examples.stock_analyzer.api", "--db", url, "--port",
+             str(port), "--source", "csv", "--folder", str(folder), "--delay", "0.1",
+             "--workers", "4"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/api/all-stocks/progress", timeout=5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    pg_server.drop(schema)
+                    raise AssertionError("server did not start:\n" + log.read_text()) from None
+                time.sleep(0.1)
+        try:
+            yield base, url
+        finally:
+            process.terminate()
+            process.wait(30)
+            pg_server.drop(schema)
+
+
+def test_the_api_runs_a_batch_and_serves_the_stored_analyses(pg_api: tuple[str, str]) -> None:
+    base, url = pg_api
+    assert httpx.get(f"{base}/api/all-stocks/progress").status_code == 404  # nothing yet
+    started = httpx.post(f"{base}/api/stocks/analyze-all-stocks", json={"symbols": SYMBOLS})
+    assert started.status_code == 202
+    batch_id, job_ids = started.json()["batch_id"], started.json()["job_ids"]
+    assert started.json()["total"] == len(SYMBOLS)
+    seen: dict[str, list[str]] = {s: [] for s in SYMBOLS}
+    partial = []
+    deadline = time.monotonic() + 120
+    while True:
+        progress = httpx.get(f"{base}/api/all-stocks/progress",
+                             params={"batch_id": batch_id}).json()  # fmt: skip
+        for entry in progress["symbols"]:
+            states = seen[entry["symbol"]]
+            if not states or states[-1] != entry["status"]:
+                states.append(entry["status"])
+        if 0 < progress["finished"] < len(SYMBOLS):
+            partial.append(progress["status"])
+        if progress["status"] not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline, "the batch did not finish"
+        time.sleep(0.02)
+    assert progress["status"] == "completed" and progress["percent"] == 100.0
+    assert partial and set(partial) == {"running"}, "progress was never seen part-way"
+    order = {"queued": 0, "processing": 1, "completed": 2}
+    for states in seen.values():
+        assert states[-1] == "completed"
+        assert [order[s] for s in states] == sorted(order[s] for s in states)
+    assert httpx.get(f"{base}/api/all-stocks/progress").json()["batch_id"] == batch_id
+    for symbol in SYMBOLS:
+        analysis = httpx.get(f"{base}/api/stocks/{symbol}/analysis")
+        assert analysis.status_code == 200, analysis.text
+        body = analysis.json()
+        assert body["symbol"] == symbol and body["batch_id"] == batch_id
+        assert body["job_id"] in job_ids and body["source"] == "csv"
+        assert body["signal"] in {"strong_buy", "buy", "hold", "sell", "strong_sell"}
+    assert sorted(job_id for job_id, _ in stored(url)) == sorted(job_ids)  # once per job
+    job = httpx.get(f"{base}/api/jobs/{job_ids[0]}").json()
+    assert job["status"] == "completed" and job["result"]["symbol"] == SYMBOLS[0]
+    assert httpx.get(f"{base}/api/stocks/NEVER.NS/analysis").status_code == 404
+    bad = httpx.get(f"{base}/api/stocks/A%20B/analysis")
+    assert bad.status_code == 422 and "A B" in bad.json()["detail"]
+    missing = httpx.get(f"{base}/api/all-stocks/progress", params={"batch_id": 99999})
+    assert missing.status_code == 404
