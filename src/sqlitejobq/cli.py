@@ -375,9 +375,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       "--lease", str(args.lease), "--grace", str(args.grace),
                       "--timeout-grace", str(args.timeout_grace),
                       "--unknown-task-window", str(args.unknown_task_window)]  # fmt: skip
-        if args.db:
-            db = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
-            child_args += ["--db", db]
+        env = {}
+        if args.db:  # by the environment: a URL's password must not show in `ps`
+            env[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
         for name in args.queues or []:
             child_args += ["--queue", name]
         if args.prefetch is not None:
@@ -390,7 +390,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             child_args += ["--synchronous", args.synchronous]
         return Supervisor(
             worker_command(child_args), args.processes, burst=args.burst,
-            hang_timeout=args.hang_timeout,
+            hang_timeout=args.hang_timeout, env=env,
         ).run()  # fmt: skip
     queue = _queue_for_app(args)
     signal_alive_to_supervisor()

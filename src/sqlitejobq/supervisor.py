@@ -51,7 +51,8 @@ class Supervisor:
     (exit status 75: a handler thread is stuck past its timeout) is started again at once.
     A child that writes no sign of life for ``hang_timeout`` seconds (a call holding the
     interpreter's lock forever: no thread of it runs) is killed and started again; its jobs
-    come back when their leases expire.
+    come back when their leases expire. ``env`` is added to the children's environment
+    (what should not show on a command line, such as a database URL with its password).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Supervisor:
         *,
         burst: bool = False,
         hang_timeout: float = 60.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         if processes < 1:
             raise InvalidArgument(f"processes must be >= 1, got {processes}")
@@ -70,6 +72,7 @@ class Supervisor:
         self.processes = processes
         self.burst = burst
         self.hang_timeout = hang_timeout
+        self.env = env or {}
         self.restarts = 0
         self._children: dict[int, _Child] = {}
         self._signals_received = 0
@@ -106,7 +109,8 @@ class Supervisor:
     def _spawn(self, slot: int, failures: int = 0) -> _Child:
         alive_read, alive_write = os.pipe()
         os.set_blocking(alive_read, False)
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), ALIVE_FD_ENV: str(alive_write)}
+        env = {**os.environ, **self.env, PARENT_PID_ENV: str(os.getpid()),
+               ALIVE_FD_ENV: str(alive_write)}  # fmt: skip
         try:
             process = subprocess.Popen(  # noqa: S603
                 self.command, env=env, start_new_session=True, pass_fds=(alive_write,)
