@@ -202,8 +202,25 @@ class PostgresBackend:
                 conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
             return batch_id, [int(i) for i in ids if i is not None]
 
+        def queued(conn: psycopg.Connection[Any]) -> Callable[[], tuple[None, list[int]]]:
+            # no batch and no unique key: every job is inserted, so the counts are known
+            # before the insert returns and the whole transaction is one round trip
+            cursor = conn.execute(sql.INSERT_JOBS, {**params, "batch_id": None, "delays": delays})
+            tally = Tally()
+            for job in jobs:
+                tally.move(job.queue, None, None, "queued")
+            write_tally(conn, tally)
+            for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
+                conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
+            return lambda: (None, [int(row[0]) for row in cursor.fetchall()])
+
         if connection is None:
-            result = self.connections.write(body, "enqueue")
+            if jobs and not make_batch and all(job.unique_key is None for job in jobs):
+                result: tuple[int | None, list[int]] = self.connections.write_pipelined(
+                    queued, "enqueue"
+                )
+            else:
+                result = self.connections.write(body, "enqueue")
             self.waker.notify()
             return result
         inserted: tuple[int | None, list[int]] = self._in_caller_transaction(connection, body)

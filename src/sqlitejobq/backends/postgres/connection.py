@@ -273,6 +273,27 @@ class Connections:
 
         return self.retry(attempt, what)
 
+    def write_pipelined(
+        self, body: Callable[[psycopg.Connection[Any]], Callable[[], T]], what: str = "write"
+    ) -> T:
+        """Like ``write``, with every statement of the transaction, its BEGIN and COMMIT sent
+        in one round trip (pipeline mode): ``body`` queues its statements and returns a
+        function that reads their results once the transaction has committed."""
+        deadline = time.monotonic() + self.settings.retry_timeout
+
+        def attempt() -> T:
+            with self.connection(timeout=max(0.05, deadline - time.monotonic())) as conn:
+                try:
+                    with conn.pipeline(), conn.transaction():
+                        results = body(conn)
+                except psycopg.OperationalError as exc:
+                    if conn.broken:  # the batch, its COMMIT included, may have gone through
+                        raise _CommitUnknown(str(exc)) from exc
+                    raise
+                return results()
+
+        return self.retry(attempt, what)
+
     def read(self, body: Callable[[psycopg.Connection[Any]], T], what: str = "read") -> T:
         """Run reads on one connection (autocommit: each statement its own snapshot)."""
         deadline = time.monotonic() + self.settings.retry_timeout
