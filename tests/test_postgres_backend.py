@@ -254,6 +254,22 @@ def test_the_url_and_the_options_name_one_schema(target: str, database: Database
     assert database.rows("SELECT count(*) FROM sqlitejobq_jobs") == [(1,)]
 
 
+def test_a_server_older_than_the_sql_needs_is_refused_by_name_and_nothing_is_created(
+    target: str, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlitejobq.backends.postgres import backend
+
+    # this server is new enough: stand in for an old one by raising the floor past it
+    monkeypatch.setattr(backend, "MIN_SERVER_VERSION", 999999)
+    with pytest.raises(SqliteJobQError, match=r"runs PostgreSQL [\d.]+.*needs PostgreSQL 12"):
+        Queue(target)
+    tables = database.rows(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ?",
+        (database.schema,),
+    )
+    assert tables == [(0,)]
+
+
 def test_the_target_never_shows_the_password(database: Database) -> None:
     assert database.schema is not None
     parts = urlsplit(database.dsn)

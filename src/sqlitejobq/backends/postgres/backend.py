@@ -60,6 +60,8 @@ _STEP_SQL = {
     Step.PROGRESS: sql.SET_PROGRESS,
     Step.DEFER: sql.DEFER_UNKNOWN,
 }
+#: The oldest server the SQL runs on (MATERIALIZED common table expressions came in 12).
+MIN_SERVER_VERSION = 120000
 _RESCUE_LIMIT = 500
 _PURGE_CHUNK = 5000
 
@@ -124,6 +126,12 @@ class PostgresBackend:
         create, or a newer library schema (changing nothing); then migrate."""
 
         def inspect(conn: psycopg.Connection[Any]) -> None:
+            if conn.info.server_version < MIN_SERVER_VERSION:
+                raise SqliteJobQError(
+                    f"{self.target} runs PostgreSQL {conn.info.parameter_status('server_version')}"
+                    f"; sqlitejobq needs PostgreSQL 12 or newer (MATERIALIZED common table "
+                    f"expressions)"
+                )
             foreign = _foreign_tables(conn, self.settings.schema)
             if foreign:
                 raise NotAQueueDatabase(
@@ -202,23 +210,14 @@ class PostgresBackend:
                 conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
             return batch_id, [int(i) for i in ids if i is not None]
 
-        def queued(conn: psycopg.Connection[Any]) -> Callable[[], tuple[None, list[int]]]:
-            # no batch and no unique key: every job is inserted, so the counts are known
-            # before the insert returns and the whole transaction is one round trip
-            cursor = conn.execute(sql.INSERT_JOBS, {**params, "batch_id": None, "delays": delays})
-            tally = Tally()
-            for job in jobs:
-                tally.move(job.queue, None, None, "queued")
-            write_tally(conn, tally)
-            for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
-                conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
-            return lambda: (None, [int(row[0]) for row in cursor.fetchall()])
-
         if connection is None:
             if jobs and not make_batch and all(job.unique_key is None for job in jobs):
-                result: tuple[int | None, list[int]] = self.connections.write_pipelined(
-                    queued, "enqueue"
-                )
+                # every job is inserted: one statement, one round trip
+                rows = self.connections.write_statement(sql.ENQUEUE_QUEUED, {
+                    **params, "delays": delays, "channel": self.waker.channel,
+                    "wake": self.waker.channels_to_notify({j.queue for j in jobs}),
+                }, "enqueue")  # fmt: skip
+                result: tuple[int | None, list[int]] = (None, [int(row[0]) for row in rows])
             else:
                 result = self.connections.write(body, "enqueue")
             self.waker.notify()

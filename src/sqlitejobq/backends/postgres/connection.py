@@ -273,24 +273,26 @@ class Connections:
 
         return self.retry(attempt, what)
 
-    def write_pipelined(
-        self, body: Callable[[psycopg.Connection[Any]], Callable[[], T]], what: str = "write"
-    ) -> T:
-        """Like ``write``, with every statement of the transaction, its BEGIN and COMMIT sent
-        in one round trip (pipeline mode): ``body`` queues its statements and returns a
-        function that reads their results once the transaction has committed."""
+    def write_statement(
+        self, statement: Any, params: dict[str, Any], what: str = "write"
+    ) -> list[Any]:
+        """Run one statement as its own transaction (one round trip, no BEGIN/COMMIT) and
+        return its rows, retried while the fault passes."""
         deadline = time.monotonic() + self.settings.retry_timeout
 
-        def attempt() -> T:
+        def attempt() -> list[Any]:
             with self.connection(timeout=max(0.05, deadline - time.monotonic())) as conn:
+                left = deadline - time.monotonic()
                 try:
-                    with conn.pipeline(), conn.transaction():
-                        results = body(conn)
+                    if left < self.settings.lock_timeout:  # a retry near the bound: wait less
+                        with conn.transaction():
+                            conn.execute(f"SET LOCAL lock_timeout = {max(1, int(left * 1000))}")
+                            return conn.execute(statement, params).fetchall()
+                    return conn.execute(statement, params).fetchall()
                 except psycopg.OperationalError as exc:
-                    if conn.broken:  # the batch, its COMMIT included, may have gone through
+                    if conn.broken:  # the statement, its commit included, may have gone through
                         raise _CommitUnknown(str(exc)) from exc
                     raise
-                return results()
 
         return self.retry(attempt, what)
 

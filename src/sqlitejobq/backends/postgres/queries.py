@@ -141,6 +141,41 @@ WITH new_jobs AS MATERIALIZED (
 SELECT inserted.id FROM new_jobs LEFT JOIN inserted ON inserted.id = new_jobs.id ORDER BY new_jobs.n
 """
 
+# The common enqueue (no batch, no unique key: every job is inserted) as one statement, so
+# one round trip and no BEGIN/COMMIT of its own: the jobs, their counts on this
+# connection's shard and the NOTIFY of the queues in %(wake)s (may be empty) commit
+# together. Returns the new ids in input order.
+ENQUEUE_QUEUED = f"""
+WITH new_jobs AS MATERIALIZED (
+    SELECT nextval('sqlitejobq_jobs_id_seq') AS id, t.*
+    FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
+                %(priorities)s::integer[], %(delays)s::double precision[],
+                %(max_attempts)s::integer[])
+         WITH ORDINALITY
+         AS t (task, queue, payload, priority, delay, max_attempts, n)
+), clock AS MATERIALIZED (
+    SELECT {NOW} AS now
+), inserted AS (
+    INSERT INTO sqlitejobq_jobs
+        (id, task, queue, payload, status, priority, run_at, max_attempts, created_at)
+    SELECT new_jobs.id, new_jobs.task, new_jobs.queue, new_jobs.payload, 'queued',
+           new_jobs.priority, clock.now + new_jobs.delay, new_jobs.max_attempts, clock.now
+    FROM new_jobs CROSS JOIN clock
+    ORDER BY new_jobs.n
+), counted AS (
+    INSERT INTO sqlitejobq_counts AS c (queue, status, shard, count)
+    SELECT new_jobs.queue, 'queued', mod(pg_backend_pid(), {COUNT_SHARDS})::smallint, count(*)
+    FROM new_jobs
+    GROUP BY new_jobs.queue
+    ORDER BY new_jobs.queue
+    ON CONFLICT (queue, status, shard) DO UPDATE SET count = c.count + excluded.count
+), woken AS MATERIALIZED (
+    SELECT count(pg_notify(%(channel)s::text, w.queue)) AS n
+    FROM unnest(%(wake)s::text[]) AS w (queue)
+)
+SELECT new_jobs.id FROM new_jobs CROSS JOIN woken ORDER BY new_jobs.n
+"""
+
 ACTIVE_JOBS_WITH_KEYS = """
 SELECT unique_key, id FROM sqlitejobq_jobs
 WHERE unique_key = ANY(%(keys)s::text[]) AND status IN ('queued', 'processing')
