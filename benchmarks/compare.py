@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
-import math
 import os
 import platform
 import shutil
@@ -37,9 +36,10 @@ from benchmarks.peers import (
     ExecutionCounter,
     Stored,
 )
+from benchmarks.report import markers, throughput_chart, write_section
 
-BEGIN_MARKER = "<!-- compare:begin -->"
-END_MARKER = "<!-- compare:end -->"
+SECTION = "compare"
+BEGIN_MARKER, END_MARKER = markers(SECTION)
 DEFAULT_JOBS = 10_000
 DEFAULT_REPEATS = 3
 QUICK_JOBS = 200
@@ -369,60 +369,20 @@ def render_section(rows: Sequence[Row], context: Context) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, body: str) -> None:
-    """Put ``body`` between the markers in ``path``, leaving the rest of the file as it was."""
-    block = f"{BEGIN_MARKER}\n{body.rstrip()}\n{END_MARKER}"
-    if path.exists():
-        text = path.read_text()
-        start = text.find(BEGIN_MARKER)
-        end = text.find(END_MARKER, start + len(BEGIN_MARKER)) if start != -1 else -1
-        if end != -1:
-            text = text[:start] + block + text[end + len(END_MARKER) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = f"# Benchmarks\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def draw_chart(rows: Sequence[Row], path: Path, jobs: int, repeats: int) -> None:
     """A grouped horizontal bar chart of drain throughput per system and setting, as PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
     drains = [workload for workload in WORKLOADS if workload.threads]
-    labels = [f"{row.cell.adapter.label}\n{row.durability}" for row in rows]
-    medians = {w.key: [row.median(w.key) for row in rows] for w in drains}
-    found = [v for values in medians.values() for v in values if v is not None]
-    low, high = (min(found), max(found)) if found else (1.0, 10.0)
-    floor = 10 ** math.floor(math.log10(low / 2))
-    height = 0.8 / len(drains)
-
-    figure = Figure(figsize=(10, 1.6 + 0.75 * len(rows)), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    for k, workload in enumerate(drains):
-        offsets = [i + (k - (len(drains) - 1) / 2) * height for i in range(len(rows))]
-        values = medians[workload.key]
-        threads = f"{workload.threads} worker thread{'s' if workload.threads != 1 else ''}"
-        widths = [v - floor if v is not None else 0.0 for v in values]
-        axes.barh(offsets, widths, height=height, left=floor, label=threads)
-        for y, value in zip(offsets, values, strict=True):
-            text = f"{value:,.0f}" if value is not None else "error"
-            axes.text((value or floor) * 1.04, y, text, va="center", fontsize=8)
-    axes.set_xscale("log")
-    axes.set_xlim(floor, high * 3)
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
-    axes.set_yticks(range(len(rows)), labels, fontsize=8)
-    axes.invert_yaxis()
-    axes.set_xlabel("jobs per second, log scale (median; higher is better)")
-    axes.set_title(f"Draining {jobs:,} queued no-op jobs, median of {repeats}")
-    axes.grid(axis="x", which="both", alpha=0.25)
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(drains), frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    throughput_chart(
+        [f"{row.cell.adapter.label}\n{row.durability}" for row in rows],
+        {
+            f"{w.threads} worker thread{'s' if w.threads != 1 else ''}": [
+                row.median(w.key) for row in rows
+            ]
+            for w in drains
+        },
+        path,
+        f"Draining {jobs:,} queued no-op jobs, median of {repeats}",
+    )
 
 
 # --- command line -------------------------------------------------------------------------
@@ -541,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         draw_chart(rows, args.chart, args.jobs, args.repeats)
         print(f"chart: {args.chart}", file=sys.stderr)
     if args.out is not None:
-        write_section(args.out, section)
+        write_section(args.out, section, SECTION)
         print(f"section written to {args.out}", file=sys.stderr)
     failed = any(row.errors(workload.key) for row in rows for workload in WORKLOADS)
     return 1 if failed else 0

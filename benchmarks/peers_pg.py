@@ -1,25 +1,29 @@
-"""The PostgreSQL job queues a user would pick instead of sqlitejobq: procrastinate and pgqueuer.
+"""sqlitejobq on PostgreSQL beside the PostgreSQL job queues a user would pick instead,
+procrastinate and pgqueuer, and beside itself on a SQLite file, on the same workloads.
 
-Each peer is driven through its public API only, on a database of its own that is created
-for one measurement (``CREATE DATABASE``) and dropped after it, so no two measurements share
-tables. The workloads are the same for every peer and are timed the same way:
+Each system is driven through its public API only, on a database of its own that is created
+for one measurement (``CREATE DATABASE``; a new file for the SQLite row) and dropped after
+it, so no two measurements share tables. The workloads are the same for every system and
+are timed the same way:
 
 - ``enqueue``: N no-op jobs, one call (one transaction) each;
-- ``enqueue_batch``: the same N jobs in the peer's one batch call;
-- ``drain``: N jobs already queued, run by P real worker processes, each running the peer's
-  own worker; the clock starts when the already connected processes are told to go and stops
-  when the peer's tables show every job finished. Every job must have run exactly once, as
-  the handlers' own records and the peer's tables both say, or the run is an error;
+- ``enqueue_batch``: the same N jobs in the system's one batch call;
+- ``drain``: N jobs already queued, run by P real worker processes, each running the
+  system's own worker; the clock starts when the already connected processes are told to go
+  and stops when the system's tables show every job finished. Every job must have run
+  exactly once, as the handlers' own records and the system's tables both say, or the run
+  is an error;
 - ``latency``: one idle worker process; jobs are enqueued one at a time with a random
   10-40 ms pause, and each job's start (``time.time()`` in the handler) minus the moment the
-  enqueue call began gives the figure; the peer's own timestamps give a second one.
+  enqueue call began gives the figure; the system's own timestamps give a second one.
 
     python -m benchmarks.peers_pg --dsn postgresql://postgres@127.0.0.1:PORT/db
-        [--jobs 10000] [--repeats 3] [--samples 200] [--peers procrastinate,pgqueuer]
+        [--jobs 10000] [--repeats 3] [--samples 200] [--peers sqlitejobq,pgqueuer]
         [--set procrastinate.concurrency=10] [--set pgqueuer.batch_size=10]
+        [--out docs/benchmarks.md] [--chart docs/benchmarks-postgres.png] [--json FILE]
 
-A comparison script calls :func:`run_workload`; a peer added to :data:`PEERS` with the same
-methods (our own PostgreSQL backend, later) is measured by the same code.
+``benchmarks/test_postgres.py`` runs the same workloads through :func:`run_workload` under
+pytest-benchmark (at small sizes in CI).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import itertools
 import json
 import os
@@ -36,6 +41,7 @@ import random
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -52,6 +58,7 @@ if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import PROJECT_ROOT, DrainError, ExecutionCounter
+from benchmarks.report import throughput_chart, write_section
 
 T = TypeVar("T")
 Payload = dict[str, int]
@@ -67,6 +74,8 @@ READY_TIMEOUT = 60.0  # for the worker processes to import, connect and say so
 STOP_TIMEOUT = 30.0  # for the worker processes to stop after SIGTERM
 SETTLE = 1.0  # seconds an idle worker is given to start listening before latency samples
 TASK = "noop"
+SECTION = "compare-postgres"  # the generated section of docs/benchmarks.md
+CHART_NAME = "benchmarks-postgres.png"
 
 
 class PeerError(DrainError):
@@ -304,12 +313,21 @@ class Peer(ABC):
 
     key: ClassVar[str]
     distribution: ClassVar[str]
+    label: ClassVar[str]  # its row in the table and the chart
     # The worker settings used unless the caller overrides them; each class says why.
     default_options: ClassVar[dict[str, Any]]
     enqueue_note: ClassVar[str]
     batch_note: ClassVar[str]
     drain_note: ClassVar[str]
     latency_note: ClassVar[str]
+
+    @classmethod
+    @contextlib.contextmanager
+    def fresh(cls, dsn: str, label: str) -> Iterator[str]:
+        """An empty database for one measurement (a new database on the server of ``dsn``);
+        what ``__init__`` and the worker processes are given to reach it."""
+        with fresh_database(dsn, label) as db:
+            yield db
 
     def __init__(self, dsn: str, options: dict[str, Any] | None = None) -> None:
         self.dsn = dsn
@@ -506,6 +524,7 @@ class ProcrastinatePeer(Peer):
     """procrastinate: ``App`` on its default ``PsycopgConnector`` (psycopg 3 async pool)."""
 
     key = "procrastinate"
+    label = "procrastinate"
     distribution = "procrastinate"
     # concurrency: the default is 1 and the docs say to raise it for async tasks; 10 came out
     # best of 1, 5, 10 and 30 on 10,000 no-op jobs here, though by less than the run-to-run
@@ -596,6 +615,7 @@ class PgQueuerPeer(Peer):
     """pgqueuer on asyncpg, the driver its docs recommend for throughput (~1.7x psycopg)."""
 
     key = "pgqueuer"
+    label = "pgqueuer"
     distribution = "pgqueuer"
     # batch_size: the default is 10 (also what its own benchmark tool uses); its performance
     # guide says to raise it for jobs shorter than a second. On 10,000 no-op jobs here 10 gave
@@ -725,24 +745,27 @@ class SqlitejobqPeer(Peer):
     """sqlitejobq on PostgreSQL, through its public API (sync: psycopg 3 and its pool)."""
 
     key = "sqlitejobq"
+    label = "sqlitejobq on PostgreSQL"
     distribution = "sqlitejobq"
     # concurrency=4 handler threads per process (the Worker's default); claims are sized to
     # free threads plus what finishes during one round trip (adaptive prefetch), so no-op
     # jobs go by the hundred per transaction. Everything else is the default: LISTEN/NOTIFY
     # wake-ups, a 1 s fallback look, leases of 30 s.
     default_options: ClassVar[dict[str, Any]] = {"concurrency": 4}
-    enqueue_note = "`queue.enqueue(task, payload)` per job (one transaction, NOTIFY in it)"
+    enqueue_note = "`queue.enqueue(task, payload)` per job (one statement: the job, its count, NOTIFY)"
     batch_note = "`queue.enqueue_many(task, payloads)`, one INSERT ... SELECT FROM unnest"
     drain_note = (
         "`Worker(queue, concurrency=4).run()` per process: one dispatcher records outcomes "
         "and claims for free threads in one transaction (FOR UPDATE SKIP LOCKED)"
     )
     latency_note = "handler start minus `enqueue` call; table: started_at minus created_at"
+    #: What the queue is opened with, here and in the worker processes.
+    queue_options: ClassVar[dict[str, Any]] = {}
 
     async def _open(self) -> None:
         from sqlitejobq import Queue
 
-        self._queue = Queue(self.dsn)
+        self._queue = Queue(self.dsn, **self.queue_options)
 
     async def _enqueue_each(self, payloads: Sequence[Payload]) -> None:
         enqueue = self._queue.enqueue
@@ -790,7 +813,7 @@ class SqlitejobqPeer(Peer):
     ) -> None:
         from sqlitejobq import Job, Queue, Worker
 
-        queue = Queue(dsn)
+        queue = Queue(dsn, **cls.queue_options)
 
         @queue.task(TASK)
         def noop(job: Job) -> None:
@@ -806,8 +829,42 @@ class SqlitejobqPeer(Peer):
         queue.close()
 
 
+class SqlitejobqFilePeer(SqlitejobqPeer):
+    """The same sqlitejobq code and workload on a SQLite file instead of the server, at the
+    durability the server runs with (``synchronous=FULL``: every commit is fsynced, as with
+    ``fsync=on`` and ``synchronous_commit=on``), for the move from one to the other."""
+
+    key = "sqlitejobq-sqlite"
+    label = "sqlitejobq on a SQLite file (FULL)"
+    queue_options: ClassVar[dict[str, Any]] = {"synchronous": "FULL"}
+    enqueue_note = "`queue.enqueue(task, payload)` per job (one BEGIN IMMEDIATE transaction)"
+    batch_note = "`queue.enqueue_many(task, payloads)`, one transaction"
+    drain_note = (
+        "`Worker(queue, concurrency=4).run()` per process: outcomes and claims for free "
+        "threads in one transaction, processes taking turns at the file's write lock"
+    )
+
+    @classmethod
+    @contextlib.contextmanager
+    def fresh(cls, dsn: str, label: str) -> Iterator[str]:
+        """A new file in a directory of its own (the server is not used)."""
+        with tempfile.TemporaryDirectory(prefix=f"peers-pg-{label}-") as directory:
+            yield str(Path(directory) / "jobs.db")
+
+    def _monitoring(self) -> Any:
+        if self._monitor is None:
+            self._monitor = sqlite3.connect(self.dsn, isolation_level=None, timeout=30)
+        return self._monitor
+
+    def table_latencies(self) -> dict[int, float]:
+        rows = self._sql(
+            "SELECT json_extract(payload, '$.i'), started_at - created_at FROM sqlitejobq_jobs"
+        )
+        return {int(i): float(seconds) for i, seconds in rows}
+
+
 PEERS: dict[str, type[Peer]] = {
-    peer.key: peer for peer in (SqlitejobqPeer, ProcrastinatePeer, PgQueuerPeer)
+    peer.key: peer for peer in (SqlitejobqPeer, ProcrastinatePeer, PgQueuerPeer, SqlitejobqFilePeer)
 }
 
 
@@ -847,7 +904,7 @@ def run_workload(
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
     peer_cls = PEERS[peer_name]
     label = f"{peer_name}_{workload}"
-    with fresh_database(dsn, label) as db:
+    with peer_cls.fresh(dsn, label) as db:
         peer = peer_cls(db, options)
         try:
             peer.open()
@@ -923,10 +980,27 @@ def _cell(values: list[float | None], field: str) -> str:
     return text
 
 
+def _median(values: list[float | None]) -> float | None:
+    """The median of the runs, or None when any run gave no figure."""
+    if not values or any(v is None for v in values):
+        return None
+    return statistics.median(v for v in values if v is not None)
+
+
+def _command(args: argparse.Namespace) -> str:
+    command = (
+        f"python -m benchmarks.peers_pg --jobs {args.jobs} --repeats {args.repeats} "
+        f"--samples {args.samples}"
+    )
+    if list(args.peers) != list(PEERS):
+        command += f" --peers {','.join(args.peers)}"
+    return command
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers_pg",
-        description="Measure procrastinate and pgqueuer on one PostgreSQL server.",
+        description="Measure sqlitejobq, procrastinate and pgqueuer on one PostgreSQL server.",
     )
     parser.add_argument(
         "--dsn",
@@ -957,6 +1031,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="drain on tables never analyzed (by default ANALYZE runs before each drain)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"Markdown file whose {SECTION} section is replaced (e.g. docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--chart", type=Path, help=f"PNG chart of drain throughput (default {CHART_NAME} by --out)"
+    )
     # Internal: run as one worker process of a WorkerGroup.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -973,6 +1055,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [p for p in args.peers if p not in PEERS]
     if unknown or not args.peers:
         parser.error(f"--peers takes some of {', '.join(PEERS)}; got {unknown or 'none'}")
+    if args.chart is None and args.out is not None:
+        args.chart = args.out.parent / CHART_NAME
     args.only = [m.strip() for m in args.only.split(",") if m.strip()]
     known = {key for key, _, _ in MEASUREMENTS}
     if not args.only or any(m not in known for m in args.only):
@@ -997,6 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return _worker_main(args)
     began = time.monotonic()
+    started = dt.datetime.now(dt.UTC)
     facts = server_facts(args.dsn)
     peers = [p for p in args.peers if PEERS[p].unavailable() is None]
     for p in set(args.peers) - set(peers):
@@ -1037,13 +1122,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     elapsed = time.monotonic() - began
     columns = [c for c in COLUMNS if c.key.startswith(tuple(args.only))]
+    chart_link = None
+    if args.chart is not None and args.out is not None:
+        chart_link = Path(os.path.relpath(args.chart, args.out.parent)).as_posix()
     lines = [
-        f"PostgreSQL {facts['server_version']} (fsync={facts['fsync']}, "
-        f"synchronous_commit={facts['synchronous_commit']}); {os.cpu_count()} cores; "
-        f"Python {platform.python_version()}",
-        f"{args.jobs:,} no-op jobs per throughput measurement, {args.samples} latency samples; "
-        f"median of {args.repeats} (min-max); a fresh database per measurement"
-        + ("; ANALYZE before each drain" if args.analyze else "; drains on never-analyzed tables"),
+        "## On PostgreSQL, beside procrastinate and pgqueuer",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC with `{_command(args)}` ({elapsed:.0f} s).",
+        "",
+        f"- Server: PostgreSQL {facts['server_version']} (fsync={facts['fsync']}, "
+        f"synchronous_commit={facts['synchronous_commit']}) on the same machine; "
+        f"{os.cpu_count()} cores; Python {platform.python_version()}.",
+        f"- Method: {args.jobs:,} no-op jobs per throughput measurement, {args.samples} "
+        f"latency samples; each figure the median of {args.repeats} (min-max), the systems "
+        "taking turns within each repeat; a fresh database per measurement"
+        + ("; ANALYZE before each drain." if args.analyze else "; drains on never-analyzed tables.")
+        + " A drain counts every run of every job, in the handlers and in the system's own "
+        "tables: a lost or repeated job is an error, never a figure.",
+        "- The SQLite row runs the same code and workloads on a file of the same machine, at "
+        "the server's durability (every commit fsynced).",
         "",
         "| System | " + " | ".join(c.title for c in columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -1054,29 +1151,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             key = "latency" if column.workload == "latency" else column.key
             runs = results.get((peer, key), [])
             cells.append(_cell([r[column.field] if r else None for r in runs], column.field))
-        lines.append(f"| {peer} {PEERS[peer].version()} | " + " | ".join(cells) + " |")
+        lines.append(f"| {PEERS[peer].label} {PEERS[peer].version()} | " + " | ".join(cells) + " |")
     if "latency" in args.only:
-        lines.append("")
+        lines += ["", "Latency as each system's own tables record it (start minus enqueue):", ""]
         for peer in peers:
             runs = results.get((peer, "latency"), [])
             lines.append(
-                f"{peer} latency from its own tables: p50 "
+                f"- {PEERS[peer].label}: p50 "
                 + _cell([r["table_p50_ms"] if r else None for r in runs], "p50_ms")
                 + " ms, p99 "
                 + _cell([r["table_p99_ms"] if r else None for r in runs], "p99_ms")
                 + " ms"
             )
-    lines += ["", "How each system is driven:"]
+    lines += ["", "How each system is driven:", ""]
     for peer in peers:
         cls = PEERS[peer]
         lines.append(
-            f"- {peer}: settings {json.dumps(options[peer])}; enqueue: {cls.enqueue_note}; "
-            f"batched: {cls.batch_note}; drain: {cls.drain_note}; latency: {cls.latency_note}."
+            f"- **{cls.label}**: settings `{json.dumps(options[peer])}`; enqueue: "
+            f"{cls.enqueue_note}; batched: {cls.batch_note}; drain: {cls.drain_note}; "
+            f"latency: {cls.latency_note}."
         )
     if errors:
-        lines += ["", "Errors:", *[f"- {e}" for e in errors]]
-    lines += ["", f"Total run time: {elapsed:.0f} s"]
-    print("\n".join(lines))
+        lines += ["", "Errors:", "", *[f"- {e}" for e in errors]]
+    drains = [c for c in columns if c.workload == "drain"]
+    if chart_link is not None and drains:
+        lines += ["", f"![Drain throughput on PostgreSQL]({chart_link})"]
+    section = "\n".join(lines)
+    print(section)
+    if args.chart is not None and drains:
+        medians = {
+            column.title: [
+                _median([r[column.field] if r else None for r in results.get((p, column.key), [])])
+                for p in peers
+            ]
+            for column in drains
+        }
+        throughput_chart(
+            [PEERS[p].label for p in peers],
+            medians,
+            args.chart,
+            f"Draining {args.jobs:,} queued no-op jobs on PostgreSQL, median of {args.repeats}",
+        )
+        print(f"chart: {args.chart}", file=sys.stderr)
+    if args.out is not None:
+        write_section(args.out, section, SECTION)
+        print(f"section written to {args.out}", file=sys.stderr)
     if args.json:
         args.json.write_text(
             json.dumps(
