@@ -213,10 +213,19 @@ class PostgresBackend:
         if connection is None:
             if jobs and not make_batch and all(job.unique_key is None for job in jobs):
                 # every job is inserted: one statement, one round trip
-                rows = self.connections.write_statement(sql.ENQUEUE_QUEUED, {
-                    **params, "delays": delays, "channel": self.waker.channel,
-                    "wake": self.waker.channels_to_notify({j.queue for j in jobs}),
-                }, "enqueue")  # fmt: skip
+                wake = self.waker.channels_to_notify({j.queue for j in jobs})
+                if len(jobs) == 1:
+                    (job,) = jobs
+                    rows = self.connections.write_statement(sql.ENQUEUE_ONE, {
+                        "task": job.task, "queue": job.queue, "payload": job.payload,
+                        "priority": job.priority, "delay": job.delay,
+                        "max_attempts": job.max_attempts, "now": now,
+                        "channel": self.waker.channel, "wake": wake[0] if wake else None,
+                    }, "enqueue")  # fmt: skip
+                else:
+                    rows = self.connections.write_statement(sql.ENQUEUE_QUEUED, {
+                        **params, "delays": delays, "channel": self.waker.channel, "wake": wake,
+                    }, "enqueue")  # fmt: skip
                 result: tuple[int | None, list[int]] = (None, [int(row[0]) for row in rows])
             else:
                 result = self.connections.write(body, "enqueue")

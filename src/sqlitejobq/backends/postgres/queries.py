@@ -141,6 +141,30 @@ WITH new_jobs AS MATERIALIZED (
 SELECT inserted.id FROM new_jobs LEFT JOIN inserted ON inserted.id = new_jobs.id ORDER BY new_jobs.n
 """
 
+# One job of the common enqueue (no batch, no unique key), as ENQUEUE_QUEUED does many but
+# with plain parameters (no arrays to build): the job, its count on this connection's shard
+# and a NOTIFY of its queue when %(wake)s is not NULL commit together. Returns its id.
+ENQUEUE_ONE = f"""
+WITH clock AS MATERIALIZED (
+    SELECT {NOW} AS now
+), inserted AS (
+    INSERT INTO sqlitejobq_jobs
+        (task, queue, payload, status, priority, run_at, max_attempts, created_at)
+    SELECT %(task)s::text, %(queue)s::text, %(payload)s::text, 'queued', %(priority)s::integer,
+           clock.now + %(delay)s::double precision, %(max_attempts)s::integer, clock.now
+    FROM clock
+    RETURNING id
+), counted AS (
+    INSERT INTO sqlitejobq_counts AS c (queue, status, shard, count)
+    VALUES (%(queue)s::text, 'queued', mod(pg_backend_pid(), {COUNT_SHARDS})::smallint, 1)
+    ON CONFLICT (queue, status, shard) DO UPDATE SET count = c.count + excluded.count
+), woken AS MATERIALIZED (
+    SELECT count(pg_notify(%(channel)s::text, %(wake)s::text)) AS n
+    WHERE %(wake)s::text IS NOT NULL
+)
+SELECT inserted.id FROM inserted CROSS JOIN woken
+"""
+
 # The common enqueue (no batch, no unique key: every job is inserted) as one statement, so
 # one round trip and no BEGIN/COMMIT of its own: the jobs, their counts on this
 # connection's shard and the NOTIFY of the queues in %(wake)s (may be empty) commit
