@@ -16,7 +16,7 @@ def encode_json(value: Any, what: str, max_bytes: int) -> str:
     if value is None:
         return "null"
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
     except (TypeError, ValueError) as exc:
@@ -39,6 +39,8 @@ def encode_json(value: Any, what: str, max_bytes: int) -> str:
     return text
 
 
+#: Built once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 _JSON_KEYS = {True: "true", False: "false", None: "null"}
 #: The deepest nesting of lists and objects a payload or result may have. Decoding JSON
 #: recurses in Python's C stack; a fixed bound, well inside the interpreter's recursion
@@ -55,6 +57,16 @@ def _json_problem(value: Any) -> str | None:
     """
     if type(value) not in _CONTAINERS and not isinstance(value, dict | list | tuple):
         return None
+    if type(value) is dict:  # the usual payload: flat, with text keys
+        for key, child in value.items():
+            if (
+                type(key) is not str
+                or type(child) in _CONTAINERS
+                or isinstance(child, dict | list | tuple)
+            ):
+                break
+        else:
+            return None
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -698,7 +698,9 @@ def _complete_many(
 def write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
     """Write a transaction's count changes before it commits."""
     changed = tally.changed_queues()
-    if changed:
+    if len(changed) == 1:  # most transactions touch one queue: no executemany to set up
+        conn.execute(sql.ADD_TO_COUNT, changed[0])
+    elif changed:
         conn.executemany(sql.ADD_TO_COUNT, changed)
     if tally.batches:
         conn.executemany(
