@@ -752,7 +752,9 @@ class SqlitejobqPeer(Peer):
     # jobs go by the hundred per transaction. Everything else is the default: LISTEN/NOTIFY
     # wake-ups, a 1 s fallback look, leases of 30 s.
     default_options: ClassVar[dict[str, Any]] = {"concurrency": 4}
-    enqueue_note = "`queue.enqueue(task, payload)` per job (one statement: the job, its count, NOTIFY)"
+    enqueue_note = (
+        "`queue.enqueue(task, payload)` per job (one statement: the job, its count, NOTIFY)"
+    )
     batch_note = "`queue.enqueue_many(task, payloads)`, one INSERT ... SELECT FROM unnest"
     drain_note = (
         "`Worker(queue, concurrency=4).run()` per process: one dispatcher records outcomes "
