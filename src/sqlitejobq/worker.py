@@ -244,27 +244,45 @@ class Worker:
         if not install:
             yield
             return
+        # A signal handler runs in the main thread between two bytecodes, possibly while that
+        # thread holds a lock (an Event's, waiting in the dispatcher): taking any lock there
+        # can deadlock. The handler only records the signal and writes a byte to a pipe; a
+        # relay thread reads it and stops the worker as stop() does.
+        received: list[int] = []  # list.append and pop take no lock
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            # a signal handler runs between two bytecodes of the main thread, which may hold
-            # the worker's lock: it only sets flags, the dispatcher does the rest
-            name = signal.Signals(signum).name
-            if self._stopping.is_set():
-                log.warning("worker %s: second %s, stopping now", self.id, name)
-                self._hard_stop.set()
-            else:
-                log.info("worker %s: %s, stopping gracefully (send again to stop now)",
-                         self.id, name)  # fmt: skip
-                self._stop_deadline = time.monotonic() + self.grace
-                self._stopping.set()
-            self._wake.set()
+            received.append(signum)
+            with contextlib.suppress(OSError):  # full: a byte is waiting already
+                os.write(write_fd, b"s")
 
+        def relay() -> None:
+            while True:
+                data = os.read(read_fd, 64)
+                while received:
+                    name = signal.Signals(received.pop(0)).name
+                    if self._stopping.is_set():
+                        log.warning("worker %s: second %s, stopping now", self.id, name)
+                    else:
+                        log.info("worker %s: %s, stopping gracefully (send again to stop "
+                                 "now)", self.id, name)  # fmt: skip
+                    self.stop()
+                if not data:  # the write end closed: the worker's run is over
+                    return
+
+        relay_thread = threading.Thread(target=relay, name="sqlitejobq-signals", daemon=True)
+        relay_thread.start()
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.close(write_fd)  # the relay reads what is left, then the end of the pipe
+            relay_thread.join(5.0)
+            if not relay_thread.is_alive():
+                os.close(read_fd)
 
     # --- the dispatcher -----------------------------------------------------------------
 

@@ -140,6 +140,47 @@ def test_a_second_sigterm_stops_at_once_and_hands_the_jobs_back(
         assert "interrupted" in (job.error or "")
 
 
+# A signal arriving while the dispatcher (the main thread) holds the lock of the Event it
+# waits on: a handler that set that Event itself waited forever for its own thread.
+SIGNAL_WHILE_LOCKED = """
+import logging, os, signal, sys, time
+from sqlitejobq import Queue, Worker
+
+logging.basicConfig(level=logging.INFO)
+queue = Queue(sys.argv[1])
+worker = Worker(queue, concurrency=1)
+with worker._signals(True):
+    with worker._wake._cond:  # as inside Event.wait, between waking and returning
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs at one of these bytecodes
+            pass
+    deadline = time.monotonic() + 20
+    while not worker.stopping and time.monotonic() < deadline:
+        time.sleep(0.01)
+print("stopping" if worker.stopping else "still running")
+queue.close()
+"""
+
+
+def test_a_signal_that_lands_while_the_dispatcher_holds_a_lock_still_stops_the_worker(
+    target: str,
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_WHILE_LOCKED, target], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        output = finish(process, timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = finish(process)
+        raise AssertionError(f"the worker deadlocked in its signal handler:\n{output}") from None
+    assert process.returncode == 0, output
+    assert "stopping" in output.splitlines()[-1], output
+    assert "stopping gracefully" in output
+
+
 def test_twelve_processes_of_four_threads_run_3000_jobs_exactly_once(
     queue: Queue, target: str, run_log: Path
 ) -> None:
