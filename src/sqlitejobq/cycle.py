@@ -160,7 +160,8 @@ class JobCycle:
         jobs: list[Job] = []
         if request is not None and records:
             jobs = [self.job(record, Claim(request.worker, request.lease)) for record in records]
-            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+            if len(jobs) > 1:
+                jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             if log.isEnabledFor(logging.INFO):
                 for job in jobs:
                     log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,

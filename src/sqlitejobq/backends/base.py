@@ -385,7 +385,7 @@ class RetryPolicy:
     last fault says the database cannot be reached at all (``unreachable``), the error
     ``translate`` names for it; every other error becomes the library error it names.
 
-    ``before_retry(seconds_left)`` lets the engine cut its own waits to what is left.
+    ``waits_for`` lets the engine cut its own waits to what is left.
     """
 
     def __init__(
@@ -412,14 +412,9 @@ class RetryPolicy:
             before_sleep=metrics.record_retry,
         )
 
-    def __call__(
-        self,
-        fn: Callable[[], T],
-        what: str,
-        before_retry: Callable[[float], None] | None = None,
-        after_retries: Callable[[], None] | None = None,
-    ) -> T:
-        """Run ``fn`` under the policy; ``what`` names the operation in error messages."""
+    def __call__(self, fn: Callable[[], T], what: str, conn: Any = None) -> T:
+        """Run ``fn`` under the policy; ``what`` names the operation in error messages,
+        ``conn`` the connection ``fn`` uses (for ``waits_for``)."""
         # the uncontended case pays for one plain call; the policy takes over at the
         # first transient error, with what is left of the time bound
         deadline = time.monotonic() + self.timeout
@@ -430,6 +425,7 @@ class RetryPolicy:
                 raise self.translate(exc, what) from exc
             self.metrics.record_first_busy()
         wait = self._retrying.wait
+        before_retry, after_retries = self.waits_for(conn)
 
         def until_deadline(state: RetryCallState) -> float:
             return max(0.0, min(wait(state), deadline - time.monotonic()))
@@ -458,6 +454,13 @@ class RetryPolicy:
         finally:
             if after_retries is not None:
                 after_retries()
+
+    def waits_for(
+        self, conn: Any
+    ) -> tuple[Callable[[float], None] | None, Callable[[], None] | None]:
+        """Once retries begin: what to run before each retry (given the seconds left) and
+        after the last, e.g. to cut the engine's own lock wait on ``conn``."""
+        return None, None
 
 
 # --- counts kept beside the jobs ---------------------------------------------------------
@@ -493,7 +496,10 @@ class Tally:
 
     def changed_queues(self) -> list[tuple[str, str, int]]:
         """(queue, status, delta) of every count that changed, sorted by key."""
-        return sorted((q, s, n) for (q, s), n in self.queues.items() if n)
+        changed = [(q, s, n) for (q, s), n in self.queues.items() if n]
+        if len(changed) > 1:
+            changed.sort()
+        return changed
 
 
 # --- migrations: the values every engine's runner takes ------------------------------------

@@ -64,6 +64,7 @@ from .wakeup import FileWaker, SqliteWaker, inotify_available
 log = logging.getLogger("sqlitejobq")
 
 T = TypeVar("T")
+_new_record = tuple.__new__  # JobRecord._make without its length check: rows are its shape
 Row = tuple[Any, ...]
 
 _STEP_SQL = {
@@ -601,7 +602,7 @@ class SqliteBackend:
 
 
 def _record(row: Row) -> JobRecord:
-    return JobRecord._make((*row[:21], bool(row[21])))
+    return _new_record(JobRecord, (*row[:21], bool(row[21])))
 
 
 def _insert_many(

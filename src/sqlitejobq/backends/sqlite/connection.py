@@ -130,12 +130,12 @@ class BusyRetry(RetryPolicy):
         )
         self.label = label
 
-    def __call__(  # type: ignore[override]
-        self, fn: Callable[[], T], what: str, conn: sqlite3.Connection | None = None
-    ) -> T:
-        """Run ``fn`` under the policy; ``what`` names the operation in error messages."""
+    def waits_for(
+        self, conn: sqlite3.Connection | None
+    ) -> tuple[Callable[[float], None] | None, Callable[[], None] | None]:
+        """Cut SQLite's busy wait on ``conn`` to the time left, and restore it after."""
         if conn is None:
-            return super().__call__(fn, what)
+            return None, None
         configured: list[int] = []
 
         def cut_busy_wait(left: float) -> None:
@@ -149,7 +149,7 @@ class BusyRetry(RetryPolicy):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute(f"PRAGMA busy_timeout = {int(configured[0])}")
 
-        return super().__call__(fn, what, cut_busy_wait, restore)
+        return cut_busy_wait, restore
 
 
 def run_write(
