@@ -42,7 +42,7 @@ def test_32_processes_of_4_threads_run_every_job_exactly_once(tmp_path: Path) ->
     with Queue(db) as queue:
         stats = queue.stats()
         assert stats.by_status == {"queued": 0, "processing": 0, "completed": jobs,
-                                   "failed": 0, "cancelled": 0}  # fmt: skip
+                                   "failed": 0, "cancelled": 0, "waiting": 0}  # fmt: skip
         reports = queue.workers(limit=100)
     assert len({line.split()[2] for line in log.read_text().splitlines()}) > 1
     assert sum(w.busy_errors for w in reports) == 0  # no caller ever saw DatabaseBusy

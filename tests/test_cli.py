@@ -16,8 +16,8 @@ from sqlitejobq.cli import build_parser, main
 from .conftest import Database, only_on
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["worker", "enqueue", "status", "jobs", "show", "retry", "cancel", "purge", "migrate",
-            "copy"]  # fmt: skip
+COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
+            "purge", "migrate", "copy"]  # fmt: skip
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -69,9 +69,9 @@ def test_status_counts_by_queue_and_status(capsys: pytest.CaptureFixture[str], d
     lines = out.splitlines()
     table = lines[lines.index("") + 1 :]
     assert table[0].split() == ["queue", "queued", "processing", "completed", "failed",
-                                "cancelled"]  # fmt: skip
-    assert table[1].split() == ["a", "2", "0", "0", "1", "0"]
-    assert table[2].split() == ["b", "1", "0", "0", "0", "0"]
+                                "cancelled", "waiting"]  # fmt: skip
+    assert table[1].split() == ["a", "2", "0", "0", "1", "0", "0"]
+    assert table[2].split() == ["b", "1", "0", "0", "0", "0", "0"]
     assert "oldest due job waiting" in out and "lock waits" in out
     code, out, _ = cli(capsys, "status", "--db", db, "--json")
     data = json.loads(out)

@@ -8,7 +8,7 @@ from sqlitejobq.job import ALLOWED_TRANSITIONS
 
 def test_job_status_is_a_str_enum_with_the_documented_values() -> None:
     assert [s.value for s in JobStatus] == [
-        "queued", "processing", "completed", "failed", "cancelled"
+        "queued", "processing", "completed", "failed", "cancelled", "waiting"
     ]  # fmt: skip
     assert JobStatus.QUEUED == "queued" and str(JobStatus.FAILED) == "failed"
     assert JobStatus("completed") is JobStatus.COMPLETED
@@ -19,7 +19,7 @@ def test_job_status_is_a_str_enum_with_the_documented_values() -> None:
 
 def test_completed_is_a_dead_end_and_every_state_is_reachable() -> None:
     assert ALLOWED_TRANSITIONS[JobStatus.COMPLETED] == frozenset()
-    reachable = {JobStatus.QUEUED}
+    reachable = {JobStatus.QUEUED, JobStatus.WAITING}  # where a job starts
     for _ in range(5):
         reachable |= {t for s in reachable for t in ALLOWED_TRANSITIONS[s]}
     assert reachable == set(JobStatus)

@@ -673,7 +673,7 @@ def test_stats_counts_by_queue_and_status_and_the_backlog_age(
     clocked_queue.complete(job)
     stats = clocked_queue.stats()
     assert stats.counts["a"] == {"queued": 2, "processing": 0, "completed": 1, "failed": 0,
-                                 "cancelled": 0}  # fmt: skip
+                                 "cancelled": 0, "waiting": 0}  # fmt: skip
     assert stats.counts["b"]["queued"] == 1
     assert stats.by_status["queued"] == 3 and stats.total() == 4
     assert stats.oldest_queued_age == pytest.approx(30.0)

@@ -23,9 +23,19 @@ from .errors import (
     UnknownTask,
     UnsafeFilesystem,
 )
-from .job import Batch, BatchProgress, Job, JobStatus, LockStats, QueueStats, WorkerInfo
+from .job import (
+    Batch,
+    BatchProgress,
+    Job,
+    JobStatus,
+    LimitInfo,
+    LockStats,
+    QueueStats,
+    ScheduleInfo,
+    WorkerInfo,
+)
 from .queue import Queue
-from .registry import Registry, Task, TaskOptions
+from .registry import Registry, Schedule, Task, TaskOptions
 from .worker import Worker, WorkerSummary
 
 __all__ = [
@@ -42,6 +52,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "JobTimeout",
+    "LimitInfo",
     "LockStats",
     "MigrationError",
     "NotAQueueDatabase",
@@ -52,6 +63,8 @@ __all__ = [
     "QueueStats",
     "ReadOnlyDatabase",
     "Registry",
+    "Schedule",
+    "ScheduleInfo",
     "SqliteJobQError",
     "StorageError",
     "Task",

@@ -145,8 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="jobs claimed ahead of free threads (default: adaptive)",
     )
-    worker.add_argument("--burst", action="store_true",
-                        help="stop once nothing is runnable")  # fmt: skip
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        help="stop once nothing is runnable (periodic jobs are not created)",
+    )
+    worker.add_argument(
+        "--no-schedules",
+        action="store_true",
+        help="do not create the jobs of the app's periodic schedules",
+    )
+    worker.add_argument(
+        "--schedule-check",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the longest between two looks at the schedules (default: 5; a look also comes "
+        "at each slot)",
+    )
     worker.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
                         help="SQLite durability of the worker's writes (default: NORMAL; "
                         "FULL survives power loss)")  # fmt: skip
@@ -172,9 +188,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument("--unique-key", default=None, metavar="KEY",
                          help="do not add a second active job with this key")  # fmt: skip
+    enqueue.add_argument(
+        "--depends-on",
+        type=_positive_int,
+        action="append",
+        default=None,
+        metavar="ID",
+        help="wait until this job has finished (repeatable)",
+    )
+    enqueue.add_argument("--on-dependency-failure", choices=["cancel", "run"], default="cancel",
+                         help="if a dependency fails or is cancelled: cancel this job "
+                         "(default) or run it anyway")  # fmt: skip
+    enqueue.add_argument("--app", default=None, metavar="MODULE:ATTR",
+                         help="the app's Registry or Queue: its task options (queue, limits) "
+                         "apply")  # fmt: skip
 
-    commands.add_parser("status", parents=[common, as_json],
-                        help="counts per queue and status, backlog age, lock waits")  # fmt: skip
+    status = commands.add_parser("status", parents=[common, as_json],
+                                 help="counts per queue and status, backlog age, lock waits, "
+                                 "limits")  # fmt: skip
+    status.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the app's Registry or Queue: shows each limit's maximum",
+    )
+
+    schedules = commands.add_parser(
+        "schedules",
+        parents=[common, as_json],
+        help="periodic jobs: next run, last run, last job status",
+    )
+    schedules.add_argument("--app", default=None, metavar="MODULE:ATTR",
+                           help="the app's Registry or Queue: adds the schedules declared "
+                           "in code and their next run")  # fmt: skip
 
     jobs = commands.add_parser("jobs", parents=[common, as_json], help="list jobs")
     jobs.add_argument(
@@ -384,6 +430,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             child_args += ["--prefetch", str(args.prefetch)]
         if args.burst:
             child_args.append("--burst")
+        if args.no_schedules:
+            child_args.append("--no-schedules")
+        child_args += ["--schedule-check", str(args.schedule_check)]
         if args.log_level:
             child_args += ["--log-level", args.log_level]
         if args.synchronous:
@@ -399,6 +448,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             queue, concurrency=args.concurrency, queues=args.queues, lease=args.lease,
             grace=args.grace, timeout_grace=args.timeout_grace,
             unknown_task_window=args.unknown_task_window, prefetch=args.prefetch,
+            run_schedules=not args.no_schedules, schedule_check=args.schedule_check,
         ).run(burst=args.burst)  # fmt: skip
     finally:
         queue.close()
@@ -421,10 +471,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         raise CliError(f"payload is not valid JSON: {exc}") from None
-    with _open(args) as queue:
+    with _open_for(args) as queue:
         job_id = queue.enqueue(
             args.task, payload, queue=args.queue, priority=args.priority, delay=args.delay,
             max_attempts=args.max_attempts, unique_key=args.unique_key,
+            depends_on=args.depends_on, on_dependency_failure=args.on_dependency_failure,
         )  # fmt: skip
         if args.json:
             _print_json(queue.get(job_id).as_dict())
@@ -433,11 +484,36 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """``sqlitejobq schedules``: the periodic jobs, recorded by workers or declared in code."""
+    with _open_for(args) as queue:
+        infos = queue.schedules()
+    if args.json:
+        _print_json([info.as_dict() for info in infos])
+        return 0
+    if not infos:
+        print("no schedules (a worker records those it runs; --app shows those in code)")
+        return 0
+    print(_table(
+        ["schedule", "task", "every", "timezone", "next run", "last run", "last job", "status"],
+        [[i.name, i.task, i.every, i.timezone, _when(i.next_slot), _when(i.last_slot),
+          "-" if i.last_job_id is None else str(i.last_job_id), i.last_status or "-"]
+         for i in infos],
+    ))  # fmt: skip
+    return 0
+
+
+def _open_for(args: argparse.Namespace) -> Queue:
+    """The queue, with the app's registry when ``--app`` names one."""
+    return _queue_for_app(args) if getattr(args, "app", None) else _open(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``sqlitejobq status``: counts by queue and status, backlog age, lock waits, workers."""
-    with _open(args) as queue:
+    with _open_for(args) as queue:
         stats = queue.stats()
         workers = queue.workers(alive_only=True)
+        limits = queue.limits()
         is_file, database = queue.capabilities.is_file, queue.target
     if is_file:
         database = os.path.abspath(database)
@@ -446,6 +522,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         data["database"] = database
         data["wal_bytes"] = _wal_size(database) if is_file else None
         data["workers"] = [asdict(w) for w in workers]
+        data["limits"] = [info.as_dict() for info in limits]
         _print_json(data)
         return 0
     statuses = [s.value for s in JobStatus]
@@ -475,6 +552,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             [[w.id, str(w.pid), w.queues, str(w.concurrency), str(w.jobs_completed),
               str(w.jobs_failed), str(w.lock_retries),
               _human_seconds(time.time() - w.last_seen) + " ago"] for w in workers],
+        ))  # fmt: skip
+    if limits:
+        print()
+        print(_table(
+            ["limited", "processing", "limit", "queued (held)", "rate", "starts last hour"],
+            [[i.key, str(i.processing), "-" if i.limit is None else str(i.limit),
+              str(i.queued), i.rate or "-", str(i.starts_last_hour)] for i in limits],
         ))  # fmt: skip
     return 0
 
@@ -619,6 +703,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "schedules": cmd_schedules,
     "jobs": cmd_jobs,
     "show": cmd_show,
     "retry": cmd_retry,

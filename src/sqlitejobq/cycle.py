@@ -24,6 +24,7 @@ from .backends.base import (
     Backend,
     ClaimRequest,
     JobRecord,
+    LimitedDue,
     LockMetrics,
     Step,
     StepParams,
@@ -99,10 +100,29 @@ class JobCycle:
         """Upkeep an idle worker does (SQLite: fold the WAL into the file)."""
         self.backend.checkpoint()
 
-    def due_in(self, queues: tuple[str, ...] | None) -> float | None:
-        """Seconds until the earliest queued job of ``queues`` is due (<= 0: due now)."""
+    def due_in(self, queues: tuple[str, ...] | None, exclude: tuple[str, ...] = ()) -> float | None:
+        """Seconds until the earliest queued job of ``queues`` is due (<= 0: due now); with
+        limits declared, a limited job counts once its limits would let it start."""
         earliest, now = self.backend.next_run_at(queues)
-        return None if earliest is None else earliest - now
+        due = None if earliest is None else earliest - now
+        if due is None or due > 0:
+            limited = self.limited_due(queues, exclude)
+            if limited is not None:
+                if limited.claimable:
+                    return 0.0
+                for later in (limited.next_start, limited.next_run):
+                    if later is not None:
+                        due = later - limited.now if due is None else min(due, later - limited.now)
+        return due
+
+    def limited_due(
+        self, queues: tuple[str, ...] | None, exclude: tuple[str, ...] = ()
+    ) -> LimitedDue | None:
+        """When limited jobs can next be claimed (None: no limits declared here)."""
+        rules = self.registry.limit_rules()
+        if not rules:
+            return None
+        return self.backend.limited_due(ClaimRequest("due", queues, 1, 1.0, exclude, rules))
 
     def lease_expiry_in(self) -> float | None:
         """Seconds until the earliest lease of a processing job ends (< 0: expired)."""
@@ -126,7 +146,7 @@ class JobCycle:
         if count > _MAX_CLAIM:
             raise InvalidArgument(f"limit must be <= {_MAX_CLAIM}, got {count}")
         seconds = validation.seconds(lease, "lease", positive=True)
-        return ClaimRequest(worker_id, names, count, seconds, exclude)
+        return ClaimRequest(worker_id, names, count, seconds, exclude, self.registry.limit_rules())
 
     def claim(self, request: ClaimRequest) -> list[Job]:
         """Claim jobs; one whose stored payload cannot be decoded fails at once instead."""

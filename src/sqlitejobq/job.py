@@ -20,6 +20,8 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Enqueued with ``depends_on``: waits until its dependencies have finished.
+    WAITING = "waiting"
 
     @property
     def finished(self) -> bool:
@@ -38,6 +40,7 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
 }
 
@@ -177,6 +180,48 @@ class Batch:
 
     id: int
     job_ids: list[int]
+    #: The job enqueued with ``then=``: it runs once every job of the batch has finished.
+    then_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A periodic job as declared in code and as recorded by the workers that ran it."""
+
+    name: str
+    task: str
+    every: str
+    timezone: str
+    #: The latest slot a job was created for (epoch seconds), its job and that job's status.
+    last_slot: float | None
+    last_job_id: int | None
+    last_status: str | None
+    #: The next slot (None: not declared in this process's code, so not known here).
+    next_slot: float | None
+    #: When a worker last declared it (None: never ran on a worker yet).
+    declared_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """A limit key with jobs queued or processing: the task's limits (as declared in this
+    process: None if unknown here) against what is in use."""
+
+    key: str
+    task: str
+    limit: int | None
+    rate: str | None
+    queued: int
+    processing: int
+    starts_last_hour: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +237,8 @@ class BatchProgress:
     failed: int
     cancelled: int
     created_at: float
+    #: Jobs waiting for their dependencies.
+    waiting: int = 0
 
     @property
     def finished(self) -> int:
@@ -205,8 +252,8 @@ class BatchProgress:
 
     @property
     def done(self) -> bool:
-        """True when no job of the batch is queued or processing."""
-        return self.queued == 0 and self.processing == 0
+        """True when no job of the batch is queued, processing or waiting."""
+        return self.queued == 0 and self.processing == 0 and self.waiting == 0
 
     def __str__(self) -> str:
         return f"{self.finished}/{self.total}, {self.percent:.0f}%"
@@ -216,7 +263,8 @@ class BatchProgress:
         return {
             "batch_id": self.batch_id, "name": self.name, "total": self.total,
             "queued": self.queued, "processing": self.processing, "completed": self.completed,
-            "failed": self.failed, "cancelled": self.cancelled, "finished": self.finished,
+            "failed": self.failed, "cancelled": self.cancelled, "waiting": self.waiting,
+            "finished": self.finished,
             "percent": self.percent, "done": self.done, "created_at": self.created_at,
         }  # fmt: skip
 

@@ -9,7 +9,13 @@ from typing import Any, TypeVar, overload
 
 from . import validation
 from .backends import open_backend
-from .backends.base import Backend, Capabilities, NewJob
+from .backends.base import (
+    Backend,
+    Capabilities,
+    NewJob,
+    limit_key_of,
+    task_of_limit_key,
+)
 from .cycle import STATUS, JobCycle, Policy
 from .errors import (
     DuplicateJob,
@@ -18,9 +24,19 @@ from .errors import (
     JobNotFound,
     PayloadError,
 )
-from .job import Batch, BatchProgress, Job, JobStatus, QueueStats, WorkerInfo
+from .job import (
+    Batch,
+    BatchProgress,
+    Job,
+    JobStatus,
+    LimitInfo,
+    QueueStats,
+    ScheduleInfo,
+    WorkerInfo,
+)
 from .payload import encode_json
-from .registry import CompletionHook, Handler, Registry
+from .registry import CompletionHook, Handler, Registry, Schedule
+from .scheduler import every
 
 log = logging.getLogger("sqlitejobq")
 
@@ -156,6 +172,12 @@ class Queue:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
+        limit: int | None = None,
+        rate: str | tuple[int, float] | None = None,
+        limit_key: str | None = None,
+        schedule: str | float | None = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
     ) -> Callable[[H], H]: ...
 
     def task(
@@ -171,6 +193,12 @@ class Queue:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
+        limit: int | None = None,
+        rate: str | tuple[int, float] | None = None,
+        limit_key: str | None = None,
+        schedule: str | float | None = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
     ) -> H | Callable[[H], H]:
         """Register a handler on this queue's registry; same arguments as Registry.task."""
         if callable(name):
@@ -185,7 +213,71 @@ class Queue:
             queue=queue,
             priority=priority,
             on_complete=on_complete,
+            limit=limit,
+            rate=rate,
+            limit_key=limit_key,
+            schedule=schedule,
+            timezone=timezone,
+            missed=missed,
         )
+
+    def schedule(
+        self,
+        task: str,
+        every: str | float,
+        *,
+        name: str | None = None,
+        payload: Any = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Schedule:
+        """Declare a periodic job on this queue's registry; see ``Registry.schedule``."""
+        return self.registry.schedule(
+            task, every, name=name, payload=payload, timezone=timezone, missed=missed,
+            queue=queue, priority=priority, max_attempts=max_attempts,
+        )  # fmt: skip
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule declared in code here or recorded by a worker, with its last slot,
+        the status of the job it last created and, for those declared here, the next slot."""
+        recorded = {row[0]: row for row in self.backend.schedules()}
+        declared = {schedule.name: schedule for schedule in self.registry.schedules}
+        now = self.clock()
+        infos = []
+        for name in sorted(set(recorded) | set(declared)):
+            row = recorded.get(name)
+            schedule = declared.get(name)
+            if schedule is not None:
+                task, how_often = schedule.task, every(schedule.trigger)
+                zone, upcoming = schedule.trigger.timezone, schedule.trigger.next_after(now)
+            else:
+                task, how_often, zone, upcoming = row[1], row[2], row[3], None  # type: ignore[index]
+            infos.append(ScheduleInfo(
+                name, task, how_often, zone,
+                None if row is None or row[4] is None else float(row[4]),
+                None if row is None or row[5] is None else int(row[5]),
+                None if row is None else row[6], upcoming,
+                None if row is None else float(row[7]),
+            ))  # fmt: skip
+        return infos
+
+    def limits(self) -> list[LimitInfo]:
+        """The limit keys with queued or processing jobs: how many of each, and the task's
+        limits as declared here (for ``status``)."""
+        rules = self.registry.limit_rules()
+        infos = []
+        for key, queued, processing, starts in self.backend.limit_usage(200):
+            task = task_of_limit_key(key)
+            rule = rules.get(task)
+            rate = None
+            if rule is not None and rule.rate is not None:
+                rate = f"{rule.rate[0]}/{rule.rate[1]:g}s"
+            infos.append(LimitInfo(key, task, None if rule is None else rule.limit, rate,
+                                   queued, processing, starts))  # fmt: skip
+        return infos
 
     # --- enqueue --------------------------------------------------------------------------
 
@@ -199,16 +291,24 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_dependency_failure: str = "cancel",
         connection: Any = None,
     ) -> int:
         """Add one job; returns its id.
 
         With ``unique_key``, if a queued or processing job already holds the key, nothing
-        is added and that job's id is returned. With ``connection``, the job is written in
-        the caller's open transaction (a ``sqlite3.Connection`` on the same file, or a
-        psycopg connection to the same database) and exists once the caller commits.
+        is added and that job's id is returned. With ``depends_on`` (job ids), the job waits
+        (status ``waiting``) until every one of them has finished; if one fails or is
+        cancelled, the job is cancelled, or with ``on_dependency_failure="run"`` it runs
+        anyway. With ``connection``, the job is written in the caller's open transaction (a
+        ``sqlite3.Connection`` on the same file, or a psycopg connection to the same
+        database) and exists once the caller commits.
         """
-        make_job = self._job_maker(task, queue, priority, delay, max_attempts, unique_key)
+        make_job = self._job_maker(
+            task, queue, priority, delay, max_attempts, unique_key, depends_on,
+            on_dependency_failure,
+        )  # fmt: skip
         job = make_job(payload)
         _, ids = self.backend.insert_jobs(
             [job], batch_name=None, make_batch=False, connection=connection
@@ -227,13 +327,16 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_dependency_failure: str = "cancel",
         connection: Any = None,
     ) -> list[int]:
         """Add one job per payload in one transaction; the options apply to every job."""
         return self._enqueue_all(
             task, payloads, None, False,
             queue=queue, priority=priority, delay=delay, max_attempts=max_attempts,
-            unique_key=unique_key, connection=connection,
+            unique_key=unique_key, depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure, connection=connection,
         )[1]  # fmt: skip
 
     def enqueue_batch(
@@ -247,16 +350,44 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int | None = None,
         unique_key: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_dependency_failure: str = "cancel",
+        then: str | None = None,
+        then_payload: Any = None,
         connection: Any = None,
     ) -> Batch:
-        """Add jobs as one batch, followed with ``batch_progress``."""
+        """Add jobs as one batch, followed with ``batch_progress``.
+
+        With ``then`` (a task name), one more job is enqueued in the same transaction: it
+        runs once every job of the batch has finished, whatever their outcome, with
+        ``then_payload`` (a dict, default empty) plus ``"batch_id"``; its id is the
+        batch's ``then_id``.
+        """
+        follow = None
+        if then is not None:
+            make_then = self._job_maker(then, None, None, 0.0, None, None, None, "run")
+            extra = {} if then_payload is None else then_payload
+            if not isinstance(extra, dict):
+                raise InvalidArgumentType(
+                    f"then_payload must be a dict (it gets the batch_id), got "
+                    f"{type(extra).__name__}"
+                )
+            make_then(extra)  # refuse a bad payload before anything is written
+
+            def follow(batch_id: int, ids: list[int]) -> NewJob:
+                return make_then({**extra, "batch_id": batch_id})._replace(
+                    depends_on=tuple(ids), dependency_policy="run"
+                )
+
         batch_id, ids = self._enqueue_all(
             task, payloads, validation.optional_text(name, "batch name", max_length=200), True,
             queue=queue, priority=priority, delay=delay, max_attempts=max_attempts,
-            unique_key=unique_key, connection=connection,
+            unique_key=unique_key, depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure, connection=connection, then=follow,
         )  # fmt: skip
         assert batch_id is not None
-        return Batch(batch_id, ids)
+        then_id = ids.pop() if follow is not None else None
+        return Batch(batch_id, ids, then_id)
 
     def _enqueue_all(
         self,
@@ -270,14 +401,20 @@ class Queue:
         delay: float,
         max_attempts: int | None,
         unique_key: str | None,
+        depends_on: Iterable[int] | None,
+        on_dependency_failure: str,
         connection: Any,
+        then: Callable[[int, list[int]], NewJob] | None = None,
     ) -> tuple[int | None, list[int]]:
         if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Iterable):
             raise InvalidArgumentType(
                 f"payloads must be a list (or other iterable) of payloads, "
                 f"got {type(payloads).__name__}"
             )
-        make_job = self._job_maker(task, queue, priority, delay, max_attempts, unique_key)
+        make_job = self._job_maker(
+            task, queue, priority, delay, max_attempts, unique_key, depends_on,
+            on_dependency_failure,
+        )  # fmt: skip
         jobs = []
         for index, payload in enumerate(payloads):
             try:
@@ -287,7 +424,7 @@ class Queue:
         if not jobs and not make_batch:
             return None, []
         batch_id, ids = self.backend.insert_jobs(
-            jobs, batch_name=batch_name, make_batch=make_batch, connection=connection
+            jobs, batch_name=batch_name, make_batch=make_batch, connection=connection, then=then
         )
         if ids and log.isEnabledFor(logging.INFO):
             where = f" as batch {batch_id}" if batch_id is not None else ""
@@ -303,9 +440,16 @@ class Queue:
         delay: float,
         max_attempts: int | None,
         unique_key: str | None,
+        depends_on: Iterable[int] | None = None,
+        on_dependency_failure: str = "cancel",
     ) -> Callable[[Any], NewJob]:
         """Validate the options once; the returned function encodes one payload into a job."""
         validation.name(task, "task")
+        dependencies = _dependencies(depends_on)
+        if on_dependency_failure not in ("cancel", "run"):
+            raise InvalidArgument(
+                f"on_dependency_failure must be 'cancel' or 'run', got {on_dependency_failure!r}"
+            )
         options = self.registry.options(task)
         queue_name = validation.name(
             queue if queue is not None else options.queue or "default", "queue"
@@ -321,10 +465,21 @@ class Queue:
         )  # fmt: skip
         key = validation.optional_text(unique_key, "unique_key", max_length=1000)
         limit = self.max_payload_bytes
+        rule = self.registry.limit_rules().get(task)
 
         def make_job(payload: Any) -> NewJob:
+            limit_key = None
+            if rule is not None:
+                limit_key = limit_key_of(rule, payload)
+                if limit_key is None:
+                    raise PayloadError(
+                        f"task {task!r} is limited per payload field {rule.key!r}: the payload "
+                        f"must be an object whose {rule.key!r} is text or an int of 1-200 "
+                        f"characters, got {str(payload)[:200]}"
+                    )
             return NewJob(task, queue_name, encode_json(payload, "payload", limit), prio,
-                          seconds, attempts, key)  # fmt: skip
+                          seconds, attempts, key, limit_key, dependencies,
+                          on_dependency_failure)  # fmt: skip
 
         return make_job
 
@@ -568,3 +723,17 @@ class Queue:
             since = self.backend.now() - WORKER_ALIVE_WINDOW
             found = [w for w in found if w.stopped_at is None and w.last_seen >= since]
         return found
+
+
+def _dependencies(depends_on: Iterable[int] | None) -> tuple[int, ...]:
+    if depends_on is None:
+        return ()
+    if isinstance(depends_on, str | bytes) or not isinstance(depends_on, Iterable):
+        raise InvalidArgumentType(
+            f"depends_on must be a list of job ids, got {type(depends_on).__name__}"
+        )
+    ids = tuple(dict.fromkeys(validation.integer(i, "depends_on id", minimum=1)
+                              for i in depends_on))  # fmt: skip
+    if len(ids) > 10_000:
+        raise InvalidArgument(f"depends_on may name at most 10000 jobs, got {len(ids)}")
+    return ids

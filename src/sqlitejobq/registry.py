@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import validation
-from .errors import InvalidArgument, UnknownTask
+from .backends.base import LimitRule
+from .errors import InvalidArgument, InvalidArgumentType, UnknownTask
+from .schedule import MISSED_POLICIES, Trigger, parse_trigger
 
 if TYPE_CHECKING:
     from .job import Job
@@ -31,6 +33,12 @@ class TaskOptions:
     queue: str | None = None
     priority: int | None = None
     on_complete: CompletionHook | None = None
+    #: At most this many of the task's jobs processing at once, across every worker.
+    limit: int | None = None
+    #: At most ``rate[0]`` starts of the task's jobs in any ``rate[1]`` seconds.
+    rate: tuple[int, float] | None = None
+    #: With ``limit`` or ``rate``: a payload field; the limits then hold per value of it.
+    limit_key: str | None = None
 
     @classmethod
     def checked(
@@ -44,10 +52,19 @@ class TaskOptions:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
+        limit: int | None = None,
+        rate: str | tuple[int, float] | None = None,
+        limit_key: str | None = None,
     ) -> TaskOptions:
         """Validate every option and build the value."""
         if on_complete is not None and not callable(on_complete):
             raise InvalidArgument(f"on_complete must be callable, got {on_complete!r}")
+        if limit_key is not None:
+            validation.name(limit_key, "limit_key")
+            if limit is None and rate is None:
+                raise InvalidArgument(
+                    f"limit_key {limit_key!r} needs a limit or a rate to apply per its value"
+                )
         return cls(
             max_attempts=None
             if max_attempts is None
@@ -63,7 +80,27 @@ class TaskOptions:
             queue=None if queue is None else validation.name(queue, "queue"),
             priority=None if priority is None else validation.integer(priority, "priority"),
             on_complete=on_complete,
+            limit=None if limit is None else validation.integer(limit, "limit", minimum=1),
+            rate=None if rate is None else validation.rate(rate, "rate"),
+            limit_key=limit_key,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A periodic job: ``task`` with ``payload`` at every slot of ``trigger`` (a cron
+    expression in a time zone, or an interval), one job per slot across every worker.
+    After downtime, ``missed`` says what becomes of the slots missed: "latest" runs the
+    most recent one once, "skip" runs none. ``options`` go to the job as enqueue options."""
+
+    name: str
+    task: str
+    trigger: Trigger
+    payload: Any = None
+    missed: str = "latest"
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +117,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+        self._schedules: dict[str, Schedule] = {}
+        self._rules: dict[str, LimitRule] | None = None
         self._lock = threading.Lock()
 
     @overload
@@ -99,6 +138,12 @@ class Registry:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
+        limit: int | None = None,
+        rate: str | tuple[int, float] | None = None,
+        limit_key: str | None = None,
+        schedule: str | float | None = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
     ) -> Callable[[H], H]: ...
 
     def task(
@@ -114,6 +159,12 @@ class Registry:
         queue: str | None = None,
         priority: int | None = None,
         on_complete: CompletionHook | None = None,
+        limit: int | None = None,
+        rate: str | tuple[int, float] | None = None,
+        limit_key: str | None = None,
+        schedule: str | float | None = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
     ) -> H | Callable[[H], H]:
         """Register the decorated function as the handler of task ``name``.
 
@@ -123,6 +174,9 @@ class Registry:
         ``on_complete(conn, job, result)`` runs inside the transaction that records the
         job's completion, and only if it is recorded: what it writes on ``conn`` commits
         with the completion or not at all. If it raises, the attempt fails instead.
+        ``limit`` and ``rate`` (e.g. ``"5/s"``) hold across every worker, per value of the
+        payload field ``limit_key`` when given. ``schedule`` (a cron expression in
+        ``timezone``, or an interval in seconds) makes the task periodic: see ``schedule``.
         """
         options = TaskOptions.checked(
             max_attempts=max_attempts,
@@ -133,16 +187,86 @@ class Registry:
             queue=queue,
             priority=priority,
             on_complete=on_complete,
+            limit=limit,
+            rate=rate,
+            limit_key=limit_key,
         )
-        if callable(name):
-            self.register(name.__name__, name, options)
-            return name
+        trigger = None if schedule is None else parse_trigger(schedule, timezone)
+        _check_missed(missed)
 
-        def decorate(handler: H) -> H:
-            self.register(name if name is not None else handler.__name__, handler, options)
+        def add(task_name: str, handler: H) -> H:
+            self.register(task_name, handler, options)
+            if trigger is not None:
+                self.add_schedule(Schedule(task_name, task_name, trigger, missed=missed))
             return handler
 
+        if callable(name):
+            return add(name.__name__, name)
+
+        def decorate(handler: H) -> H:
+            return add(name if name is not None else handler.__name__, handler)
+
         return decorate
+
+    def schedule(
+        self,
+        task: str,
+        every: str | float,
+        *,
+        name: str | None = None,
+        payload: Any = None,
+        timezone: str = "UTC",
+        missed: str = "latest",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Schedule:
+        """Run ``task`` periodically: at every slot of ``every`` (a cron expression such as
+        ``"0 16 * * *"`` read in ``timezone``, or an interval in seconds), one job per slot
+        however many workers run, with ``payload`` (default: ``{"slot": ISO time}``).
+
+        ``name`` (default: the task's name) identifies the schedule; declare it in code
+        that every worker imports. A schedule no longer declared stops firing.
+        """
+        schedule = Schedule(
+            validation.name(name if name is not None else task, "schedule name"),
+            validation.name(task, "task"),
+            parse_trigger(every, timezone),
+            payload,
+            _check_missed(missed),
+            None if queue is None else validation.name(queue, "queue"),
+            None if priority is None else validation.integer(priority, "priority"),
+            None if max_attempts is None
+            else validation.integer(max_attempts, "max_attempts", minimum=1),
+        )  # fmt: skip
+        return self.add_schedule(schedule)
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Add a schedule; a second one under the same name is refused."""
+        with self._lock:
+            existing = self._schedules.get(schedule.name)
+            if existing is not None and existing != schedule:
+                raise InvalidArgument(f"a schedule named {schedule.name!r} exists already")
+            self._schedules[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The periodic jobs declared, by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    def limit_rules(self) -> dict[str, LimitRule]:
+        """The limits of the tasks registered here, by task."""
+        if self._rules is not None:
+            return self._rules
+        rules = {}
+        for task in list(self._tasks.values()):
+            options = task.options
+            if options.limit is not None or options.rate is not None:
+                rules[task.name] = LimitRule(task.name, options.limit, options.rate,
+                                             options.limit_key)  # fmt: skip
+        self._rules = rules
+        return rules
 
     def register(self, name: str, handler: Handler, options: TaskOptions | None = None) -> Task:
         """Register ``handler`` under ``name``; a second handler for one name is refused."""
@@ -157,6 +281,7 @@ class Registry:
                     f"task {name!r} is already registered to {existing.handler!r}"
                 )
             self._tasks[name] = task
+            self._rules = None
         return task
 
     def get(self, name: str) -> Task:
@@ -188,3 +313,11 @@ class Registry:
 
 
 _NO_OPTIONS = TaskOptions()
+
+
+def _check_missed(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"missed must be a str, got {type(value).__name__}")
+    if value not in MISSED_POLICIES:
+        raise InvalidArgument(f"missed must be one of {', '.join(MISSED_POLICIES)}, got {value!r}")
+    return value

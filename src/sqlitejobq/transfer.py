@@ -110,6 +110,9 @@ class CopySource(Protocol):
     def processing(self) -> list[int]:
         """The ids of the jobs in ``processing``."""
 
+    def waiting(self) -> list[int]:
+        """The ids of the jobs waiting for dependencies."""
+
     def jobs(self, after: int, limit: int) -> list[JobRecord]:
         """Up to ``limit`` jobs to copy with ids above ``after``, by id: those still to run
         (queued: due, delayed, waiting to retry) and the failed ones. Completed and cancelled
@@ -272,6 +275,14 @@ def _refuse_processing(reader: CopySource) -> None:
             f"still run on it. Stop every worker of {reader.label}, then copy again (a job "
             f"left processing by a worker that died goes back to the queue when a worker "
             f"runs there after its lease ends); nothing was copied"
+        )
+    waiting = reader.waiting()
+    if waiting:
+        shown = ", ".join(str(i) for i in waiting[:10]) + (" ..." if len(waiting) > 10 else "")
+        raise CopyRefused(
+            f"{len(waiting)} job(s) of {reader.label} wait for dependencies (ids {shown}): a "
+            f"copy does not carry dependencies. Let them run (or cancel them), then copy "
+            f"again; nothing was copied"
         )
 
 

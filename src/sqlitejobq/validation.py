@@ -112,3 +112,37 @@ def choice(value: object, what: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.upper() not in allowed:
         raise InvalidArgument(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
     return value.upper()
+
+
+_RATE = re.compile(
+    r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$"
+)
+_UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+                 "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
+
+
+def rate(value: object, what: str) -> tuple[int, float]:
+    """A rate as (starts, per seconds), from text such as ``"5/s"``, ``"100/m"``,
+    ``"10/30s"`` or a (count, seconds) pair."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return integer(value[0], f"{what} count", minimum=1), seconds(
+            value[1], f"{what} period", positive=True
+        )
+    if not isinstance(value, str):
+        raise InvalidArgumentType(
+            f"{what} must be text such as '5/s' or '100/m', or a (count, seconds) pair, "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    match = _RATE.match(value)
+    if match is None:
+        raise InvalidArgument(
+            f"{what} must look like '5/s', '100/m', '1000/h' or '10/30s' (starts per period), "
+            f"got {value!r}"
+        )
+    count = int(match.group(1))
+    if count < 1:
+        raise InvalidArgument(f"{what} must allow at least 1 start per period, got {value!r}")
+    period = float(match.group(2) or 1) * _UNIT_SECONDS[match.group(3)]
+    if period <= 0:
+        raise InvalidArgument(f"{what} needs a period > 0, got {value!r}")
+    return count, period

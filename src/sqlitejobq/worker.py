@@ -45,6 +45,7 @@ from .errors import (
 )
 from .job import Job
 from .queue import Queue
+from .scheduler import Scheduler
 
 log = logging.getLogger("sqlitejobq")
 
@@ -131,6 +132,8 @@ class Worker:
         report_interval: float = 10.0,
         prefetch: int | None = None,
         worker_id: str | None = None,
+        run_schedules: bool = True,
+        schedule_check: float = 5.0,
     ) -> None:
         if not isinstance(queue, Queue):
             raise InvalidArgumentType(
@@ -160,6 +163,9 @@ class Worker:
             worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
             "worker_id",
         )
+        self.run_schedules = bool(run_schedules)
+        self.schedule_check = validation.seconds(schedule_check, "schedule_check", positive=True)
+        self._scheduler = Scheduler(queue, queue.registry.schedules)
         self._lock = threading.Lock()
         self._jobs_ready = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -295,6 +301,9 @@ class Worker:
         next_checkpoint = now + self.checkpoint_interval
         next_report = now + self.report_interval
         next_due: float | None = None  # when the next delayed job we know of is due (monotonic)
+        # the periodic jobs: not in burst mode (it runs what is there, then returns)
+        scheduling = self.run_schedules and not burst and bool(self._scheduler.schedules)
+        next_schedule = now if scheduling else float("inf")
         maybe_work = True  # there may be due jobs: try a claim
         look_ahead = False  # the queue looked drained or changed: read when work is next due
         seen_version = waker.look()
@@ -326,6 +335,11 @@ class Worker:
                     next_report = now + self.report_interval
                 if next_due is not None and now >= next_due:
                     maybe_work, next_due = True, None
+                if now >= next_schedule:
+                    created = self._scheduler.created
+                    until_slot = self._scheduler.tick()
+                    next_schedule = time.monotonic() + min(until_slot, self.schedule_check)
+                    maybe_work = maybe_work or self._scheduler.created != created
                 again, drained = self._exchange(maybe_work and not self._stopping.is_set())
                 error_backoff = 0.0
                 look_ahead = look_ahead or drained
@@ -336,7 +350,7 @@ class Worker:
                 maybe_work = False
                 if look_ahead:
                     look_ahead = False
-                    due_in = cycle.due_in(self.queues)
+                    due_in = cycle.due_in(self.queues, self._unknown())
                     if due_in is not None and due_in <= 0:
                         maybe_work, next_due = True, None
                         continue
@@ -344,10 +358,13 @@ class Worker:
                 with self._lock:
                     idle = not self._running and not self._buffer and not self._outcomes
                 if burst and idle and not self._stopping.is_set():
-                    if self._nothing_runnable():
+                    wait = self._burst_wait()
+                    if wait is None:
                         return
-                    maybe_work = True
-                    continue
+                    if wait <= 0:
+                        maybe_work = True
+                        continue
+                    next_due = time.monotonic() + wait
                 if idle and self.checkpoint_interval and now >= next_checkpoint:
                     next_checkpoint = now + self.checkpoint_interval
                     cycle.maintain()
@@ -367,6 +384,7 @@ class Worker:
                     timeout = min(timeout, max(0.0, next_due - now))
                 if next_expiry is not None:
                     timeout = min(timeout, next_expiry - now)
+                timeout = min(timeout, max(0.0, next_schedule - now))
                 if armed:
                     waker.sleeping(True)
                 try:
@@ -557,15 +575,23 @@ class Worker:
         with self._lock:
             return self.concurrency + ahead - len(self._running) - len(self._buffer)
 
-    def _nothing_runnable(self) -> bool:
-        """Burst mode's end: nothing due in our queues and no lease left to rescue."""
-        due_in = self.cycle.due_in(self.queues)
+    def _burst_wait(self) -> float | None:
+        """Burst mode: None when it ends (nothing due in our queues, no lease left to rescue,
+        no job held back only by a rate limit), else how long to wait before looking again
+        (0: at once)."""
+        due_in = self.cycle.due_in(self.queues, self._unknown())
         if due_in is not None and due_in <= 0:
-            return False
+            return 0.0
         expiry_in = self.cycle.lease_expiry_in()
         if expiry_in is not None and expiry_in < 0:
-            return not self.cycle.rescue_expired(renew=self._held(time.monotonic()))
-        return True
+            return 0.0 if self.cycle.rescue_expired(renew=self._held(time.monotonic())) else None
+        limited = self.cycle.limited_due(self.queues, self._unknown())
+        if limited is not None:
+            if limited.claimable:  # its rate freed a start since the look above
+                return 0.0
+            if limited.next_start is not None:  # runnable once its rate lets it
+                return max(0.001, limited.next_start - limited.now)
+        return None
 
     def _heartbeat_every(self) -> float:
         with self._lock:

@@ -125,7 +125,7 @@ def test_eight_processes_claim_every_job_exactly_once(target: str, start_method:
     assert parent.complete(warm) is True
     stats = parent.stats()
     assert stats.by_status == {"queued": 0, "processing": 0, "completed": total + 1,
-                               "failed": 0, "cancelled": 0}  # fmt: skip
+                               "failed": 0, "cancelled": 0, "waiting": 0}  # fmt: skip
     by = Counter(job.result["by"] for job in parent.jobs(limit=total + 1) if job.task == "t")
     assert sum(by.values()) == total and len(by) > 1
     assert all(parent.get(i).status is JobStatus.COMPLETED for i in ids[:50])

@@ -194,7 +194,7 @@ def test_twelve_processes_of_four_threads_run_3000_jobs_exactly_once(
     assert set(counted) == set(ids)
     assert [i for i, n in counted.items() if n != 1] == []
     assert queue.stats().by_status == {"queued": 0, "processing": 0, "completed": 3000,
-                                       "failed": 0, "cancelled": 0}  # fmt: skip
+                                       "failed": 0, "cancelled": 0, "waiting": 0}  # fmt: skip
     pids = {line.split()[2] for line in run_log.read_text().splitlines()}
     assert len(pids) > 1
     assert_no_lock_errors(output)

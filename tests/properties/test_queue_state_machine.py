@@ -51,6 +51,9 @@ class Model:
     lease_until: float | None = None
     worker: str | None = None
     completions: int = 0
+    #: while waiting: the dependencies not finished yet, and what a failed one does
+    pending: set[int] | None = None
+    policy: str = "cancel"
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -84,6 +87,25 @@ class QueueMachine(RuleBasedStateMachine):
         model.lease_until = None
         if status is JobStatus.QUEUED:
             model.run_at = self.queue.get(job_id).run_at
+        self.finished(job_id)
+
+    def finished(self, job_id: int) -> None:
+        """A job reached an end state (or not): count it off the jobs waiting for it, and
+        theirs in turn when one is cancelled for it."""
+        status = self.jobs[job_id].status
+        if not status.finished:
+            return
+        for other_id, other in self.jobs.items():
+            if other.status is not JobStatus.WAITING or job_id not in (other.pending or set()):
+                continue
+            assert other.pending is not None
+            other.pending.discard(job_id)
+            if status is not JobStatus.COMPLETED and other.policy == "cancel":
+                other.status = JobStatus.CANCELLED
+                self.finished(other_id)
+            elif not other.pending:
+                other.status = JobStatus.QUEUED
+                other.run_at = max(other.run_at, self.clock())
 
     # --- rules -------------------------------------------------------------------------
 
@@ -114,6 +136,23 @@ class QueueMachine(RuleBasedStateMachine):
             assert job_id not in self.jobs
             self.jobs[job_id] = Model(JobStatus.QUEUED, priority, self.clock() + delay, 0,
                                       max_attempts, batch_id)  # fmt: skip
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), policy=st.sampled_from(["cancel", "run"]))
+    def enqueue_dependent(self, data: st.DataObject, policy: str) -> None:
+        deps = data.draw(st.lists(st.sampled_from(sorted(self.jobs)), min_size=1, max_size=2))
+        job_id = self.queue.enqueue("t", 0, depends_on=deps, on_dependency_failure=policy)
+        statuses = {dep: self.jobs[dep].status for dep in deps}
+        model = Model(JobStatus.QUEUED, 0, self.clock(), 0, 3, None, policy=policy)
+        if policy == "cancel" and any(
+            s in (JobStatus.FAILED, JobStatus.CANCELLED) for s in statuses.values()
+        ):
+            model.status = JobStatus.CANCELLED
+        elif any(not s.finished for s in statuses.values()):
+            model.status = JobStatus.WAITING
+            model.pending = {dep for dep, s in statuses.items() if not s.finished}
+        self.jobs[job_id] = model
+        self.seen_status[job_id] = model.status
 
     @rule(target=claims, worker=st.sampled_from(["w1", "w2"]), limit=st.integers(1, 3),
           lease=st.sampled_from([5.0, 20.0]))  # fmt: skip
@@ -181,11 +220,12 @@ class QueueMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
         model = self.jobs[job_id]
-        expected = model.status in (JobStatus.QUEUED, JobStatus.PROCESSING)
+        expected = model.status in (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.WAITING)
         assert self.queue.cancel(job_id) is expected
-        if model.status is JobStatus.QUEUED:
+        if model.status in (JobStatus.QUEUED, JobStatus.WAITING):
             model.status = JobStatus.CANCELLED
             model.cancel_requested = True
+            self.finished(job_id)
         elif model.status is JobStatus.PROCESSING:
             model.cancel_requested = True
 
@@ -201,6 +241,7 @@ class QueueMachine(RuleBasedStateMachine):
             model.attempts = 0
             model.cancel_requested = False
             model.run_at = self.clock()
+            model.pending = None
 
     @rule(seconds=st.sampled_from([1.0, 6.0, 25.0]))
     def advance_clock(self, seconds: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import inspect
+import json
 import logging
 import re
 import threading
@@ -86,7 +87,9 @@ class JobRecord(NamedTuple):
 
 
 class NewJob(NamedTuple):
-    """A job to insert: its payload encoded, due ``delay`` seconds after the insert."""
+    """A job to insert: its payload encoded, due ``delay`` seconds after the insert; held to
+    the limits of ``limit_key`` (None: none); waiting for the jobs in ``depends_on``, and
+    cancelled if one of them fails (``dependency_policy`` 'cancel') or run anyway ('run')."""
 
     task: str
     queue: str
@@ -95,6 +98,9 @@ class NewJob(NamedTuple):
     delay: float
     max_attempts: int
     unique_key: str | None
+    limit_key: str | None = None
+    depends_on: tuple[int, ...] = ()
+    dependency_policy: str = "cancel"
 
 
 class RescuedJob(NamedTuple):
@@ -108,6 +114,149 @@ class RescuedJob(NamedTuple):
     worker: str | None
     queue: str
     batch_id: int | None
+    has_dependents: bool = False
+    limit_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    """A task's limits, across every worker: at most ``limit`` of its jobs processing at
+    once and at most ``rate[0]`` starts in any ``rate[1]`` seconds (None: no such limit);
+    per value of the payload field ``key`` when it is given, else for the task as a whole."""
+
+    task: str
+    limit: int | None
+    rate: tuple[int, float] | None
+    key: str | None = None
+
+
+#: A limit key joins the task's name and the payload value it is limited by with this
+#: character, which no task name holds.
+LIMIT_KEY_SEPARATOR = "|"
+
+
+def dependency_outcome(job: NewJob, statuses: dict[int, str]) -> str | list[int]:
+    """What a new job's dependencies (their statuses by id) make of it: the reason it is
+    cancelled at once (one failed or was cancelled, and its policy is 'cancel'), else the
+    ids it waits for (empty: none left, it is queued)."""
+    if job.dependency_policy == "cancel":
+        for dep in job.depends_on:
+            if statuses[dep] in ("failed", "cancelled"):
+                return f"cancelled: dependency {dep} did not complete ({statuses[dep]})"
+    return [dep for dep in dict.fromkeys(job.depends_on) if statuses[dep] not in FINISHED_STATUSES]
+
+
+def limit_key_of(rule: LimitRule, payload: Any) -> str | None:
+    """The limit key of a job of ``rule.task`` with this (decoded) payload: the task's name,
+    or with ``rule.key`` the name and the payload's value of that field (None when the
+    payload has no such field, or its value is not text or an int of 1-200 characters)."""
+    if rule.key is None:
+        return rule.task
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get(rule.key)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    if not text or len(text) > 200:
+        return None
+    return f"{rule.task}{LIMIT_KEY_SEPARATOR}{text}"
+
+
+def keys_for_unkeyed(
+    records: Sequence[JobRecord], rules: dict[str, LimitRule]
+) -> tuple[list[JobRecord], list[tuple[int, str]]]:
+    """Split jobs just claimed by the plain claim (none has a limit key) into those to run
+    and (id, key) of those whose task is limited here: they go back, keyed, to be claimed
+    under the limit. A payload that gives no key puts the job under ``task|`` (one shared
+    bucket) rather than letting it run unlimited."""
+    if not rules:
+        return list(records), []
+    run, hold = [], []
+    for record in records:
+        rule = rules.get(record.task)
+        if rule is None:
+            run.append(record)
+            continue
+        try:
+            payload = json.loads(record.payload)
+        except ValueError:
+            payload = None
+        key = limit_key_of(rule, payload) or f"{rule.task}{LIMIT_KEY_SEPARATOR}"
+        hold.append((record.id, key))
+    return run, hold
+
+
+def task_of_limit_key(key: str) -> str:
+    """The task whose rule governs a job with this limit key."""
+    return key.split(LIMIT_KEY_SEPARATOR, 1)[0]
+
+
+class LimitedDue(NamedTuple):
+    """Whether a limited job could be claimed now; when a key held back by its rate frees
+    a start, and when the next limited job not due yet becomes due (None: none); now."""
+
+    claimable: bool
+    next_start: float | None
+    next_run: float | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedClaim:
+    """What a claim of limited jobs chose: the job ids (best first), the keys whose starts
+    count against a rate, and when a key held back by its rate frees a start (or None)."""
+
+    ids: list[int]
+    rated_keys: list[str]
+    next_start: float | None
+
+
+def plan_limited_claim(
+    keys: Iterable[str],
+    running: dict[str, int],
+    rules: dict[str, LimitRule],
+    want: int,
+    now: float,
+    candidates: Callable[[str, int], list[tuple[int, int, float]]],
+    recent_starts: Callable[[str, float], list[float]],
+) -> LimitedClaim:
+    """Choose up to ``want`` limited jobs, key by key, without going over any key's limit.
+
+    ``running`` counts the processing jobs per key; ``candidates(key, n)`` gives up to n due
+    jobs of a key as (id, priority, run_at), best first; ``recent_starts(key, since)`` the
+    starts of a key after ``since``, oldest first. The engine calls this inside the claim's
+    transaction, serialized with every other limited claim, so the counts stay exact.
+    """
+    chosen: list[tuple[int, float, int, str]] = []
+    next_start: float | None = None
+    rated: set[str] = set()
+    for key in keys:
+        rule = rules.get(task_of_limit_key(key))
+        if rule is None:
+            continue  # a task this worker does not know: left to workers that do
+        room = want
+        if rule.limit is not None:
+            room = min(room, rule.limit - running.get(key, 0))
+        if rule.rate is not None and room > 0:
+            count, period = rule.rate
+            starts = recent_starts(key, now - period)
+            if len(starts) >= count:
+                frees_at = starts[len(starts) - count] + period
+                next_start = frees_at if next_start is None else min(next_start, frees_at)
+            room = min(room, count - len(starts))
+            rated.add(key)
+        if room <= 0:
+            continue
+        for job_id, priority, run_at in candidates(key, room):
+            chosen.append((-priority, run_at, job_id, key))
+    chosen.sort()
+    picked = chosen[:want]
+    return LimitedClaim(
+        [job_id for _, _, job_id, _ in picked],
+        [key for _, _, _, key in picked if key in rated],
+        next_start,
+    )
 
 
 class Snapshot(NamedTuple):
@@ -131,6 +280,8 @@ class ClaimRequest:
     limit: int
     lease: float
     exclude: tuple[str, ...] = ()
+    #: The limits of the tasks this worker knows, by task: their jobs are claimed under them.
+    limits: dict[str, LimitRule] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +402,11 @@ class Backend(Protocol):
         batch_name: str | None,
         make_batch: bool,
         connection: Any = None,
+        then: Callable[[int, list[int]], NewJob] | None = None,
     ) -> tuple[int | None, list[int]]:
         """Insert jobs (in the caller's open transaction with ``connection``): the batch id
-        and the job ids, in order; the active holder's id for a unique key already held."""
+        and the job ids, in order; the active holder's id for a unique key already held.
+        ``then(batch_id, ids)`` gives one more job to insert after them (its id comes last)."""
 
     def exchange(
         self, steps: Sequence[tuple[Step, StepParams]], claim: ClaimRequest | None
@@ -265,6 +418,28 @@ class Backend(Protocol):
     ) -> list[RescuedJob]:
         """Take back the jobs whose lease ended; ``renew`` (the caller's own heartbeats)
         is applied first, in the same transaction."""
+
+    def limited_due(self, claim: ClaimRequest) -> LimitedDue:
+        """When limited jobs can next be claimed under ``claim.limits`` (a slot that frees
+        when a running job ends is signalled instead)."""
+
+    def limit_usage(self, limit: int) -> list[tuple[str, int, int, int]]:
+        """Per limit key (up to ``limit`` keys): queued and processing jobs, and the starts
+        within the last hour (for status)."""
+
+    def declare_schedules(self, schedules: Sequence[tuple[str, str, str, str]]) -> None:
+        """Record the (name, task, spec, timezone) of the schedules a worker runs."""
+
+    def last_slots(self) -> dict[str, float | None]:
+        """The latest slot each recorded schedule created a job for."""
+
+    def fire_slot(self, name: str, slot: float, job: NewJob) -> int | None:
+        """Create ``job`` for ``slot`` of schedule ``name`` unless a job was created for it
+        (or a later slot) already: one job per slot across every worker. The new job's id."""
+
+    def schedules(self) -> list[tuple[Any, ...]]:
+        """Recorded schedules: name, task, spec, timezone, last slot, last job id, its
+        status, when a worker last declared it."""
 
     def cancel(self, job_id: int) -> str | None:
         """Cancel a queued job or flag a running one; its status then, None if neither."""
@@ -465,18 +640,38 @@ class RetryPolicy:
 
 # --- counts kept beside the jobs ---------------------------------------------------------
 
-BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cancelled")
+BATCH_COLUMNS = ("total", "queued", "processing", "completed", "failed", "cancelled", "waiting")
+#: The statuses a job ends in: its dependents are released when it reaches one.
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 class Tally:
     """How one transaction moved jobs between statuses; each engine writes it before the
     transaction commits, so the counts by queue and by batch change with the jobs."""
 
-    __slots__ = ("batches", "queues")
+    __slots__ = ("batches", "finished", "freed_limit", "queues", "released")
 
     def __init__(self) -> None:
         self.queues: dict[tuple[str, str], int] = {}
         self.batches: dict[int, dict[str, int]] = {}
+        #: (id, completed?) of jobs with dependents that reached an end state
+        self.finished: list[tuple[int, bool]] = []
+        #: a limited job left processing: a slot freed for workers waiting on its limit
+        self.freed_limit = False
+        #: queues where waiting jobs became queued
+        self.released: set[str] = set()
+
+    def changed(self, row: Sequence[Any], old: str | None) -> None:
+        """One job moved from ``old``, as a status-changing statement returned it:
+        (status, queue, batch_id, id, has_dependents, limit_key)."""
+        new, queue, batch_id, job_id, dependents, limit_key = row[:6]
+        self.move(queue, batch_id, old, new)
+        if dependents and new in FINISHED_STATUSES and old not in FINISHED_STATUSES:
+            self.finished.append((job_id, new == "completed"))
+        if limit_key is not None and old == "processing" and new != "processing":
+            self.freed_limit = True
+        if old == "waiting" and new == "queued":
+            self.released.add(queue)
 
     def move(self, queue: str, batch_id: int | None, old: str | None, new: str | None) -> None:
         """One job went from status ``old`` to ``new`` (None: it was inserted or deleted)."""
@@ -625,14 +820,19 @@ def options_of(engine: str, options: dict[str, Any], known: Sequence[str]) -> No
 
 
 __all__ = [
+    "FINISHED_STATUSES",
     "HOOK",
     "HOOK_FAILED",
+    "LIMIT_KEY_SEPARATOR",
     "STATUS_STEPS",
     "AppliedMigration",
     "Backend",
     "Capabilities",
     "ClaimRequest",
     "JobRecord",
+    "LimitRule",
+    "LimitedClaim",
+    "LimitedDue",
     "LockMetrics",
     "Migration",
     "MigrationRunner",
@@ -645,4 +845,9 @@ __all__ = [
     "Tally",
     "Waker",
     "WorkerRecord",
+    "dependency_outcome",
+    "keys_for_unkeyed",
+    "limit_key_of",
+    "plan_limited_claim",
+    "task_of_limit_key",
 ]

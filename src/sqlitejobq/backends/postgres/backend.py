@@ -13,6 +13,7 @@ from psycopg import errors as pg_errors
 from ...errors import (
     DuplicateJob,
     InvalidArgumentType,
+    JobNotFound,
     NotAQueueDatabase,
     SqliteJobQError,
 )
@@ -25,6 +26,8 @@ from ..base import (
     Capabilities,
     ClaimRequest,
     JobRecord,
+    LimitedClaim,
+    LimitedDue,
     LockMetrics,
     NewJob,
     RescuedJob,
@@ -33,7 +36,11 @@ from ..base import (
     StepParams,
     Tally,
     WorkerRecord,
+    dependency_outcome,
+    keys_for_unkeyed,
     pending,
+    plan_limited_claim,
+    task_of_limit_key,
 )
 from . import queries as sql
 from . import schema
@@ -166,6 +173,7 @@ class PostgresBackend:
         batch_name: str | None,
         make_batch: bool,
         connection: Any = None,
+        then: Callable[[int, list[int]], NewJob] | None = None,
     ) -> tuple[int | None, list[int]]:
         """Insert jobs in one statement; a job whose unique key an active job holds is not
         inserted, the holder's id is returned in its place. NOTIFY goes in the same
@@ -175,9 +183,11 @@ class PostgresBackend:
             "tasks": [j.task for j in jobs], "queues": [j.queue for j in jobs],
             "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
             "max_attempts": [j.max_attempts for j in jobs],
-            "unique_keys": [j.unique_key for j in jobs], "now": now,
+            "unique_keys": [j.unique_key for j in jobs],
+            "limit_keys": [j.limit_key for j in jobs], "now": now,
         }  # fmt: skip
         delays = [j.delay for j in jobs]
+        waits = any(job.depends_on for job in jobs)
 
         def body(conn: psycopg.Connection[Any]) -> tuple[int | None, list[int]]:
             batch_id = None
@@ -195,6 +205,8 @@ class PostgresBackend:
                 ids.append(job_id)
                 if job_id is not None:
                     tally.move(job.queue, batch_id, None, "queued")
+                    if job.depends_on:
+                        _wait_for(conn, job_id, job, tally)
             missing = [job.unique_key for job, i in zip(jobs, ids, strict=True) if i is None]
             if missing:
                 holders = dict(
@@ -205,13 +217,31 @@ class PostgresBackend:
                 if any(i is None for i in ids):
                     # the holder finished between the two statements: the caller may retry
                     raise SqliteJobQError("a unique key changed hands during the enqueue; retry")
+            if then is not None and batch_id is not None:
+                follow = then(batch_id, [int(i) for i in ids if i is not None])
+                row = conn.execute(sql.INSERT_JOBS, {
+                    "tasks": [follow.task], "queues": [follow.queue],
+                    "payloads": [follow.payload], "priorities": [follow.priority],
+                    "delays": [follow.delay], "max_attempts": [follow.max_attempts],
+                    "unique_keys": [None], "limit_keys": [follow.limit_key], "batch_id": None,
+                    "now": now,
+                }).fetchone()  # fmt: skip
+                follow_id = int(row[0])  # type: ignore[index]
+                tally.move(follow.queue, None, None, "queued")
+                _wait_for(conn, follow_id, follow, tally)
+                ids.append(follow_id)
             write_tally(conn, tally)
             for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
                 conn.execute(sql.NOTIFY, {"channel": self.waker.channel, "payload": channel_queue})
             return batch_id, [int(i) for i in ids if i is not None]
 
         if connection is None:
-            if jobs and not make_batch and all(job.unique_key is None for job in jobs):
+            if (
+                jobs
+                and not make_batch
+                and not waits
+                and all(job.unique_key is None for job in jobs)
+            ):
                 # every job is inserted: one statement, one round trip
                 wake = self.waker.channels_to_notify({j.queue for j in jobs})
                 if len(jobs) == 1:
@@ -219,7 +249,7 @@ class PostgresBackend:
                     rows = self.connections.write_statement(sql.ENQUEUE_ONE, {
                         "task": job.task, "queue": job.queue, "payload": job.payload,
                         "priority": job.priority, "delay": job.delay,
-                        "max_attempts": job.max_attempts, "now": now,
+                        "max_attempts": job.max_attempts, "limit_key": job.limit_key, "now": now,
                         "channel": self.waker.channel, "wake": wake[0] if wake else None,
                     }, "enqueue")  # fmt: skip
                 else:
@@ -276,18 +306,63 @@ class PostgresBackend:
     ) -> tuple[list[Any], list[JobRecord]]:
         """In one transaction: apply fenced steps to claimed jobs, then claim more."""
 
-        def body(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[JobRecord]]:
+        def body(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[JobRecord], bool]:
             now = self._now()
             tally = Tally()
             results = _apply_steps(conn, steps, tally, now)
-            records = [] if claim is None else _claim(conn, claim, now)
+            _release_dependents(conn, tally, now)
+            records = [] if claim is None else self._claim(conn, claim, now)
             for record in records:
                 tally.move(record.queue, record.batch_id, "queued", "processing")
             write_tally(conn, tally)
-            return results, records
+            self._notify_changes(conn, tally)
+            return results, records, bool(tally.released or tally.freed_limit)
 
         what = "claim" if not steps else steps[0][0].value
-        return self.connections.write(body, what)
+        results, records, wake = self.connections.write(body, what)
+        if wake:
+            self.waker.notify()
+        return results, records
+
+    def _notify_changes(self, conn: psycopg.Connection[Any], tally: Tally) -> None:
+        """Wake workers for jobs a transaction released from waiting, and for a limited job
+        that ended (a slot of its limit freed: workers held back by it look again)."""
+        queues = set(tally.released)
+        if tally.freed_limit:
+            queues.add("(limits)")
+        if queues:
+            self._notify(conn, queues)
+
+    def _claim(
+        self, conn: psycopg.Connection[Any], claim: ClaimRequest, now: float | None
+    ) -> list[JobRecord]:
+        """Limited jobs first, under the limits lock (so their counts are exact), then the
+        plain claim for the rest."""
+        if not claim.limits:
+            return _claim(conn, claim, claim.limit, now)
+        conn.execute(sql.LIMITS_LOCK, {"key": sql.limits_lock_key(self.settings.schema)})
+        at = now if now is not None else database_now(conn)
+        plan = _plan_limited(conn, claim, claim.limit, at)
+        records: list[JobRecord] = []
+        if plan.ids:
+            # stamped with the time the rate was counted at: started_at and the recorded
+            # starts are then the same instants
+            records = [JobRecord._make(row) for row in conn.execute(sql.CLAIM_IDS, {
+                "ids": plan.ids, "worker": claim.worker, "lease": claim.lease, "now": at,
+            })]  # fmt: skip
+            if plan.rated_keys:
+                conn.execute(sql.RECORD_STARTS, {"keys": plan.rated_keys, "at": at})
+                for key in sorted(set(plan.rated_keys)):
+                    period = claim.limits[task_of_limit_key(key)].rate[1]  # type: ignore[index]
+                    conn.execute(sql.FORGET_STARTS, {"key": key, "since": at - period})
+        if len(records) < claim.limit:
+            plain, hold = keys_for_unkeyed(
+                _claim(conn, claim, claim.limit - len(records), now), claim.limits
+            )
+            for job_id, key in hold:
+                conn.execute(sql.HOLD_FOR_LIMIT, {"id": job_id, "key": key})
+            records += plain
+        return records
 
     def rescue_expired(
         self, error: str, renew: Sequence[tuple[Step, StepParams]] = ()
@@ -305,9 +380,12 @@ class PostgresBackend:
                 })
             ]  # fmt: skip
             for row in rows:
-                tally.move(row.queue, row.batch_id, "processing", row.status)
+                tally.changed((row.status, row.queue, row.batch_id, row.id, row.has_dependents,
+                               row.limit_key), "processing")  # fmt: skip
+            _release_dependents(conn, tally, now)
             write_tally(conn, tally)
             self._notify(conn, {row.queue for row in rows if row.status == "queued"})
+            self._notify_changes(conn, tally)
             return rows
 
         rescued = self.connections.write(body, "rescue")
@@ -323,13 +401,16 @@ class PostgresBackend:
         """Cancel a queued job or flag a running one; its status then, None if neither."""
 
         def body(conn: psycopg.Connection[Any]) -> str | None:
-            row = conn.execute(sql.CANCEL, {"id": job_id, "now": self._now()}).fetchone()
+            now = self._now()
+            row = conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone()
             if row is None:
                 return None
             if row[0] == "cancelled":
                 tally = Tally()
-                tally.move(row[1], row[2], "queued", "cancelled")
+                tally.changed(row, row[6])
+                _release_dependents(conn, tally, now)
                 write_tally(conn, tally)
+                self._notify_changes(conn, tally)
             return str(row[0])
 
         return self.connections.write(body, "cancel")
@@ -440,6 +521,86 @@ class PostgresBackend:
         """Rows of the batch's jobs in enqueue order."""
         rows = self.connections.read_all(sql.BATCH_JOBS, {"batch_id": batch_id})
         return [JobRecord._make(row) for row in rows]
+
+    # --- limits and schedules ----------------------------------------------------------
+
+    def limited_due(self, claim: ClaimRequest) -> LimitedDue:
+        """Whether a limited job could be claimed now, and when one next could (see Backend)."""
+
+        def read(conn: psycopg.Connection[Any]) -> LimitedDue:
+            now = self._now()
+            at = now if now is not None else database_now(conn)
+            plan = _plan_limited(conn, claim, 1, at)
+            row = conn.execute(sql.NEXT_LIMITED_RUN, {"now": now}).fetchone()
+            upcoming = _float_or_none(row[0]) if row else None
+            return LimitedDue(bool(plan.ids), plan.next_start, upcoming, at)
+
+        result: LimitedDue = self.connections.read(read, "limits")
+        return result
+
+    def limit_usage(self, limit: int) -> list[tuple[str, int, int, int]]:
+        """Per limit key: queued, processing, and starts within the last hour."""
+
+        def read(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int, int]]:
+            at = self._now()
+            since = (at if at is not None else database_now(conn)) - 3600
+            rows = conn.execute(sql.LIMIT_USAGE, {"limit": limit}).fetchall()
+            return [
+                (key, int(queued), int(processing),
+                 len(conn.execute(sql.RECENT_STARTS, {"key": key, "since": since}).fetchall()))
+                for key, queued, processing in rows
+            ]  # fmt: skip
+
+        result: list[tuple[str, int, int, int]] = self.connections.read(read, "limits")
+        return result
+
+    def declare_schedules(self, schedules: Sequence[tuple[str, str, str, str]]) -> None:
+        """Record the schedules a worker runs."""
+
+        def body(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(sql.DECLARE_SCHEDULES, {
+                "names": [s[0] for s in schedules], "tasks": [s[1] for s in schedules],
+                "specs": [s[2] for s in schedules], "zones": [s[3] for s in schedules],
+                "now": self._now(),
+            })  # fmt: skip
+
+        self.connections.write(body, "declare schedules")
+
+    def last_slots(self) -> dict[str, float | None]:
+        """The latest slot each recorded schedule created a job for."""
+        rows = self.connections.read_all(sql.LAST_SLOTS)
+        return {str(row[0]): _float_or_none(row[1]) for row in rows}
+
+    def fire_slot(self, name: str, slot: float, job: NewJob) -> int | None:
+        """Create the slot's job unless another worker did (see Backend)."""
+
+        def body(conn: psycopg.Connection[Any]) -> int | None:
+            if conn.execute(sql.TAKE_SLOT, {"name": name, "slot": slot}).fetchone() is None:
+                return None
+            now = self._now()
+            row = conn.execute(sql.INSERT_JOBS, {
+                "tasks": [job.task], "queues": [job.queue], "payloads": [job.payload],
+                "priorities": [job.priority], "delays": [job.delay],
+                "max_attempts": [job.max_attempts], "unique_keys": [job.unique_key],
+                "limit_keys": [job.limit_key], "batch_id": None, "now": now,
+            }).fetchone()  # fmt: skip
+            if row is None or row[0] is None:
+                return None
+            tally = Tally()
+            tally.move(job.queue, None, None, "queued")
+            write_tally(conn, tally)
+            conn.execute(sql.SLOT_JOB, {"name": name, "job_id": row[0]})
+            self._notify(conn, {job.queue})
+            return int(row[0])
+
+        job_id: int | None = self.connections.write(body, "schedule")
+        if job_id is not None:
+            self.waker.notify()
+        return job_id
+
+    def schedules(self) -> list[tuple[Any, ...]]:
+        """Recorded schedules, by name."""
+        return [tuple(row) for row in self.connections.read_all(sql.SCHEDULES)]
 
     def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
         """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
@@ -557,12 +718,12 @@ def _apply_steps(
             "messages": [p["message"] for p in chosen], "finished_ats": [now] * len(chosen),
             "now": now,
         }).fetchall()  # fmt: skip
-        by_id = {row[0]: row[1:] for row in rows}
+        by_id = {row[0]: (row[1], row[2], row[3], row[0], row[4], row[5]) for row in rows}
         for n, job_id in zip(plain, ids, strict=True):
             row = by_id.get(job_id)
             if row is not None:
                 results[n] = row[0]
-                tally.move(row[1], row[2], "processing", row[0])
+                tally.changed(row, "processing")
         done = set(plain)
     for n, (step, params) in enumerate(steps):
         if n in done:
@@ -574,7 +735,7 @@ def _apply_steps(
         if row is not None:
             results[n] = row[0]
             if step in STATUS_STEPS:
-                tally.move(row[1], row[2], "processing", row[0])
+                tally.changed(row, "processing")
     return results
 
 
@@ -611,15 +772,74 @@ def write_tally(conn: psycopg.Connection[Any], tally: Tally) -> None:
             "batch_ids": [b for b, _ in ordered], "totals": columns["total"],
             "queued": columns["queued"], "processing": columns["processing"],
             "completed": columns["completed"], "failed": columns["failed"],
-            "cancelled": columns["cancelled"], "shard": None,
+            "cancelled": columns["cancelled"], "waiting": columns["waiting"], "shard": None,
         })  # fmt: skip
 
 
+def _wait_for(conn: psycopg.Connection[Any], job_id: int, job: NewJob, tally: Tally) -> None:
+    """Make a new job wait for its dependencies: those not finished yet hold it; one that
+    failed or was cancelled already cancels it (policy 'cancel')."""
+    found = {int(r[0]): str(r[1]) for r in conn.execute(
+        sql.FLAG_DEPENDENCIES, {"ids": list(job.depends_on)})}  # fmt: skip
+    missing = [dep for dep in job.depends_on if dep not in found]
+    if missing:
+        raise JobNotFound(
+            f"depends_on: no job has id {', '.join(map(str, missing))} (nothing was enqueued)"
+        )
+    status = dependency_outcome(job, found)
+    if isinstance(status, str):
+        row = conn.execute(sql.CANCEL_AT_ENQUEUE, {"id": job_id, "error": status, "now": None})
+        tally.move(job.queue, row.fetchone()[0], "queued", "cancelled")  # type: ignore[index]
+        return
+    if status:
+        row = conn.execute(sql.WAIT_FOR, {
+            "id": job_id, "waiting_on": len(status), "policy": job.dependency_policy,
+        })  # fmt: skip
+        tally.move(job.queue, row.fetchone()[0], "queued", "waiting")  # type: ignore[index]
+        conn.execute(sql.ADD_DEPENDENCIES, {"id": job_id, "deps": status})
+
+
+def _release_dependents(conn: psycopg.Connection[Any], tally: Tally, now: float | None) -> None:
+    """Count finished jobs off their dependents, level by level (see the SQLite backend)."""
+    while tally.finished:
+        finished, tally.finished = tally.finished, []
+        params = {"ids": [i for i, _ in finished], "oks": [ok for _, ok in finished], "now": now}
+        for row in conn.execute(sql.RELEASE_DEPENDENTS, params).fetchall():
+            tally.changed(row, "waiting")
+        conn.execute(sql.FORGET_DEPENDENCIES, params)
+
+
+def _plan_limited(
+    conn: psycopg.Connection[Any], claim: ClaimRequest, want: int, now: float
+) -> LimitedClaim:
+    """Choose limited jobs to claim (see ``plan_limited_claim``)."""
+    if not claim.limits:
+        return LimitedClaim([], [], None)
+    keys = [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
+    if not keys:
+        return LimitedClaim([], [], None)
+    running = {str(key): int(n) for key, n in conn.execute(sql.LIMITED_RUNNING)}
+    base = {
+        "now": now, "queues": None if claim.queues is None else list(claim.queues),
+        "exclude": list(claim.exclude),
+    }  # fmt: skip
+
+    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
+        rows = conn.execute(sql.LIMITED_CANDIDATES, {**base, "key": key, "limit": n})
+        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    def recent_starts(key: str, since: float) -> list[float]:
+        rows = conn.execute(sql.RECENT_STARTS, {"key": key, "since": since})
+        return [float(r[0]) for r in rows]
+
+    return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
+
+
 def _claim(
-    conn: psycopg.Connection[Any], claim: ClaimRequest, now: float | None
+    conn: psycopg.Connection[Any], claim: ClaimRequest, limit: int, now: float | None
 ) -> list[JobRecord]:
     params: dict[str, Any] = {
-        "worker": claim.worker, "lease": claim.lease, "now": now, "limit": claim.limit,
+        "worker": claim.worker, "lease": claim.lease, "now": now, "limit": limit,
         "exclude": list(claim.exclude),
     }  # fmt: skip
     if claim.queues is None:

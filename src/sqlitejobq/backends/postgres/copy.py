@@ -166,6 +166,9 @@ WHERE namespace = 'sqlitejobq' AND version = 1
 
 PROCESSING = "SELECT id FROM sqlitejobq_jobs WHERE status = 'processing' ORDER BY id"
 
+# Jobs waiting for dependencies: a copy does not carry dependencies, so it refuses them.
+WAITING = "SELECT id FROM sqlitejobq_jobs WHERE status = 'waiting' ORDER BY id"
+
 JOBS_TO_COPY = f"""
 SELECT {sql.JOB_COLUMNS} FROM sqlitejobq_jobs
 WHERE id > %(after)s::bigint AND status IN ('queued', 'failed')
@@ -457,6 +460,10 @@ class PostgresCopySource:
     def processing(self) -> list[int]:
         """The ids of the jobs in ``processing``."""
         return self._read(lambda c: [int(r[0]) for r in c.execute(PROCESSING)])
+
+    def waiting(self) -> list[int]:
+        """The ids of the jobs waiting for dependencies."""
+        return self._read(lambda c: [int(r[0]) for r in c.execute(WAITING)])
 
     def jobs(self, after: int, limit: int) -> list[JobRecord]:
         """Up to ``limit`` queued or failed jobs with ids above ``after``, by id."""

@@ -119,22 +119,23 @@ WITH new_jobs AS MATERIALIZED (
     SELECT nextval('sqlitejobq_jobs_id_seq') AS id, t.*
     FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
                 %(priorities)s::integer[], %(delays)s::double precision[],
-                %(max_attempts)s::integer[], %(unique_keys)s::text[])
+                %(max_attempts)s::integer[], %(unique_keys)s::text[], %(limit_keys)s::text[])
          WITH ORDINALITY
-         AS t (task, queue, payload, priority, delay, max_attempts, unique_key, n)
+         AS t (task, queue, payload, priority, delay, max_attempts, unique_key, limit_key, n)
 ), clock AS MATERIALIZED (
     SELECT {NOW} AS now
 ), inserted AS (
     INSERT INTO sqlitejobq_jobs
         (id, task, queue, payload, status, priority, run_at, max_attempts, unique_key,
-         batch_id, created_at)
+         limit_key, batch_id, created_at)
     SELECT new_jobs.id, new_jobs.task, new_jobs.queue, new_jobs.payload, 'queued',
            new_jobs.priority, clock.now + new_jobs.delay, new_jobs.max_attempts,
-           new_jobs.unique_key,
+           new_jobs.unique_key, new_jobs.limit_key,
            %(batch_id)s::bigint, clock.now
     FROM new_jobs CROSS JOIN clock
     ORDER BY new_jobs.n
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing')
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing', 'waiting')
     DO NOTHING
     RETURNING id
 )
@@ -149,9 +150,10 @@ WITH clock AS MATERIALIZED (
     SELECT {NOW} AS now
 ), inserted AS (
     INSERT INTO sqlitejobq_jobs
-        (task, queue, payload, status, priority, run_at, max_attempts, created_at)
+        (task, queue, payload, status, priority, run_at, max_attempts, limit_key, created_at)
     SELECT %(task)s::text, %(queue)s::text, %(payload)s::text, 'queued', %(priority)s::integer,
-           clock.now + %(delay)s::double precision, %(max_attempts)s::integer, clock.now
+           clock.now + %(delay)s::double precision, %(max_attempts)s::integer,
+           %(limit_key)s::text, clock.now
     FROM clock
     RETURNING id
 ), counted AS (
@@ -174,16 +176,18 @@ WITH new_jobs AS MATERIALIZED (
     SELECT nextval('sqlitejobq_jobs_id_seq') AS id, t.*
     FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
                 %(priorities)s::integer[], %(delays)s::double precision[],
-                %(max_attempts)s::integer[])
+                %(max_attempts)s::integer[], %(limit_keys)s::text[])
          WITH ORDINALITY
-         AS t (task, queue, payload, priority, delay, max_attempts, n)
+         AS t (task, queue, payload, priority, delay, max_attempts, limit_key, n)
 ), clock AS MATERIALIZED (
     SELECT {NOW} AS now
 ), inserted AS (
     INSERT INTO sqlitejobq_jobs
-        (id, task, queue, payload, status, priority, run_at, max_attempts, created_at)
+        (id, task, queue, payload, status, priority, run_at, max_attempts, limit_key,
+         created_at)
     SELECT new_jobs.id, new_jobs.task, new_jobs.queue, new_jobs.payload, 'queued',
-           new_jobs.priority, clock.now + new_jobs.delay, new_jobs.max_attempts, clock.now
+           new_jobs.priority, clock.now + new_jobs.delay, new_jobs.max_attempts,
+           new_jobs.limit_key, clock.now
     FROM new_jobs CROSS JOIN clock
     ORDER BY new_jobs.n
 ), counted AS (
@@ -202,7 +206,7 @@ SELECT new_jobs.id FROM new_jobs CROSS JOIN woken ORDER BY new_jobs.n
 
 ACTIVE_JOBS_WITH_KEYS = """
 SELECT unique_key, id FROM sqlitejobq_jobs
-WHERE unique_key = ANY(%(keys)s::text[]) AND status IN ('queued', 'processing')
+WHERE unique_key = ANY(%(keys)s::text[]) AND status IN ('queued', 'processing', 'waiting')
 """
 
 # --- claim -------------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ picked AS MATERIALIZED (
     FROM {{queues}}
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM sqlitejobq_jobs
-        WHERE status = 'queued' AND queue = q.name AND run_at <= {NOW}
+        WHERE status = 'queued' AND limit_key IS NULL AND queue = q.name AND run_at <= {NOW}
           AND NOT (task = ANY(%(exclude)s::text[]))
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s::integer
@@ -249,10 +253,12 @@ CLAIM_FROM_QUEUES = _CLAIM.format(
 # claim index (one probe per queue), then as above. Same parameters but %(queues)s.
 CLAIM_ANY_QUEUE = _CLAIM.format(
     with_clause="""WITH RECURSIVE queue_names (name) AS (
-    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' AND limit_key IS NULL
+     ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT queue FROM sqlitejobq_jobs
-            WHERE status = 'queued' AND queue > queue_names.name ORDER BY queue LIMIT 1)
+            WHERE status = 'queued' AND limit_key IS NULL AND queue > queue_names.name
+            ORDER BY queue LIMIT 1)
     FROM queue_names WHERE queue_names.name IS NOT NULL
 ),""",
     queues="(SELECT name FROM queue_names WHERE name IS NOT NULL) AS q",
@@ -260,10 +266,11 @@ CLAIM_ANY_QUEUE = _CLAIM.format(
 
 QUEUES_WITH_QUEUED_JOBS = """
 WITH RECURSIVE q (name) AS (
-    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' AND limit_key IS NULL
+     ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT queue FROM sqlitejobq_jobs
-            WHERE status = 'queued' AND queue > q.name ORDER BY queue LIMIT 1)
+            WHERE status = 'queued' AND limit_key IS NULL AND queue > q.name ORDER BY queue LIMIT 1)
     FROM q WHERE q.name IS NOT NULL
 )
 SELECT name FROM q WHERE name IS NOT NULL
@@ -288,7 +295,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
     progress_message = coalesce(%(message)s::text, progress_message),
     finished_at = {NOW}, lease_until = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 # Any number of completions in one statement, fenced row by row like COMPLETE. Parallel
@@ -311,7 +318,7 @@ FROM done
 WHERE j.id = ANY(%(ids)s::bigint[])
   AND j.id = done.id AND j.attempts = done.attempts AND j.worker = done.worker
   AND j.status = 'processing'
-RETURNING j.id, j.status, j.queue, j.batch_id
+RETURNING j.id, j.status, j.queue, j.batch_id, j.has_dependents, j.limit_key
 """
 
 # %(status)s is 'queued' (retry %(delay)s seconds from now) or 'failed'.
@@ -325,7 +332,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE %(status)s::text E
     progress_message = coalesce(%(message)s::text, progress_message),
     finished_at = CASE WHEN cancel_requested OR %(status)s::text <> 'queued' THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 HEARTBEAT = f"""
@@ -350,7 +357,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempts = attempts - 1, lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 # A claimed job whose task this worker does not know (a rolling deploy): back to the queue
@@ -372,7 +379,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
@@ -389,7 +396,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
 ABANDON = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 # Up to %(limit)s jobs whose lease ended, earliest first; rows another transaction holds
@@ -404,7 +411,8 @@ WITH expired AS MATERIALIZED (
 )
 UPDATE sqlitejobq_jobs AS j {_ABANDON_SET}
 WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
-RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id
+RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id,
+          j.has_dependents, j.limit_key
 """
 
 # The earliest lease end of a processing job (NULL: none), and the statement's now, so a
@@ -413,15 +421,210 @@ NEXT_LEASE_EXPIRY = f"""
 SELECT (SELECT min(lease_until) FROM sqlitejobq_jobs WHERE status = 'processing'), {NOW}
 """
 
+# --- dependencies ---------------------------------------------------------------------------
+
+# The jobs a new job names in depends_on, flagged as having dependents and locked in id
+# order until the enqueue commits (a dependency that finishes meanwhile waits, then sees the
+# dependent's rows); the statuses tell which are finished already.
+FLAG_DEPENDENCIES = """
+WITH locked AS MATERIALIZED (
+    SELECT id FROM sqlitejobq_jobs WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+)
+UPDATE sqlitejobq_jobs AS j SET has_dependents = true
+FROM locked WHERE j.id = locked.id
+RETURNING j.id, j.status
+"""
+
+WAIT_FOR = """
+UPDATE sqlitejobq_jobs
+SET status = 'waiting', waiting_on = %(waiting_on)s::integer,
+    dependency_policy = %(policy)s::text
+WHERE id = %(id)s::bigint
+RETURNING batch_id
+"""
+
+ADD_DEPENDENCIES = """
+INSERT INTO sqlitejobq_dependencies (depends_on, job_id)
+SELECT d, %(id)s::bigint FROM unnest(%(deps)s::bigint[]) AS d
+"""
+
+CANCEL_AT_ENQUEUE = f"""
+UPDATE sqlitejobq_jobs SET status = 'cancelled', error = %(error)s::text, finished_at = {NOW}
+WHERE id = %(id)s::bigint
+RETURNING batch_id
+"""
+
+# The waiting jobs of finished dependencies (parallel arrays ids, oks: completed or not),
+# locked in id order: each counts its finished dependencies off; one that failed or was
+# cancelled cancels it (policy 'cancel') or counts as done ('run'). Released jobs are due.
+RELEASE_DEPENDENTS = f"""
+WITH finished AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(oks)s::boolean[]) AS f (id, ok)
+), counted AS MATERIALIZED (
+    SELECT d.job_id, count(*) AS n, bool_or(NOT f.ok) AS bad,
+           min(CASE WHEN NOT f.ok THEN f.id END) AS first_bad
+    FROM sqlitejobq_dependencies AS d JOIN finished AS f ON f.id = d.depends_on
+    GROUP BY d.job_id
+), locked AS MATERIALIZED (
+    SELECT j.id FROM sqlitejobq_jobs AS j JOIN counted ON counted.job_id = j.id
+    WHERE j.status = 'waiting' ORDER BY j.id FOR UPDATE OF j
+)
+UPDATE sqlitejobq_jobs AS j
+SET waiting_on = greatest(0, j.waiting_on - counted.n),
+    status = CASE WHEN counted.bad AND j.dependency_policy = 'cancel' THEN 'cancelled'
+                  WHEN j.waiting_on - counted.n <= 0 THEN 'queued'
+                  ELSE 'waiting' END,
+    error = CASE WHEN counted.bad AND j.dependency_policy = 'cancel'
+                 THEN 'cancelled: dependency ' || counted.first_bad || ' did not complete'
+                 ELSE j.error END,
+    finished_at = CASE WHEN counted.bad AND j.dependency_policy = 'cancel' THEN {NOW} END,
+    run_at = CASE WHEN j.waiting_on - counted.n <= 0 THEN greatest(j.run_at, {NOW})
+                  ELSE j.run_at END
+FROM counted, locked
+WHERE j.id = locked.id AND counted.job_id = j.id AND j.status = 'waiting'
+RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key
+"""
+
+FORGET_DEPENDENCIES = """
+DELETE FROM sqlitejobq_dependencies WHERE depends_on = ANY(%(ids)s::bigint[])
+"""
+
+# --- limits ------------------------------------------------------------------------------------
+
+#: Serializes the claims of limited jobs (only those) so that counts read under it stay
+#: exact until commit; key ``limits_lock_key(schema)``.
+LIMITS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s::text))"
+
+
+def limits_lock_key(schema: str) -> str:
+    """The advisory-lock key of the schema's limited claims."""
+    return f"sqlitejobq.limits.{schema}"
+
+
+LIMITED_RUNNING = """
+SELECT limit_key, count(*) FROM sqlitejobq_jobs
+WHERE status = 'processing' AND limit_key IS NOT NULL
+GROUP BY limit_key
+"""
+
+LIMITED_KEYS = """
+WITH RECURSIVE keys (name) AS (
+    (SELECT limit_key FROM sqlitejobq_jobs
+     WHERE status = 'queued' AND limit_key IS NOT NULL ORDER BY limit_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT limit_key FROM sqlitejobq_jobs
+            WHERE status = 'queued' AND limit_key IS NOT NULL AND limit_key > keys.name
+            ORDER BY limit_key LIMIT 1)
+    FROM keys WHERE keys.name IS NOT NULL
+)
+SELECT name FROM keys WHERE name IS NOT NULL
+"""
+
+LIMITED_CANDIDATES = f"""
+SELECT id, priority, run_at FROM sqlitejobq_jobs
+WHERE status = 'queued' AND limit_key = %(key)s::text AND run_at <= {NOW}
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND NOT (task = ANY(%(exclude)s::text[]))
+ORDER BY priority DESC, run_at, id LIMIT %(limit)s::integer
+"""
+
+CLAIM_IDS = f"""
+WITH claimed AS (
+    UPDATE sqlitejobq_jobs AS j
+    SET status = 'processing', attempts = j.attempts + 1, worker = %(worker)s::text,
+        lease_until = {NOW} + %(lease)s::double precision, started_at = {NOW}
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'queued'
+    RETURNING {_J_COLUMNS}
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
+"""
+
+# As on SQLite: a limited task's job that came without its key goes back with it.
+HOLD_FOR_LIMIT = """
+UPDATE sqlitejobq_jobs
+SET status = 'queued', attempts = attempts - 1, lease_until = NULL, started_at = NULL,
+    limit_key = %(key)s::text
+WHERE id = %(id)s::bigint
+"""
+
+RECENT_STARTS = """
+SELECT started_at FROM sqlitejobq_starts
+WHERE limit_key = %(key)s::text AND started_at > %(since)s::double precision
+ORDER BY started_at
+"""
+
+RECORD_STARTS = """
+INSERT INTO sqlitejobq_starts (limit_key, started_at)
+SELECT k, %(at)s::double precision FROM unnest(%(keys)s::text[]) AS k
+"""
+
+FORGET_STARTS = """
+DELETE FROM sqlitejobq_starts
+WHERE limit_key = %(key)s::text AND started_at <= %(since)s::double precision
+"""
+
+NEXT_LIMITED_RUN = f"""
+SELECT min(run_at) FROM sqlitejobq_jobs
+WHERE status = 'queued' AND limit_key IS NOT NULL AND run_at > {NOW}
+"""
+
+LIMIT_USAGE = """
+SELECT limit_key, count(*) FILTER (WHERE status = 'queued'),
+       count(*) FILTER (WHERE status = 'processing')
+FROM sqlitejobq_jobs
+WHERE limit_key IS NOT NULL AND status IN ('queued', 'processing')
+GROUP BY limit_key ORDER BY limit_key LIMIT %(limit)s::integer
+"""
+
+# --- schedules ---------------------------------------------------------------------------------
+
+DECLARE_SCHEDULES = f"""
+INSERT INTO sqlitejobq_schedules (name, task, spec, timezone, declared_at)
+SELECT n, t, s, z, {NOW}
+FROM unnest(%(names)s::text[], %(tasks)s::text[], %(specs)s::text[], %(zones)s::text[])
+     AS d (n, t, s, z)
+ORDER BY n
+ON CONFLICT (name) DO UPDATE
+SET task = excluded.task, spec = excluded.spec, timezone = excluded.timezone,
+    declared_at = excluded.declared_at
+"""
+
+LAST_SLOTS = "SELECT name, last_slot FROM sqlitejobq_schedules"
+
+# Only the first transaction to move last_slot past the slot gets a row back (others wait
+# for its row lock, then re-check the condition on its new version and match nothing).
+TAKE_SLOT = """
+UPDATE sqlitejobq_schedules SET last_slot = %(slot)s::double precision
+WHERE name = %(name)s::text AND (last_slot IS NULL OR last_slot < %(slot)s::double precision)
+RETURNING name
+"""
+
+SLOT_JOB = """
+UPDATE sqlitejobq_schedules SET last_job_id = %(job_id)s::bigint WHERE name = %(name)s::text
+"""
+
+SCHEDULES = """
+SELECT s.name, s.task, s.spec, s.timezone, s.last_slot, s.last_job_id, j.status, s.declared_at
+FROM sqlitejobq_schedules AS s LEFT JOIN sqlitejobq_jobs AS j ON j.id = s.last_job_id
+ORDER BY s.name
+"""
+
 # --- operator actions ------------------------------------------------------------------------
 
+# Returns the new status, queue, batch_id, id, has_dependents, limit_key and the old status.
 CANCEL = f"""
-UPDATE sqlitejobq_jobs
-SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+WITH old AS MATERIALIZED (
+    SELECT id, status FROM sqlitejobq_jobs
+    WHERE id = %(id)s::bigint AND status IN ('queued', 'processing', 'waiting')
+    FOR UPDATE
+)
+UPDATE sqlitejobq_jobs AS j
+SET status = CASE WHEN old.status IN ('queued', 'waiting') THEN 'cancelled' ELSE j.status END,
     cancel_requested = true,
-    finished_at = CASE WHEN status = 'queued' THEN {NOW} ELSE finished_at END
-WHERE id = %(id)s::bigint AND status IN ('queued', 'processing')
-RETURNING status, queue, batch_id
+    finished_at = CASE WHEN old.status IN ('queued', 'waiting') THEN {NOW} ELSE j.finished_at END
+FROM old
+WHERE j.id = old.id
+RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, old.status
 """
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
@@ -444,7 +647,7 @@ WITH old AS MATERIALIZED (
     UPDATE sqlitejobq_jobs AS j
     SET status = 'queued', attempts = 0, run_at = {NOW}, cancel_requested = false,
         finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
-        unknown_since = NULL
+        unknown_since = NULL, waiting_on = 0
     FROM old
     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = old.id
     RETURNING j.id, old.status, j.queue, j.batch_id
@@ -519,22 +722,22 @@ ON CONFLICT (queue, status, shard) DO UPDATE SET count = c.count + excluded.coun
 # batch_ids, totals, queued, processing, completed, failed, cancelled; a batch may repeat.
 ADD_TO_BATCH_COUNTS = f"""
 INSERT INTO sqlitejobq_batch_counts AS c
-    (batch_id, shard, total, queued, processing, completed, failed, cancelled)
+    (batch_id, shard, total, queued, processing, completed, failed, cancelled, waiting)
 SELECT d.batch_id,
        coalesce(%(shard)s::smallint, mod(pg_backend_pid(), {COUNT_SHARDS})::smallint),
        sum(d.total), sum(d.queued), sum(d.processing), sum(d.completed), sum(d.failed),
-       sum(d.cancelled)
+       sum(d.cancelled), sum(d.waiting)
 FROM unnest(%(batch_ids)s::bigint[], %(totals)s::bigint[], %(queued)s::bigint[],
             %(processing)s::bigint[], %(completed)s::bigint[], %(failed)s::bigint[],
-            %(cancelled)s::bigint[])
-     AS d (batch_id, total, queued, processing, completed, failed, cancelled)
+            %(cancelled)s::bigint[], %(waiting)s::bigint[])
+     AS d (batch_id, total, queued, processing, completed, failed, cancelled, waiting)
 GROUP BY d.batch_id
 ORDER BY d.batch_id
 ON CONFLICT (batch_id, shard) DO UPDATE
 SET total = c.total + excluded.total, queued = c.queued + excluded.queued,
     processing = c.processing + excluded.processing,
     completed = c.completed + excluded.completed, failed = c.failed + excluded.failed,
-    cancelled = c.cancelled + excluded.cancelled
+    cancelled = c.cancelled + excluded.cancelled, waiting = c.waiting + excluded.waiting
 """
 
 # The counts by (queue, status), shards summed (sum of bigint is numeric: cast back).
@@ -556,7 +759,8 @@ CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = %(id
 BATCH = """
 SELECT b.id, b.name, coalesce(sum(c.total), 0)::bigint, coalesce(sum(c.queued), 0)::bigint,
        coalesce(sum(c.processing), 0)::bigint, coalesce(sum(c.completed), 0)::bigint,
-       coalesce(sum(c.failed), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint, b.created_at
+       coalesce(sum(c.failed), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint, b.created_at,
+       coalesce(sum(c.waiting), 0)::bigint
 FROM sqlitejobq_batches AS b
 LEFT JOIN sqlitejobq_batch_counts AS c ON c.batch_id = b.id
 WHERE b.id = %(id)s::bigint
@@ -588,7 +792,8 @@ LIST_JOBS_OLDEST_FIRST = _LIST_JOBS.format(order="ASC")
 _EARLIEST_OF_PAIRS = f"""
 SELECT (SELECT min(m.run_at) FROM pairs CROSS JOIN LATERAL (
             SELECT run_at FROM sqlitejobq_jobs
-            WHERE status = 'queued' AND queue = pairs.queue AND priority = pairs.priority
+            WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
+              AND priority = pairs.priority
             ORDER BY run_at LIMIT 1) AS m),
        {NOW}
 """
@@ -596,13 +801,14 @@ SELECT (SELECT min(m.run_at) FROM pairs CROSS JOIN LATERAL (
 _NEXT_PAIR = """
     SELECT n.queue, n.priority FROM pairs CROSS JOIN LATERAL (
         (SELECT queue, priority FROM sqlitejobq_jobs
-         WHERE status = 'queued' AND queue = pairs.queue AND priority < pairs.priority
+         WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
+           AND priority < pairs.priority
          ORDER BY priority DESC LIMIT 1){next_queue}) AS n
 """
 
 NEXT_RUN_ANY_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
-    (SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued'
+    (SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued' AND limit_key IS NULL
      ORDER BY queue, priority DESC LIMIT 1)
     UNION ALL
     {
@@ -610,7 +816,7 @@ WITH RECURSIVE pairs (queue, priority) AS (
         next_queue='''
         UNION ALL
         (SELECT queue, priority FROM sqlitejobq_jobs
-         WHERE status = 'queued' AND queue > pairs.queue
+         WHERE status = 'queued' AND limit_key IS NULL AND queue > pairs.queue
          ORDER BY queue, priority DESC LIMIT 1)
         LIMIT 1'''
     )
@@ -622,7 +828,8 @@ WITH RECURSIVE pairs (queue, priority) AS (
 # One queue, %(queue)s.
 NEXT_RUN_IN_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
-    (SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued' AND queue = %(queue)s::text
+    (SELECT queue, priority FROM sqlitejobq_jobs
+     WHERE status = 'queued' AND limit_key IS NULL AND queue = %(queue)s::text
      ORDER BY priority DESC LIMIT 1)
     UNION ALL
     {_NEXT_PAIR.format(next_queue="")}
@@ -636,7 +843,8 @@ WITH RECURSIVE pairs (queue, priority) AS (
     SELECT f.queue, f.priority
     FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)) AS q
     CROSS JOIN LATERAL (
-        SELECT queue, priority FROM sqlitejobq_jobs WHERE status = 'queued' AND queue = q.name
+        SELECT queue, priority FROM sqlitejobq_jobs
+        WHERE status = 'queued' AND limit_key IS NULL AND queue = q.name
         ORDER BY priority DESC LIMIT 1) AS f
     UNION ALL
     {_NEXT_PAIR.format(next_queue="")}

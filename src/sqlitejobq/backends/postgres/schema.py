@@ -126,6 +126,52 @@ CREATE TABLE sqlitejobq_batch_counts (
         autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0);
 """
 
+# Scheduling, as on SQLite: a job may wait for others (status 'waiting') and be held to a
+# limit (``limit_key``); limited jobs leave the claim index for their own. The rate
+# limiter's starts and the schedules' latest slots get tables of their own.
+_V4_SCHEDULING = """
+ALTER TABLE sqlitejobq_jobs
+    ADD COLUMN limit_key text,
+    ADD COLUMN waiting_on integer NOT NULL DEFAULT 0 CHECK (waiting_on >= 0),
+    ADD COLUMN dependency_policy text CHECK (dependency_policy IN ('cancel', 'run')),
+    ADD COLUMN has_dependents boolean NOT NULL DEFAULT false,
+    DROP CONSTRAINT sqlitejobq_jobs_status_check,
+    ADD CONSTRAINT sqlitejobq_jobs_status_check
+        CHECK (status IN ('queued', 'processing', 'completed', 'failed', 'cancelled', 'waiting'));
+DROP INDEX sqlitejobq_jobs_claim;
+CREATE INDEX sqlitejobq_jobs_claim ON sqlitejobq_jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued' AND limit_key IS NULL;
+DROP INDEX sqlitejobq_jobs_unique;
+CREATE UNIQUE INDEX sqlitejobq_jobs_unique ON sqlitejobq_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing', 'waiting');
+CREATE INDEX sqlitejobq_jobs_limited ON sqlitejobq_jobs (limit_key, priority DESC, run_at, id)
+    WHERE status = 'queued' AND limit_key IS NOT NULL;
+CREATE INDEX sqlitejobq_jobs_limited_due ON sqlitejobq_jobs (run_at)
+    WHERE status = 'queued' AND limit_key IS NOT NULL;
+CREATE INDEX sqlitejobq_jobs_limited_running ON sqlitejobq_jobs (limit_key)
+    WHERE status = 'processing' AND limit_key IS NOT NULL;
+ALTER TABLE sqlitejobq_batch_counts ADD COLUMN waiting bigint NOT NULL DEFAULT 0;
+CREATE TABLE sqlitejobq_dependencies (
+    depends_on bigint NOT NULL,
+    job_id     bigint NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+);
+CREATE TABLE sqlitejobq_schedules (
+    name        text PRIMARY KEY,
+    task        text NOT NULL,
+    spec        text NOT NULL,
+    timezone    text NOT NULL,
+    last_slot   double precision,
+    last_job_id bigint,
+    declared_at double precision NOT NULL
+);
+CREATE TABLE sqlitejobq_starts (
+    limit_key  text             NOT NULL,
+    started_at double precision NOT NULL
+);
+CREATE INDEX sqlitejobq_starts_key ON sqlitejobq_starts (limit_key, started_at);
+"""
+
 #: Each runs in its own transaction, under the schema's advisory lock, together with its
 #: bookkeeping row. No statement takes parameters, so a migration's text goes to the server
 #: in one execute (the simple query protocol runs several statements).
@@ -133,4 +179,5 @@ MIGRATIONS = [
     Migration(1, "jobs, batches and workers tables", _V1_TABLES),
     Migration(2, "indexes for claims, leases, batches, unique keys, purges", _V1_INDEXES),
     Migration(3, "sharded job counts by queue and status, and by batch", _V1_COUNTS),
+    Migration(4, "dependencies, limits and schedules", _V4_SCHEDULING),
 ]

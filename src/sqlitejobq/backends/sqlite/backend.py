@@ -21,6 +21,7 @@ from ...errors import (
     DatabaseUnavailable,
     DuplicateJob,
     InvalidArgumentType,
+    JobNotFound,
     NotAQueueDatabase,
     QueueClosed,
     ReadOnlyDatabase,
@@ -34,6 +35,8 @@ from ..base import (
     Capabilities,
     ClaimRequest,
     JobRecord,
+    LimitedClaim,
+    LimitedDue,
     LockMetrics,
     NewJob,
     RescuedJob,
@@ -42,8 +45,12 @@ from ..base import (
     StepParams,
     Tally,
     WorkerRecord,
+    dependency_outcome,
+    keys_for_unkeyed,
     options_of,
     pending,
+    plan_limited_claim,
+    task_of_limit_key,
 )
 from . import queries as sql
 from . import schema
@@ -339,36 +346,61 @@ class SqliteBackend:
         batch_name: str | None,
         make_batch: bool,
         connection: Any = None,
+        then: Callable[[int, list[int]], NewJob] | None = None,
     ) -> tuple[int | None, list[int]]:
         """Insert jobs; a job whose unique key an active job holds is not inserted, the
         holder's id is returned in its place. Returns (batch id, job ids)."""
         now = self.clock()
         rows = [
             (job.task, job.queue, job.payload, job.priority, now + job.delay, job.max_attempts,
-             job.unique_key)
+             job.unique_key, job.limit_key)
             for job in jobs
         ]  # fmt: skip
+        waits = any(job.depends_on for job in jobs)
+        if then is not None and not make_batch:
+            raise InvalidArgumentType("then needs a batch")
 
         def body(conn: sqlite3.Connection) -> tuple[int | None, list[int]]:
             tally = Tally()
             batch_id = None
             if make_batch:
                 batch_id = int(conn.execute(sql.INSERT_BATCH, (batch_name, now)).fetchone()[0])
-            if len(rows) > 1 and all(row[6] is None for row in rows):
+            if len(rows) > 1 and not waits and all(row[6] is None for row in rows):
                 ids = _insert_many(conn, rows, batch_id, now)
                 for row in rows:
                     tally.move(row[1], batch_id, None, "queued")
             else:
                 ids = []
-                for task, queue, payload, priority, run_at, max_attempts, key in rows:
+                for job, (
+                    task,
+                    queue,
+                    payload,
+                    priority,
+                    run_at,
+                    max_attempts,
+                    key,
+                    limit_key,
+                ) in zip(jobs, rows, strict=True):
                     row = conn.execute(sql.INSERT_JOB, (
-                        task, queue, payload, priority, run_at, max_attempts, key, batch_id, now,
+                        task, queue, payload, priority, run_at, max_attempts, key, limit_key,
+                        batch_id, now,
                     )).fetchone()  # fmt: skip
                     if row is None:
                         row = conn.execute(sql.ACTIVE_JOB_WITH_KEY, (key,)).fetchone()
                     else:
                         tally.move(queue, batch_id, None, "queued")
+                        if job.depends_on:
+                            _wait_for(conn, int(row[0]), job, tally, now)
                     ids.append(int(row[0]))
+            if then is not None and batch_id is not None:
+                follow = then(batch_id, list(ids))
+                row = conn.execute(sql.INSERT_JOB, (
+                    follow.task, follow.queue, follow.payload, follow.priority,
+                    now + follow.delay, follow.max_attempts, None, follow.limit_key, None, now,
+                )).fetchone()  # fmt: skip
+                tally.move(follow.queue, None, None, "queued")
+                _wait_for(conn, int(row[0]), follow, tally, now)
+                ids.append(int(row[0]))
             write_tally(conn, tally)
             return batch_id, ids
 
@@ -388,18 +420,22 @@ class SqliteBackend:
         of the jobs claimed (none when ``claim`` is None).
         """
 
-        def body(conn: sqlite3.Connection) -> tuple[list[Any], list[JobRecord]]:
+        def body(conn: sqlite3.Connection) -> tuple[list[Any], list[JobRecord], Tally]:
             now = self.clock()
             tally = Tally()
             results = _apply_steps(conn, steps, tally, now)
+            _release_dependents(conn, tally, now)
             records = [] if claim is None else _claim(conn, claim, now)
             for record in records:
                 tally.move(record.queue, record.batch_id, "queued", "processing")
             write_tally(conn, tally)
-            return results, records
+            return results, records, tally
 
         what = "claim" if not steps else steps[0][0].value
-        return self.write(body, what)
+        results, records, tally = self.write(body, what)
+        if tally.released or tally.freed_limit:
+            self.waker.notify()
+        return results, records
 
     def rescue_expired(
         self, error: str, renew: Sequence[tuple[Step, StepParams]] = ()
@@ -417,7 +453,9 @@ class SqliteBackend:
                 for row in conn.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error})
             ]
             for row in rows:
-                tally.move(row.queue, row.batch_id, "processing", row.status)
+                tally.changed((row.status, row.queue, row.batch_id, row.id, row.has_dependents,
+                               row.limit_key), "processing")  # fmt: skip
+            _release_dependents(conn, tally, now)
             write_tally(conn, tally)
             return rows
 
@@ -430,12 +468,15 @@ class SqliteBackend:
         """Cancel a queued job or flag a running one; its status then, None if it was neither."""
 
         def body(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(sql.CANCEL, {"id": job_id, "now": self.clock()}).fetchone()
+            now = self.clock()
+            before = conn.execute(sql.JOB_STATUS, (job_id,)).fetchone()
+            row = conn.execute(sql.CANCEL, {"id": job_id, "now": now}).fetchone()
             if row is None:
                 return None
             if row[0] == "cancelled":
                 tally = Tally()
-                tally.move(row[1], row[2], "queued", "cancelled")
+                tally.changed(row, before[0])
+                _release_dependents(conn, tally, now)
                 write_tally(conn, tally)
             return str(row[0])
 
@@ -498,6 +539,78 @@ class SqliteBackend:
 
         self.write(tidy, "purge")
         return total
+
+    # --- limits and schedules ------------------------------------------------------------
+
+    def limited_due(self, claim: ClaimRequest) -> LimitedDue:
+        """Whether a limited job could be claimed now, and when one next could (see Backend)."""
+
+        def read(conn: sqlite3.Connection) -> LimitedDue:
+            now = self.clock()
+            plan = _plan_limited(conn, claim, 1, now)
+            upcoming = _scalar(conn.execute(sql.NEXT_LIMITED_RUN, {"now": now}).fetchone(), float)
+            return LimitedDue(bool(plan.ids), plan.next_start, upcoming, now)
+
+        return self.read(read)
+
+    def limit_usage(self, limit: int) -> list[tuple[str, int, int, int]]:
+        """Per limit key: queued, processing, and starts within the last hour."""
+        now = self.clock()
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]]:
+            rows = conn.execute(sql.LIMIT_USAGE, {"limit": limit}).fetchall()
+            return [
+                (key, int(queued), int(processing),
+                 len(conn.execute(sql.RECENT_STARTS, {"key": key, "since": now - 3600})
+                     .fetchall()))
+                for key, queued, processing, _ in rows
+            ]  # fmt: skip
+
+        return self.read(read)
+
+    def declare_schedules(self, schedules: Sequence[tuple[str, str, str, str]]) -> None:
+        """Record the schedules a worker runs."""
+        now = self.clock()
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany(sql.DECLARE_SCHEDULE, [
+                {"name": name, "task": task, "spec": spec, "timezone": tz, "now": now}
+                for name, task, spec, tz in schedules
+            ])  # fmt: skip
+
+        self.write(body, "declare schedules")
+
+    def last_slots(self) -> dict[str, float | None]:
+        """The latest slot each recorded schedule created a job for."""
+        return {str(row[0]): row[1] for row in self.read_all(sql.LAST_SLOTS)}
+
+    def fire_slot(self, name: str, slot: float, job: NewJob) -> int | None:
+        """Create the slot's job unless another worker did (see Backend)."""
+        now = self.clock()
+
+        def body(conn: sqlite3.Connection) -> int | None:
+            if conn.execute(sql.TAKE_SLOT, {"name": name, "slot": slot}).fetchone() is None:
+                return None
+            row = conn.execute(sql.INSERT_JOB, (
+                job.task, job.queue, job.payload, job.priority, now + job.delay,
+                job.max_attempts, job.unique_key, job.limit_key, None, now,
+            )).fetchone()  # fmt: skip
+            if row is None:  # its unique key is held by an active job: that one stands
+                return None
+            tally = Tally()
+            tally.move(job.queue, None, None, "queued")
+            write_tally(conn, tally)
+            conn.execute(sql.SLOT_JOB, {"name": name, "job_id": row[0]})
+            return int(row[0])
+
+        job_id = self.write(body, "schedule")
+        if job_id is not None:
+            self.waker.notify()
+        return job_id
+
+    def schedules(self) -> list[tuple[Any, ...]]:
+        """Recorded schedules, by name."""
+        return [tuple(row) for row in self.read_all(sql.SCHEDULES)]
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -639,7 +752,7 @@ def _apply_steps(
             row = rows.get(job_id)
             if row is not None:
                 results[n] = row[0]
-                tally.move(row[1], row[2], "processing", row[0])
+                tally.changed(row, "processing")
         done = set(completions)
     for n, (step, params) in enumerate(steps):
         if n in done:
@@ -651,7 +764,7 @@ def _apply_steps(
         if row is not None:
             results[n] = row[0]
             if step in STATUS_STEPS:
-                tally.move(row[1], row[2], "processing", row[0])
+                tally.changed(row, "processing")
     return results
 
 
@@ -677,11 +790,10 @@ def _complete_with_hook(conn: sqlite3.Connection, params: StepParams) -> Row | N
     return row
 
 
-def _complete_many(
-    conn: sqlite3.Connection, rows: list[StepParams]
-) -> dict[int, tuple[str, str, int | None]]:
-    """Complete many jobs, a chunk per statement; (status, queue, batch) by job id."""
-    outcome: dict[int, tuple[str, str, int | None]] = {}
+def _complete_many(conn: sqlite3.Connection, rows: list[StepParams]) -> dict[int, Row]:
+    """Complete many jobs, a chunk per statement; by job id, (status, queue, batch_id, id,
+    has_dependents, limit_key)."""
+    outcome: dict[int, Row] = {}
     largest = sql.COMPLETE_MANY_SIZES[-1]
     for start in range(0, len(rows), largest):
         chunk = rows[start : start + largest]
@@ -691,9 +803,76 @@ def _complete_many(
             params += (row["id"], row["attempts"], row["worker"], row["result"], row["message"],
                        row["now"])  # fmt: skip
         params += [None] * (6 * (size - len(chunk)))
-        for job_id, status, queue, batch_id in conn.execute(sql.complete_many(size), params):
-            outcome[job_id] = (status, queue, batch_id)
+        for job_id, status, queue, batch_id, dependents, limit_key in conn.execute(
+            sql.complete_many(size), params
+        ):
+            outcome[job_id] = (status, queue, batch_id, job_id, dependents, limit_key)
     return outcome
+
+
+def _wait_for(conn: sqlite3.Connection, job_id: int, job: NewJob, tally: Tally, now: float) -> None:
+    """Make a new job wait for its dependencies: those not finished yet hold it; one that
+    failed or was cancelled already cancels it (policy 'cancel')."""
+    found = dict(conn.execute(sql.FLAG_DEPENDENCIES, {"ids": json.dumps(job.depends_on)}))
+    missing = [dep for dep in job.depends_on if dep not in found]
+    if missing:
+        raise JobNotFound(
+            f"depends_on: no job has id {', '.join(map(str, missing))} (nothing was enqueued)"
+        )
+    status = dependency_outcome(job, found)
+    if isinstance(status, str):
+        conn.execute(sql.CANCEL_AT_ENQUEUE, {"id": job_id, "error": status, "now": now})
+        tally.move(job.queue, _batch_of(conn, job_id), "queued", "cancelled")
+        return
+    if status:
+        conn.execute(sql.WAIT_FOR, {
+            "id": job_id, "waiting_on": len(status), "policy": job.dependency_policy,
+        })  # fmt: skip
+        conn.executemany(sql.ADD_DEPENDENCY, [(dep, job_id) for dep in status])
+        tally.move(job.queue, _batch_of(conn, job_id), "queued", "waiting")
+
+
+def _batch_of(conn: sqlite3.Connection, job_id: int) -> int | None:
+    row = conn.execute(sql.STATUS_QUEUE_BATCH, (job_id,)).fetchone()
+    return None if row is None or row[2] is None else int(row[2])
+
+
+def _release_dependents(conn: sqlite3.Connection, tally: Tally, now: float) -> None:
+    """Count finished jobs off their dependents, level by level: a dependent cancelled
+    because a dependency failed releases its own dependents in turn."""
+    while tally.finished:
+        finished = json.dumps(tally.finished)
+        tally.finished = []
+        for row in conn.execute(sql.RELEASE_DEPENDENTS, {"finished": finished, "now": now}):
+            tally.changed(row, "waiting")
+        conn.execute(sql.FORGET_DEPENDENCIES, {"finished": finished})
+
+
+def _plan_limited(
+    conn: sqlite3.Connection, claim: ClaimRequest, want: int, now: float
+) -> LimitedClaim:
+    """Choose limited jobs to claim (see ``plan_limited_claim``): the write lock the claim
+    holds makes the counts exact."""
+    if not claim.limits:
+        return LimitedClaim([], [], None)
+    keys = [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
+    if not keys:
+        return LimitedClaim([], [], None)
+    running = {key: int(n) for key, n in conn.execute(sql.LIMITED_RUNNING)}
+    base = {
+        "now": now, "queues": None if claim.queues is None else json.dumps(claim.queues),
+        "exclude": json.dumps(claim.exclude),
+    }  # fmt: skip
+
+    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
+        rows = conn.execute(sql.LIMITED_CANDIDATES, {**base, "key": key, "limit": n})
+        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    def recent_starts(key: str, since: float) -> list[float]:
+        rows = conn.execute(sql.RECENT_STARTS, {"key": key, "since": since})
+        return [float(r[0]) for r in rows]
+
+    return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
 
 
 def write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
@@ -710,9 +889,34 @@ def write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
 
 
 def _claim(conn: sqlite3.Connection, claim: ClaimRequest, now: float) -> list[JobRecord]:
+    if not claim.limits:
+        return _claim_plain(conn, claim, claim.limit, now)
+    plan = _plan_limited(conn, claim, claim.limit, now)
+    records: list[JobRecord] = []
+    if plan.ids:
+        records = [_record(row) for row in conn.execute(sql.CLAIM_IDS, {
+            "ids": json.dumps(plan.ids), "worker": claim.worker,
+            "lease_until": now + claim.lease, "now": now,
+        })]  # fmt: skip
+        if plan.rated_keys:
+            conn.executemany(sql.RECORD_START, [(key, now) for key in plan.rated_keys])
+            for key in set(plan.rated_keys):
+                period = claim.limits[task_of_limit_key(key)].rate[1]  # type: ignore[index]
+                conn.execute(sql.FORGET_STARTS, {"key": key, "since": now - period})
+    if len(records) < claim.limit:
+        plain, hold = keys_for_unkeyed(
+            _claim_plain(conn, claim, claim.limit - len(records), now), claim.limits
+        )
+        conn.executemany(sql.HOLD_FOR_LIMIT, [{"id": i, "key": k} for i, k in hold])
+        records += plain
+    return records
+
+
+def _claim_plain(
+    conn: sqlite3.Connection, claim: ClaimRequest, limit: int, now: float
+) -> list[JobRecord]:
     params: dict[str, Any] = {
-        "worker": claim.worker, "lease_until": now + claim.lease, "now": now,
-        "limit": claim.limit,
+        "worker": claim.worker, "lease_until": now + claim.lease, "now": now, "limit": limit,
     }  # fmt: skip
     names = claim.queues
     if names is None:

@@ -81,6 +81,9 @@ PROCESSING = (
     "WHERE status = 'processing' ORDER BY id"
 )
 
+# Jobs waiting for dependencies (none in a file of an older schema: no such status there).
+WAITING = "SELECT id FROM sqlitejobq_jobs WHERE status = 'waiting' ORDER BY id"
+
 JOBS_TO_COPY = f"""
 SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs
 WHERE id > ? AND status IN ('queued', 'failed')
@@ -235,6 +238,10 @@ class SqliteCopySource:
     def processing(self) -> list[int]:
         """The ids of the jobs in ``processing``."""
         return self._read(lambda c: [int(r[0]) for r in c.execute(PROCESSING)])
+
+    def waiting(self) -> list[int]:
+        """The ids of the jobs waiting for dependencies."""
+        return self._read(lambda c: [int(r[0]) for r in c.execute(WAITING)])
 
     def jobs(self, after: int, limit: int) -> list[JobRecord]:
         """Up to ``limit`` queued or failed jobs with ids above ``after``, by id."""

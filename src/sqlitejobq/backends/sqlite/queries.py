@@ -18,9 +18,9 @@ JOB_COLUMNS = (
 
 INSERT_JOB_PLAIN = """
 INSERT INTO sqlitejobq_jobs
-    (task, queue, payload, status, priority, run_at, max_attempts, unique_key, batch_id,
-     created_at)
-VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+    (task, queue, payload, status, priority, run_at, max_attempts, unique_key, limit_key,
+     batch_id, created_at)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)
 """
 
 # A job whose unique key an active job holds is not inserted (no row comes back).
@@ -32,7 +32,7 @@ JOB_IDS_AFTER = "SELECT id FROM sqlitejobq_jobs WHERE id > ? ORDER BY id"
 
 ACTIVE_JOB_WITH_KEY = """
 SELECT id FROM sqlitejobq_jobs
-WHERE unique_key = ? AND status IN ('queued', 'processing')
+WHERE unique_key = ? AND status IN ('queued', 'processing', 'waiting')
 """
 
 INSERT_BATCH = """
@@ -51,7 +51,7 @@ RETURNING {JOB_COLUMNS}
 
 _CANDIDATES_ONE_QUEUE = """
 SELECT id{extra} FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-WHERE status = 'queued' AND queue = :q{n} AND run_at <= :now{excluding}
+WHERE status = 'queued' AND limit_key IS NULL AND queue = :q{n} AND run_at <= :now{excluding}
 ORDER BY priority DESC, run_at, id LIMIT :limit
 """
 # Tasks the claiming worker does not know (a rolling deploy), as a JSON array: left for
@@ -63,10 +63,10 @@ _EXCLUDING = "\n  AND task NOT IN (SELECT value FROM json_each(:exclude))"
 _QUEUED_QUEUE_NAMES = """
 WITH RECURSIVE queues (name) AS (
     SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued'
+    WHERE status = 'queued' AND limit_key IS NULL
     UNION ALL
     SELECT (SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-            WHERE status = 'queued' AND queue > queues.name)
+            WHERE status = 'queued' AND limit_key IS NULL AND queue > queues.name)
     FROM queues WHERE name IS NOT NULL
 )
 """
@@ -109,7 +109,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
     progress_message = coalesce(:message, progress_message),
     finished_at = :now, lease_until = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 _COMPLETE_MANY = """
@@ -124,7 +124,7 @@ FROM done
 WHERE sqlitejobq_jobs.id = done.id AND sqlitejobq_jobs.attempts = done.attempts
   AND sqlitejobq_jobs.worker = done.worker AND sqlitejobq_jobs.status = 'processing'
 RETURNING sqlitejobq_jobs.id, sqlitejobq_jobs.status, sqlitejobq_jobs.queue,
-          sqlitejobq_jobs.batch_id
+          sqlitejobq_jobs.batch_id, sqlitejobq_jobs.has_dependents, sqlitejobq_jobs.limit_key
 """
 
 #: COMPLETE_MANY takes rows of (id, attempts, worker, result, message, finished_at), padded
@@ -146,7 +146,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
     progress_message = coalesce(:message, progress_message),
     finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 HEARTBEAT = f"""
@@ -170,7 +170,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempts = attempts - 1, lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested THEN :now END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
@@ -186,14 +186,15 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
 ABANDON = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 RESCUE_EXPIRED = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
-RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id
+RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id, has_dependents,
+          limit_key
 """
 
 # Claimed by a worker that does not know the task (an older worker during a rolling deploy):
@@ -213,7 +214,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     unknown_since = coalesce(unknown_since, :now),
     lease_until = NULL, started_at = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 NEXT_LEASE_EXPIRY = """
@@ -221,15 +222,176 @@ SELECT min(lease_until) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
 WHERE status = 'processing'
 """
 
+# --- dependencies -----------------------------------------------------------------------
+
+# The jobs a new job names in depends_on, flagged as having dependents (so that their end
+# releases it); the statuses tell which are finished already.
+FLAG_DEPENDENCIES = """
+UPDATE sqlitejobq_jobs SET has_dependents = 1
+WHERE id IN (SELECT value FROM json_each(:ids))
+RETURNING id, status
+"""
+
+WAIT_FOR = """
+UPDATE sqlitejobq_jobs
+SET status = 'waiting', waiting_on = :waiting_on, dependency_policy = :policy
+WHERE id = :id
+"""
+
+ADD_DEPENDENCY = "INSERT INTO sqlitejobq_dependencies (depends_on, job_id) VALUES (?, ?)"
+
+# A job cancelled at enqueue because a dependency had already failed or been cancelled.
+CANCEL_AT_ENQUEUE = """
+UPDATE sqlitejobq_jobs
+SET status = 'cancelled', error = :error, finished_at = :now
+WHERE id = :id
+"""
+
+# The waiting jobs of finished dependencies: :finished is a JSON array of [id, ok] (ok: it
+# completed). Each dependent counts its finished dependencies off; one that failed or was
+# cancelled cancels it (policy 'cancel') or counts as done (policy 'run'). Released jobs
+# are due at once.
+RELEASE_DEPENDENTS = """
+WITH finished (id, ok) AS (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:finished)
+), counted (job_id, n, bad, first_bad) AS (
+    SELECT d.job_id, count(*), max(NOT f.ok), min(CASE WHEN NOT f.ok THEN f.id END)
+    FROM sqlitejobq_dependencies AS d JOIN finished AS f ON f.id = d.depends_on
+    GROUP BY d.job_id
+)
+UPDATE sqlitejobq_jobs
+SET waiting_on = max(0, waiting_on - counted.n),
+    status = CASE WHEN counted.bad AND dependency_policy = 'cancel' THEN 'cancelled'
+                  WHEN waiting_on - counted.n <= 0 THEN 'queued'
+                  ELSE 'waiting' END,
+    error = CASE WHEN counted.bad AND dependency_policy = 'cancel'
+                 THEN 'cancelled: dependency ' || counted.first_bad || ' did not complete'
+                 ELSE error END,
+    finished_at = CASE WHEN counted.bad AND dependency_policy = 'cancel' THEN :now END,
+    run_at = CASE WHEN waiting_on - counted.n <= 0 THEN max(run_at, :now) ELSE run_at END
+FROM counted
+WHERE sqlitejobq_jobs.id = counted.job_id AND sqlitejobq_jobs.status = 'waiting'
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
+"""
+
+FORGET_DEPENDENCIES = """
+DELETE FROM sqlitejobq_dependencies
+WHERE depends_on IN (SELECT json_extract(value, '$[0]') FROM json_each(:finished))
+"""
+
+# --- limits -------------------------------------------------------------------------------
+
+# Processing jobs per limit key (the running set is small: an index of its own).
+LIMITED_RUNNING = """
+SELECT limit_key, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited_running
+WHERE status = 'processing' AND limit_key IS NOT NULL
+GROUP BY limit_key
+"""
+
+# The limit keys that have queued jobs: a skip from one key to the next over their index.
+LIMITED_KEYS = """
+WITH RECURSIVE keys (name) AS (
+    SELECT min(limit_key) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited
+    WHERE status = 'queued' AND limit_key IS NOT NULL
+    UNION ALL
+    SELECT (SELECT min(limit_key) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited
+            WHERE status = 'queued' AND limit_key IS NOT NULL AND limit_key > keys.name)
+    FROM keys WHERE name IS NOT NULL
+)
+SELECT name FROM keys WHERE name IS NOT NULL
+"""
+
+# Up to :limit due jobs of one key in the claim's queues (a JSON array, or NULL: all), best
+# first.
+LIMITED_CANDIDATES = """
+SELECT id, priority, run_at, task FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited
+WHERE status = 'queued' AND limit_key = :key AND run_at <= :now
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND task NOT IN (SELECT value FROM json_each(:exclude))
+ORDER BY priority DESC, run_at, id LIMIT :limit
+"""
+
+CLAIM_IDS = f"""
+UPDATE sqlitejobq_jobs
+SET status = 'processing', attempts = attempts + 1, worker = :worker,
+    lease_until = :lease_until, started_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING {JOB_COLUMNS}
+"""
+
+# A job of a limited task enqueued without its limit key (by a producer whose registry did
+# not declare the limit), just claimed by the plain claim: back to the queue, the attempt
+# not counted, with its key, for the limited claim.
+HOLD_FOR_LIMIT = """
+UPDATE sqlitejobq_jobs
+SET status = 'queued', attempts = attempts - 1, lease_until = NULL, started_at = NULL,
+    limit_key = :key
+WHERE id = :id
+"""
+
+# Starts of a rate-limited key within its period, oldest first.
+RECENT_STARTS = """
+SELECT started_at FROM sqlitejobq_starts
+WHERE limit_key = :key AND started_at > :since ORDER BY started_at
+"""
+
+RECORD_START = "INSERT INTO sqlitejobq_starts (limit_key, started_at) VALUES (?, ?)"
+
+FORGET_STARTS = "DELETE FROM sqlitejobq_starts WHERE limit_key = :key AND started_at <= :since"
+
+# The earliest run_at of a queued limited job that is not due yet.
+NEXT_LIMITED_RUN = """
+SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited_due
+WHERE status = 'queued' AND limit_key IS NOT NULL AND run_at > :now
+"""
+
+# For status: per key, its queued and processing jobs (bounded: the first keys by name).
+LIMIT_USAGE = """
+SELECT limit_key,
+       sum(status = 'queued'), sum(status = 'processing'),
+       min(CASE WHEN status = 'queued' THEN run_at END)
+FROM sqlitejobq_jobs
+WHERE limit_key IS NOT NULL AND status IN ('queued', 'processing')
+GROUP BY limit_key ORDER BY limit_key LIMIT :limit
+"""
+
+# --- schedules -------------------------------------------------------------------------------
+
+DECLARE_SCHEDULE = """
+INSERT INTO sqlitejobq_schedules (name, task, spec, timezone, declared_at)
+VALUES (:name, :task, :spec, :timezone, :now)
+ON CONFLICT (name) DO UPDATE
+SET task = excluded.task, spec = excluded.spec, timezone = excluded.timezone,
+    declared_at = excluded.declared_at
+"""
+
+LAST_SLOTS = "SELECT name, last_slot FROM sqlitejobq_schedules"
+
+# Take a slot: only the first to move last_slot past it gets a row back, and only it
+# inserts the slot's job, in the same transaction.
+TAKE_SLOT = """
+UPDATE sqlitejobq_schedules SET last_slot = :slot
+WHERE name = :name AND (last_slot IS NULL OR last_slot < :slot)
+RETURNING name
+"""
+
+SLOT_JOB = "UPDATE sqlitejobq_schedules SET last_job_id = :job_id WHERE name = :name"
+
+SCHEDULES = """
+SELECT s.name, s.task, s.spec, s.timezone, s.last_slot, s.last_job_id, j.status, s.declared_at
+FROM sqlitejobq_schedules AS s LEFT JOIN sqlitejobq_jobs AS j ON j.id = s.last_job_id
+ORDER BY s.name
+"""
+
 # --- operator actions -------------------------------------------------------------------
 
 CANCEL = """
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+SET status = CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE status END,
     cancel_requested = 1,
-    finished_at = CASE WHEN status = 'queued' THEN :now ELSE finished_at END
-WHERE id = :id AND status IN ('queued', 'processing')
-RETURNING status, queue, batch_id
+    finished_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE finished_at END
+WHERE id = :id AND status IN ('queued', 'processing', 'waiting')
+RETURNING status, queue, batch_id, id, has_dependents, limit_key
 """
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = ?"
@@ -240,7 +402,7 @@ RETRY = """
 UPDATE sqlitejobq_jobs
 SET status = 'queued', attempts = 0, run_at = :now, cancel_requested = 0,
     finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
-    unknown_since = NULL
+    unknown_since = NULL, waiting_on = 0
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING id
 """
@@ -258,7 +420,7 @@ RETURNING queue, status
 # A batch goes once none of its jobs is left and none is queued or processing.
 PURGE_BATCHES = """
 DELETE FROM sqlitejobq_batches
-WHERE created_at < :cutoff AND queued = 0 AND processing = 0
+WHERE created_at < :cutoff AND queued = 0 AND processing = 0 AND waiting = 0
   AND NOT EXISTS (SELECT 1 FROM sqlitejobq_jobs j WHERE j.batch_id = sqlitejobq_batches.id)
 """
 
@@ -290,7 +452,7 @@ ADD_TO_BATCH = """
 UPDATE sqlitejobq_batches
 SET total = total + :total, queued = queued + :queued, processing = processing + :processing,
     completed = completed + :completed, failed = failed + :failed,
-    cancelled = cancelled + :cancelled
+    cancelled = cancelled + :cancelled, waiting = waiting + :waiting
 WHERE id = :id
 """
 
@@ -298,26 +460,28 @@ WHERE id = :id
 # ordered (queue, priority, run_at), so the earliest run_at of each (queue, priority) pair
 # is one seek, and the pairs are found by skipping from one to the next.
 _LOWER_PRIORITY = """(SELECT max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued' AND queue = pairs.queue AND priority < pairs.priority)"""
+    WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
+      AND priority < pairs.priority)"""
 _NEXT_QUEUE = """(SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued' AND queue > pairs.queue)"""
+    WHERE status = 'queued' AND limit_key IS NULL AND queue > pairs.queue)"""
 _EARLIEST_OF_PAIRS = """
 SELECT min((SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-            WHERE status = 'queued' AND queue = pairs.queue AND priority = pairs.priority))
+            WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
+              AND priority = pairs.priority))
 FROM pairs WHERE queue IS NOT NULL AND priority IS NOT NULL
 """
 
 NEXT_RUN_ANY_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
     SELECT queue, max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued' AND queue = (
+    WHERE status = 'queued' AND limit_key IS NULL AND queue = (
         SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-        WHERE status = 'queued')
+        WHERE status = 'queued' AND limit_key IS NULL)
     UNION ALL
     SELECT CASE WHEN {_LOWER_PRIORITY} IS NULL THEN {_NEXT_QUEUE} ELSE queue END,
            coalesce({_LOWER_PRIORITY}, (
                SELECT max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-               WHERE status = 'queued' AND queue = {_NEXT_QUEUE}))
+               WHERE status = 'queued' AND limit_key IS NULL AND queue = {_NEXT_QUEUE}))
     FROM pairs WHERE queue IS NOT NULL
 )
 {_EARLIEST_OF_PAIRS}
@@ -326,7 +490,7 @@ WITH RECURSIVE pairs (queue, priority) AS (
 NEXT_RUN_IN_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
     SELECT :queue, max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued' AND queue = :queue
+    WHERE status = 'queued' AND limit_key IS NULL AND queue = :queue
     UNION ALL
     SELECT queue, {_LOWER_PRIORITY} FROM pairs WHERE priority IS NOT NULL
 )
@@ -334,7 +498,7 @@ WITH RECURSIVE pairs (queue, priority) AS (
 """
 
 BATCH = """
-SELECT id, name, total, queued, processing, completed, failed, cancelled, created_at
+SELECT id, name, total, queued, processing, completed, failed, cancelled, created_at, waiting
 FROM sqlitejobq_batches WHERE id = ?
 """
 

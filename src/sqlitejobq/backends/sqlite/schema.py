@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..base import Migration
 
 NAMESPACE = "sqlitejobq"
@@ -99,9 +101,122 @@ _V4_UNKNOWN_SINCE = """
 ALTER TABLE sqlitejobq_jobs ADD COLUMN unknown_since REAL;
 """
 
+# Scheduling. A job may wait for others (status 'waiting', ``waiting_on`` of its
+# dependencies not yet finished, what to do if one fails in ``dependency_policy``) and may
+# be held to a limit (``limit_key``: its task, or its task and a payload value, "task|value").
+# SQLite cannot change a CHECK constraint in place, so the jobs table is rebuilt with the
+# new status (once, at the upgrade: a copy of every row). Limited jobs leave the claim index
+# for one of their own, read per key, so that jobs held back by a limit cost the plain claim
+# nothing however many wait.
+_V5_JOBS = """
+CREATE TABLE sqlitejobq_jobs_v5 (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    task              TEXT    NOT NULL,
+    queue             TEXT    NOT NULL DEFAULT 'default',
+    payload           TEXT    NOT NULL,
+    status            TEXT    NOT NULL DEFAULT 'queued'
+                      CHECK (status IN ('queued', 'processing', 'completed', 'failed',
+                                        'cancelled', 'waiting')),
+    priority          INTEGER NOT NULL DEFAULT 0,
+    run_at            REAL    NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts      INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    progress          REAL    NOT NULL DEFAULT 0.0 CHECK (progress BETWEEN 0.0 AND 1.0),
+    progress_message  TEXT,
+    result            TEXT,
+    error             TEXT,
+    traceback         TEXT,
+    created_at        REAL    NOT NULL,
+    started_at        REAL,
+    finished_at       REAL,
+    batch_id          INTEGER REFERENCES sqlitejobq_batches (id),
+    unique_key        TEXT,
+    worker            TEXT,
+    lease_until       REAL,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    unknown_since     REAL,
+    limit_key         TEXT,
+    waiting_on        INTEGER NOT NULL DEFAULT 0 CHECK (waiting_on >= 0),
+    dependency_policy TEXT CHECK (dependency_policy IN ('cancel', 'run')),
+    has_dependents    INTEGER NOT NULL DEFAULT 0
+);
+
+INSERT INTO sqlitejobq_jobs_v5
+    (id, task, queue, payload, status, priority, run_at, attempts, max_attempts, progress,
+     progress_message, result, error, traceback, created_at, started_at, finished_at,
+     batch_id, unique_key, worker, lease_until, cancel_requested, unknown_since)
+SELECT id, task, queue, payload, status, priority, run_at, attempts, max_attempts, progress,
+       progress_message, result, error, traceback, created_at, started_at, finished_at,
+       batch_id, unique_key, worker, lease_until, cancel_requested, unknown_since
+FROM sqlitejobq_jobs;
+"""
+
+_V5_INDEXES = """
+CREATE INDEX sqlitejobq_jobs_claim ON sqlitejobq_jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued' AND limit_key IS NULL;
+CREATE INDEX sqlitejobq_jobs_lease ON sqlitejobq_jobs (lease_until)
+    WHERE status = 'processing';
+CREATE INDEX sqlitejobq_jobs_batch ON sqlitejobq_jobs (batch_id)
+    WHERE batch_id IS NOT NULL;
+CREATE UNIQUE INDEX sqlitejobq_jobs_unique ON sqlitejobq_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'processing', 'waiting');
+CREATE INDEX sqlitejobq_jobs_limited ON sqlitejobq_jobs (limit_key, priority DESC, run_at, id)
+    WHERE status = 'queued' AND limit_key IS NOT NULL;
+CREATE INDEX sqlitejobq_jobs_limited_due ON sqlitejobq_jobs (run_at)
+    WHERE status = 'queued' AND limit_key IS NOT NULL;
+CREATE INDEX sqlitejobq_jobs_limited_running ON sqlitejobq_jobs (limit_key)
+    WHERE status = 'processing' AND limit_key IS NOT NULL;
+"""
+
+# Who waits for whom (rows go when the dependent is released); the periodic schedules and
+# the latest slot each created a job for; the starts of rate-limited keys within their
+# period; a batch's waiting jobs.
+_V5_TABLES = """
+CREATE TABLE sqlitejobq_dependencies (
+    depends_on INTEGER NOT NULL,
+    job_id     INTEGER NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+) WITHOUT ROWID;
+
+CREATE TABLE sqlitejobq_schedules (
+    name        TEXT PRIMARY KEY,
+    task        TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    timezone    TEXT NOT NULL,
+    last_slot   REAL,
+    last_job_id INTEGER,
+    declared_at REAL NOT NULL
+);
+
+CREATE TABLE sqlitejobq_starts (
+    limit_key  TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE INDEX sqlitejobq_starts_key ON sqlitejobq_starts (limit_key, started_at);
+
+ALTER TABLE sqlitejobq_batches ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+"""
+
+
+def _v5(conn: Any) -> None:
+    """Rebuild the jobs table (new status, new columns), keeping ids and the id sequence."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sqlitejobq_jobs'").fetchone()
+    conn.executescript(_V5_JOBS)
+    conn.execute("DROP TABLE sqlitejobq_jobs")
+    conn.execute("ALTER TABLE sqlitejobq_jobs_v5 RENAME TO sqlitejobq_jobs")
+    if row is not None:  # ids of purged jobs are never handed out again
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'sqlitejobq_jobs'")
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('sqlitejobq_jobs', ?)", (row[0],)
+        )
+    conn.executescript(_V5_INDEXES)
+    conn.executescript(_V5_TABLES)
+
+
 MIGRATIONS = [
     Migration(1, "jobs, batches and workers tables", _V1_TABLES),
     Migration(2, "indexes for claims, timers, leases, batches and unique keys", _V1_INDEXES),
     Migration(3, "job counts by queue and status", _V1_COUNTS),
     Migration(4, "when a job first met a worker that did not know its task", _V4_UNKNOWN_SINCE),
+    Migration(5, "dependencies, limits and schedules", _v5),
 ]
