@@ -16,7 +16,9 @@ from sqlitejobq.backends.sqlite import queries as sql
 
 PARAMS = {"worker": "w", "lease_until": 1.0, "now": 1.0, "limit": 10, "q0": "a", "q1": "b", "id": 1,
           "attempts": 1,
-          "q2": "c", "queue": "a", "error": "x", "cutoff": 1.0, "chunk": 10}  # fmt: skip
+          "q2": "c", "queue": "a", "error": "x", "cutoff": 1.0, "chunk": 10, "key": "t",
+          "queues": None, "exclude": "[]", "ids": "[1]", "since": 0.0,
+          "finished": "[[1, true]]"}  # fmt: skip
 
 
 def plan(db: Path, statement: str) -> list[str]:
@@ -43,6 +45,13 @@ def plan(db: Path, statement: str) -> list[str]:
             "PRIMARY KEY",
         ),
         ("jobs of a batch", sql.BATCH_JOBS.replace("?", "1"), "sqlitejobq_jobs_batch"),
+        ("limit keys holding jobs", sql.LIMITED_KEYS, "sqlitejobq_jobs_limited"),
+        ("a limit key's best jobs", sql.LIMITED_CANDIDATES, "sqlitejobq_jobs_limited"),
+        ("running jobs per limit key", sql.LIMITED_RUNNING, "sqlitejobq_jobs_lease"),
+        ("next limited job due", sql.NEXT_LIMITED_RUN, "sqlitejobq_jobs_limited_due"),
+        ("claim chosen limited jobs", sql.CLAIM_IDS, "PRIMARY KEY"),
+        ("a key's recent starts", sql.RECENT_STARTS, "sqlitejobq_starts_key"),
+        ("release dependents", sql.RELEASE_DEPENDENTS, "PRIMARY KEY"),
     ],
 )
 def test_hot_statements_search_an_index(

@@ -148,8 +148,6 @@ CREATE INDEX sqlitejobq_jobs_limited ON sqlitejobq_jobs (limit_key, priority DES
     WHERE status = 'queued' AND limit_key IS NOT NULL;
 CREATE INDEX sqlitejobq_jobs_limited_due ON sqlitejobq_jobs (run_at)
     WHERE status = 'queued' AND limit_key IS NOT NULL;
-CREATE INDEX sqlitejobq_jobs_limited_running ON sqlitejobq_jobs (limit_key)
-    WHERE status = 'processing' AND limit_key IS NOT NULL;
 ALTER TABLE sqlitejobq_batch_counts ADD COLUMN waiting bigint NOT NULL DEFAULT 0;
 CREATE TABLE sqlitejobq_dependencies (
     depends_on bigint NOT NULL,

@@ -381,10 +381,16 @@ class SqliteBackend:
                     key,
                     limit_key,
                 ) in zip(jobs, rows, strict=True):
-                    row = conn.execute(sql.INSERT_JOB, (
-                        task, queue, payload, priority, run_at, max_attempts, key, limit_key,
-                        batch_id, now,
-                    )).fetchone()  # fmt: skip
+                    if limit_key is None:
+                        row = conn.execute(sql.INSERT_ONE_UNLIMITED, (
+                            task, queue, payload, priority, run_at, max_attempts, key,
+                            batch_id, now,
+                        )).fetchone()  # fmt: skip
+                    else:
+                        row = conn.execute(sql.INSERT_JOB, (
+                            task, queue, payload, priority, run_at, max_attempts, key,
+                            limit_key, batch_id, now,
+                        )).fetchone()  # fmt: skip
                     if row is None:
                         row = conn.execute(sql.ACTIVE_JOB_WITH_KEY, (key,)).fetchone()
                     else:
@@ -727,7 +733,10 @@ def _insert_many(
     are exactly the new jobs', in insertion order.
     """
     before = conn.execute(sql.MAX_JOB_ID).fetchone()[0] or 0
-    conn.executemany(sql.INSERT_JOB_PLAIN, [(*row, batch_id, now) for row in rows])
+    if all(row[7] is None for row in rows):  # no limit key: one parameter fewer per row
+        conn.executemany(sql.INSERT_JOB_UNLIMITED, [(*row[:7], batch_id, now) for row in rows])
+    else:
+        conn.executemany(sql.INSERT_JOB_PLAIN, [(*row, batch_id, now) for row in rows])
     ids = [row[0] for row in conn.execute(sql.JOB_IDS_AFTER, (before,))]
     if len(ids) != len(rows):
         raise SqliteJobQError(f"inserted {len(rows)} jobs but found {len(ids)} new ids")

@@ -23,8 +23,16 @@ INSERT INTO sqlitejobq_jobs
 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)
 """
 
+INSERT_JOB_UNLIMITED = """
+INSERT INTO sqlitejobq_jobs
+    (task, queue, payload, status, priority, run_at, max_attempts, unique_key, batch_id,
+     created_at)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+"""
+
 # A job whose unique key an active job holds is not inserted (no row comes back).
 INSERT_JOB = INSERT_JOB_PLAIN + "ON CONFLICT DO NOTHING RETURNING id"
+INSERT_ONE_UNLIMITED = INSERT_JOB_UNLIMITED + "ON CONFLICT DO NOTHING RETURNING id"
 
 MAX_JOB_ID = "SELECT max(id) FROM sqlitejobq_jobs"
 
@@ -281,9 +289,10 @@ WHERE depends_on IN (SELECT json_extract(value, '$[0]') FROM json_each(:finished
 
 # --- limits -------------------------------------------------------------------------------
 
-# Processing jobs per limit key (the running set is small: an index of its own).
+# Processing jobs per limit key, read through the lease index: the processing set is small
+# (what the workers hold), so it needs no index of its own on the hot path of inserts.
 LIMITED_RUNNING = """
-SELECT limit_key, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited_running
+SELECT limit_key, count(*) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
 WHERE status = 'processing' AND limit_key IS NOT NULL
 GROUP BY limit_key
 """

@@ -164,8 +164,6 @@ CREATE INDEX sqlitejobq_jobs_limited ON sqlitejobq_jobs (limit_key, priority DES
     WHERE status = 'queued' AND limit_key IS NOT NULL;
 CREATE INDEX sqlitejobq_jobs_limited_due ON sqlitejobq_jobs (run_at)
     WHERE status = 'queued' AND limit_key IS NOT NULL;
-CREATE INDEX sqlitejobq_jobs_limited_running ON sqlitejobq_jobs (limit_key)
-    WHERE status = 'processing' AND limit_key IS NOT NULL;
 """
 
 # Who waits for whom (rows go when the dependent is released); the periodic schedules and
