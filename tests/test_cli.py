@@ -14,6 +14,7 @@ from sqlitejobq.backends import library_schema
 from sqlitejobq.cli import build_parser, main
 
 from .conftest import Database, only_on
+from .integration import apps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
@@ -56,6 +57,37 @@ def test_enqueue_with_delay_and_unique_key(capsys: pytest.CaptureFixture[str], d
     with Queue(db) as queue:
         job = queue.get(int(first))
         assert job.run_at - job.created_at == pytest.approx(300, abs=1)
+
+
+def test_enqueue_with_dependencies(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    _, first, _ = cli(capsys, "enqueue", "--db", db, "t")
+    code, second, _ = cli(capsys, "enqueue", "--db", db, "t", "--depends-on", first.strip(),
+                          "--on-dependency-failure", "run", "--json")  # fmt: skip
+    assert code == 0 and json.loads(second)["status"] == "waiting"
+    code, _, err = cli(capsys, "enqueue", "--db", db, "t", "--depends-on", "9999")
+    assert code == 1 and err.startswith("sqlitejobq: error: depends_on: no job has id 9999")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_status_shows_limits_and_enqueue_with_app_applies_them(
+    capsys: pytest.CaptureFixture[str], db: str
+) -> None:
+    app = "tests.integration.apps:registry"
+    for _ in range(4):
+        assert cli(capsys, "enqueue", "--db", db, "--app", app, "limited", "{}")[0] == 0
+    with Queue(db, registry=apps.registry) as queue:
+        assert len(queue.claim("w", limit=10)) == 3  # the task's limit
+    code, out, _ = cli(capsys, "status", "--db", db, "--app", app)
+    assert code == 0
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("limited "))
+    assert header.split()[:2] == ["limited", "processing"]
+    row = lines[lines.index(header) + 1].split()
+    assert row[:4] == ["limited", "3", "3", "1"]  # key, processing, limit, queued (held)
+    code, out, _ = cli(capsys, "status", "--db", db, "--json")
+    [limit] = json.loads(out)["limits"]
+    assert (limit["key"], limit["processing"], limit["queued"]) == ("limited", 3, 1)
+    assert limit["limit"] is None  # without --app the maximum is not known here
 
 
 def test_status_counts_by_queue_and_status(capsys: pytest.CaptureFixture[str], db: str) -> None:
