@@ -205,11 +205,13 @@ class LimitedDue(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class LimitedClaim:
     """What a claim of limited jobs chose: the job ids (best first), the keys whose starts
-    count against a rate, and when a key held back by its rate frees a start (or None)."""
+    count against a rate, and when a key held back by its rate frees a start (or None);
+    ``keys``: the key of each job chosen."""
 
     ids: list[int]
     rated_keys: list[str]
     next_start: float | None
+    keys: list[str] = field(default_factory=list)
 
 
 def plan_limited_claim(
@@ -256,6 +258,7 @@ def plan_limited_claim(
         [job_id for _, _, job_id, _ in picked],
         [key for _, _, _, key in picked if key in rated],
         next_start,
+        [key for _, _, _, key in picked],
     )
 
 

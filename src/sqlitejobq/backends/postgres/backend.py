@@ -340,9 +340,16 @@ class PostgresBackend:
         plain claim for the rest."""
         if not claim.limits:
             return _claim(conn, claim, claim.limit, now)
-        conn.execute(sql.LIMITS_LOCK, {"key": sql.limits_lock_key(self.settings.schema)})
         at = now if now is not None else database_now(conn)
         plan = _plan_limited(conn, claim, claim.limit, at)
+        if plan.ids:
+            # chosen on counts that other claimers may change: lock the keys of the jobs
+            # chosen (only those), then choose again among them on counts that hold
+            keys = sorted(set(plan.keys))
+            conn.execute(sql.LOCK_LIMIT_KEYS, {
+                "keys": [sql.limit_lock_key(self.settings.schema, key) for key in keys],
+            })  # fmt: skip
+            plan = _plan_limited(conn, claim, claim.limit, at, keys)
         records: list[JobRecord] = []
         if plan.ids:
             # stamped with the time the rate was counted at: started_at and the recorded
@@ -810,12 +817,17 @@ def _release_dependents(conn: psycopg.Connection[Any], tally: Tally, now: float 
 
 
 def _plan_limited(
-    conn: psycopg.Connection[Any], claim: ClaimRequest, want: int, now: float
+    conn: psycopg.Connection[Any],
+    claim: ClaimRequest,
+    want: int,
+    now: float,
+    only: list[str] | None = None,
 ) -> LimitedClaim:
-    """Choose limited jobs to claim (see ``plan_limited_claim``)."""
+    """Choose limited jobs to claim (see ``plan_limited_claim``), among the keys ``only``
+    when given (else every key with queued jobs)."""
     if not claim.limits:
         return LimitedClaim([], [], None)
-    keys = [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
+    keys = only if only is not None else [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
     if not keys:
         return LimitedClaim([], [], None)
     running = {str(key): int(n) for key, n in conn.execute(sql.LIMITED_RUNNING)}

@@ -491,14 +491,20 @@ DELETE FROM sqlitejobq_dependencies WHERE depends_on = ANY(%(ids)s::bigint[])
 
 # --- limits ------------------------------------------------------------------------------------
 
-#: Serializes the claims of limited jobs (only those) so that counts read under it stay
-#: exact until commit; key ``limits_lock_key(schema)``.
-LIMITS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s::text))"
+#: Serializes the claims of jobs of the same limit keys (and only those): one
+#: transaction-scoped advisory lock per key (``limit_lock_key``), taken in the order of
+#: their hashes so that two claimers never wait for each other in a circle; counts read
+#: after it stay exact until commit. Parameter %(keys)s: text[] of lock keys.
+LOCK_LIMIT_KEYS = """
+SELECT count(pg_advisory_xact_lock(h)) FROM (
+    SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h
+) AS ordered
+"""
 
 
-def limits_lock_key(schema: str) -> str:
-    """The advisory-lock key of the schema's limited claims."""
-    return f"sqlitejobq.limits.{schema}"
+def limit_lock_key(schema: str, key: str) -> str:
+    """The advisory-lock key of one limit key of the schema."""
+    return f"sqlitejobq.limit.{schema}.{key}"
 
 
 LIMITED_RUNNING = """
