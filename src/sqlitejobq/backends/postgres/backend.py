@@ -340,8 +340,14 @@ class PostgresBackend:
         plain claim for the rest."""
         if not claim.limits:
             return _claim(conn, claim, claim.limit, now)
+        queued_keys = [
+            key for (key,) in conn.execute(sql.LIMITED_KEYS)
+            if task_of_limit_key(key) in claim.limits
+        ]  # fmt: skip
+        if not queued_keys:
+            return self._claim_plain(conn, claim, claim.limit, now)
         at = now if now is not None else database_now(conn)
-        plan = _plan_limited(conn, claim, claim.limit, at)
+        plan = _plan_limited(conn, claim, claim.limit, at, queued_keys)
         if plan.ids:
             # chosen on counts that other claimers may change: lock the keys of the jobs
             # chosen (only those), then choose again among them on counts that hold
@@ -363,13 +369,18 @@ class PostgresBackend:
                     period = claim.limits[task_of_limit_key(key)].rate[1]  # type: ignore[index]
                     conn.execute(sql.FORGET_STARTS, {"key": key, "since": at - period})
         if len(records) < claim.limit:
-            plain, hold = keys_for_unkeyed(
-                _claim(conn, claim, claim.limit - len(records), now), claim.limits
-            )
-            for job_id, key in hold:
-                conn.execute(sql.HOLD_FOR_LIMIT, {"id": job_id, "key": key})
-            records += plain
+            records += self._claim_plain(conn, claim, claim.limit - len(records), now)
         return records
+
+    def _claim_plain(
+        self, conn: psycopg.Connection[Any], claim: ClaimRequest, limit: int, now: float | None
+    ) -> list[JobRecord]:
+        """The plain claim, by a worker that declares limits: a job of a limited task that
+        came without its key goes back with it (see ``keys_for_unkeyed``)."""
+        plain, hold = keys_for_unkeyed(_claim(conn, claim, limit, now), claim.limits)
+        for job_id, key in hold:
+            conn.execute(sql.HOLD_FOR_LIMIT, {"id": job_id, "key": key})
+        return plain
 
     def rescue_expired(
         self, error: str, renew: Sequence[tuple[Step, StepParams]] = ()
