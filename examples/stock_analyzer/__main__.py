@@ -5,7 +5,12 @@
     python -m examples.stock_analyzer --processes 2       # workers in separate processes
     python -m examples.stock_analyzer --db 'postgresql://app@db/app?schema=stocks'
 
-Exit status 0 when every symbol was analyzed, 1 otherwise (the failures are listed).
+After the results table comes the batch's ranking by signal score, which its summary job
+stored in the table batch_summaries. Loads from yfinance start at most 2 per second (see
+``tasks``); the sample and CSV sources are not limited.
+
+Exit status 0 when every symbol was analyzed and the batch summarized, 1 otherwise (the
+failures are listed).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +39,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sqlitejobq import Queue, SqliteJobQError, Worker
+from sqlitejobq import Job, Queue, SqliteJobQError, Worker
 from sqlitejobq.backends import is_postgres_target
 from sqlitejobq.cli import DB_ENV
 
@@ -43,7 +49,9 @@ from .service import (
     DEFAULT_DB,
     AppQueue,
     SourceConfig,
+    app_worker,
     batch_report,
+    batch_summary,
     describe,
     open_queue,
     results_of_batch,
@@ -51,6 +59,9 @@ from .service import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A ranking this long or shorter is printed whole; a longer one, its top and bottom few.
+RANKING_IN_FULL = 8
+RANKING_ENDS = 3
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -114,10 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
                       f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
         started = time.monotonic()
-        with _workers(queue, args):
+        with _workers(queue, args) as workers:
             _show_progress(queue, batch.id, console)
+            summary_job = _wait_for(queue, batch.then_id, workers)
         elapsed = time.monotonic() - started
-        return _print_results(queue, batch.id, elapsed, console)
+        _print_results(queue, batch.id, elapsed, console)
+        summarized = _print_ranking(queue, batch.id, summary_job, console)
+        code = _print_outcome(queue, batch.id, console)
+        return code if summarized else 1
 
 
 class _workers:
@@ -129,7 +144,7 @@ class _workers:
         self.thread: threading.Thread | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _workers:
         if self.args.processes:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
@@ -146,11 +161,21 @@ class _workers:
                 cwd=REPO_ROOT, env=env,
             )  # fmt: skip
         else:
-            self.worker = Worker(self.queue, concurrency=self.args.workers)
+            # no schedules: the daily refresh belongs to long-running workers (the API's,
+            # `sqlitejobq worker`), not to a script that stops once its batch is done
+            self.worker = app_worker(self.queue, concurrency=self.args.workers, run_schedules=False)
             self.thread = threading.Thread(
                 target=self.worker.run, kwargs={"handle_signals": False}, daemon=True
             )
             self.thread.start()
+        return self
+
+    def alive(self) -> bool:
+        """False once the workers are gone: a burst worker process ends when nothing is
+        left to run."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.thread is not None and self.thread.is_alive()
 
     def __exit__(self, *exc: object) -> None:
         if self.worker is not None and self.thread is not None:
@@ -194,7 +219,22 @@ def _show_progress(queue: Queue, batch_id: int, console: Console) -> None:
             time.sleep(0.1)
 
 
-def _print_results(queue: Queue, batch_id: int, elapsed: float, console: Console) -> int:
+def _wait_for(queue: Queue, job_id: int | None, workers: _workers) -> Job | None:
+    """The job once it has finished, or as it is when the workers are gone (None: no job).
+
+    The summary job becomes runnable when the batch's last job finishes, in the same
+    transaction, so the workers (burst ones too) are still there to run it.
+    """
+    if job_id is None:
+        return None
+    while True:
+        job = queue.get(job_id)
+        if job.status.finished or not workers.alive():
+            return job
+        time.sleep(0.05)
+
+
+def _print_results(queue: Queue, batch_id: int, elapsed: float, console: Console) -> None:
     results = sorted(
         results_of_batch(queue, batch_id),
         key=lambda r: (SIGNAL_ORDER.get(r["signal"], 99), -r["score"], r["symbol"]),
@@ -213,6 +253,38 @@ def _print_results(queue: Queue, batch_id: int, elapsed: float, console: Console
             _num(r["volatility_annual_pct"]), _num(r["max_drawdown_pct"]),
         )  # fmt: skip
     console.print(table)
+
+
+def _print_ranking(queue: Queue, batch_id: int, job: Job | None, console: Console) -> bool:
+    """The batch's stored ranking, short (its ends when long); False if there is none."""
+    summary = batch_summary(queue, batch_id)
+    if summary is None:
+        state = "missing" if job is None else f"{job.status.value}: {job.error or 'not run'}"
+        console.print(f"[red]no summary of batch {batch_id}:[/red] summary job {escape(state)}")
+        return False
+    ranking = summary["ranking"]
+    console.print("Ranking by signal score, best first (rank 1 is the most bullish; table "
+                  "batch_summaries):")  # fmt: skip
+    if len(ranking) <= RANKING_IN_FULL:
+        shown: list[dict[str, Any] | None] = list(ranking)
+    else:
+        shown = [*ranking[:RANKING_ENDS], None, *ranking[-RANKING_ENDS:]]
+    for entry in shown:
+        if entry is None:
+            console.print(f"   ... {len(ranking) - 2 * RANKING_ENDS} more ...")
+            continue
+        month = entry["return_1m_pct"]
+        change = "-" if month is None else f"{month:+.2f}%"
+        console.print(f"  {entry['rank']:>3}. {entry['symbol']:<14} {entry['score']:+3d}  "
+                      f"{entry['signal']:<11} 1m {change}")  # fmt: skip
+    if summary["failures"]:
+        names = ", ".join(failure["symbol"] for failure in summary["failures"])
+        console.print(f"  not ranked, failed: {names}")
+    return True
+
+
+def _print_outcome(queue: Queue, batch_id: int, console: Console) -> int:
+    """The failures, or that every symbol was analyzed; the exit status."""
     report = batch_report(queue, batch_id)
     failures = [s for s in report["symbols"] if s["status"] != "completed"]
     if failures:

@@ -3,9 +3,16 @@
     python -m examples.stock_analyzer.api --db stock_analysis.db --port 8000
     python -m examples.stock_analyzer.api --db 'postgresql://app@db/app?schema=stocks'
 
+Endpoints: POST /api/stocks/analyze-all-stocks starts a batch; GET
+/api/all-stocks/progress follows it (with ``summary_job_id``, the job that ranks it once it
+has finished); GET /api/batches/{batch_id}/summary serves that ranking; GET
+/api/stocks/{symbol}/analysis the newest analysis of a symbol; GET /api/jobs/{job_id} a job.
+
 Workers run in this process's threads by default (``--workers N``); with ``--workers 0``
 start them apart, on any host that reaches the database: ``sqlitejobq worker --db
-stock_analysis.db --app examples.stock_analyzer.tasks:registry`` (the same ``--db``).
+stock_analysis.db --app examples.stock_analyzer.tasks:registry`` (the same database). These
+workers run until stopped, so they also fire the daily refresh of the watchlist (16:00
+Asia/Kolkata, see ``tasks``): one job per day however many of them run.
 """
 
 from __future__ import annotations
@@ -23,18 +30,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sqlitejobq import JobNotFound, Queue, Worker
+from sqlitejobq import JobNotFound, Queue
 
 from .prices import SOURCE_NAMES, validate_symbol
 from .service import (
     DEFAULT_DB,
     MAX_SYMBOLS,
     SourceConfig,
+    app_worker,
     batch_report,
+    batch_summary,
     check_symbols,
     latest_analysis,
     open_queue,
     start_analysis,
+    summary_job_id,
 )
 
 log = logging.getLogger("stock_analyzer.api")
@@ -60,8 +70,8 @@ def create_app(
         queue = open_queue(db)
         state["queue"] = queue
         worker = thread = None
-        if workers:
-            worker = Worker(queue, concurrency=workers)
+        if workers:  # long-running, not burst: they also fire the daily refresh
+            worker = app_worker(queue, concurrency=workers)
             thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False},
                                       name="sqlitejobq-worker", daemon=True)  # fmt: skip
             thread.start()
@@ -95,7 +105,9 @@ def create_app(
             raise HTTPException(status_code=422, detail=str(exc)) from None
         batch = start_analysis(queue(), symbols, source)
         return {"batch_id": batch.id, "total": len(batch.job_ids), "job_ids": batch.job_ids,
-                "progress_url": f"/api/all-stocks/progress?batch_id={batch.id}"}  # fmt: skip
+                "summary_job_id": batch.then_id,
+                "progress_url": f"/api/all-stocks/progress?batch_id={batch.id}",
+                "summary_url": f"/api/batches/{batch.id}/summary"}  # fmt: skip
 
     @app.get("/api/all-stocks/progress")
     def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
@@ -110,6 +122,17 @@ def create_app(
             return batch_report(queue(), target)
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no batch with id {target}") from None
+
+    @app.get("/api/batches/{batch_id}/summary")
+    def summary_of_batch(batch_id: int) -> dict[str, Any]:
+        found = batch_summary(queue(), batch_id)
+        if found is not None:
+            return found
+        try:
+            queue().batch_progress(batch_id)
+        except JobNotFound:
+            raise HTTPException(status_code=404, detail=f"no batch with id {batch_id}") from None
+        raise HTTPException(status_code=404, detail=_no_summary_yet(queue(), batch_id))
 
     @app.get("/api/stocks/{symbol}/analysis")
     def stock_analysis(symbol: str) -> dict[str, Any]:
@@ -130,6 +153,20 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no job with id {job_id}") from None
 
     return app
+
+
+def _no_summary_yet(queue: Queue, batch_id: int) -> str:
+    """Why a batch that exists has no summary: its summary job's state, or that it has none."""
+    job_id = summary_job_id(queue, batch_id)
+    if job_id is None:
+        return f"batch {batch_id} has no summary job (it was not started by this app)"
+    try:
+        job = queue.get(job_id)
+    except JobNotFound:
+        return f"no summary of batch {batch_id}: its summary job {job_id} was purged"
+    if job.status.finished:
+        return f"no summary of batch {batch_id}: its summary job {job_id} {job.status.value}"
+    return f"no summary of batch {batch_id} yet: its summary job {job_id} is {job.status.value}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,10 @@
 A SQLite file and a PostgreSQL schema get the same tables under the same versions; where
 the SQL differs, PostgreSQL has its own text (``PG_MIGRATIONS``). Applied migrations never
 change: a new column or index is a new version, added to both lists.
+
+Tables: ``analysis_results`` (one row per analyzed symbol, written with its job's
+completion), ``analysis_batches`` (each batch the app started, with its summary job) and
+``batch_summaries`` (a finished batch's ranking, written with the summary job's completion).
 """
 
 from __future__ import annotations
@@ -57,6 +61,28 @@ MIGRATIONS = [
     ),
     Migration(2, "index results by symbol, newest first", _index_by_symbol),
     Migration(3, "record where the prices came from", _record_source),
+    Migration(
+        4,
+        "batches and their summaries",
+        """
+        CREATE TABLE analysis_batches (
+            batch_id       INTEGER PRIMARY KEY,
+            source         TEXT    NOT NULL,
+            summary_job_id INTEGER,
+            created_at     REAL    NOT NULL
+        );
+        CREATE TABLE batch_summaries (
+            batch_id    INTEGER PRIMARY KEY,
+            job_id      INTEGER NOT NULL,
+            created_at  REAL    NOT NULL,
+            completed   INTEGER NOT NULL,
+            failed      INTEGER NOT NULL,
+            best_symbol TEXT,
+            ranking     TEXT    NOT NULL,
+            failures    TEXT    NOT NULL
+        );
+        """,
+    ),
 ]
 
 #: The same versions on PostgreSQL: an identity key (``INTEGER PRIMARY KEY`` numbers rows
@@ -80,7 +106,29 @@ PG_MIGRATIONS = [
         );
         """,
     ),
-    *MIGRATIONS[1:],  # the helpers write each engine's SQL themselves
+    *MIGRATIONS[1:3],  # the helpers write each engine's SQL themselves
+    Migration(
+        4,
+        "batches and their summaries",
+        """
+        CREATE TABLE analysis_batches (
+            batch_id       BIGINT  PRIMARY KEY,
+            source         TEXT    NOT NULL,
+            summary_job_id BIGINT,
+            created_at     DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE batch_summaries (
+            batch_id    BIGINT  PRIMARY KEY,
+            job_id      BIGINT  NOT NULL,
+            created_at  DOUBLE PRECISION NOT NULL,
+            completed   INTEGER NOT NULL,
+            failed      INTEGER NOT NULL,
+            best_symbol TEXT,
+            ranking     TEXT    NOT NULL,
+            failures    TEXT    NOT NULL
+        );
+        """,
+    ),
 ]
 
 

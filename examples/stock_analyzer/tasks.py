@@ -1,27 +1,79 @@
-"""The jobs of the app: analyze one stock, and store its result with the job's completion.
+"""The jobs of the app: analyze one stock, summarize a finished batch, refresh the
+watchlist every day. Analyses and summaries are stored with their job's completion.
 
-``registry`` is what workers run: ``sqlitejobq worker --app
-examples.stock_analyzer.tasks:registry --db stock_analysis.db`` (or ``--db`` a
-``postgresql://`` URL).
+``registry`` is what workers run: ``sqlitejobq worker --db stock_analysis.db --app
+examples.stock_analyzer.tasks:registry`` (or ``--db`` a ``postgresql://`` URL; the command
+hands it to the handlers as ``$SQLITEJOBQ_DB``, which the summary and the refresh use to
+reach the database: see ``database``).
+
+- ``analyze_stock``: one symbol from the bundled sample or a CSV folder; no limit.
+- ``analyze_stock_online``: the same for yfinance, at most 2 starts per second and 4
+  running at once across every worker and host (Yahoo throttles clients that ask faster).
+- ``summarize_batch``: runs once every job of a batch has finished (``then=``); ranks the
+  batch's analyses (see ``summary``) into the ``batch_summaries`` table.
+- ``refresh_watchlist``: every day at 16:00 Asia/Kolkata, after the NSE closes, analyzes the
+  watchlist (``$STOCK_WATCHLIST``, comma-separated; default: the sample's 12 symbols) from
+  the sample source as one batch, with its summary. Long-running workers fire it (the API's,
+  ``sqlitejobq worker``), one job per day however many run; the script's do not.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
-from sqlitejobq import Job, PermanentFailure, Registry, TransactionConnection
+from sqlitejobq import Job, JobNotFound, PermanentFailure, Registry, TransactionConnection
 
+from .batches import (
+    ANALYZE_STOCK,
+    ANALYZE_STOCK_ONLINE,
+    SUMMARIZE_BATCH,
+    SourceConfig,
+    start_analysis,
+)
+from .database import handler_queue, read_rows
 from .indicators import analyze
-from .prices import PriceDataError, UnknownSymbol, get_source
+from .prices import SAMPLE_SYMBOLS, PriceDataError, UnknownSymbol, get_source
+from .summary import summarize
+
+__all__ = [
+    "ANALYZE_STOCK",
+    "ANALYZE_STOCK_ONLINE",
+    "ONLINE_LIMIT",
+    "ONLINE_RATE",
+    "REFRESH_SCHEDULE",
+    "REFRESH_TIMEZONE",
+    "REFRESH_WATCHLIST",
+    "SUMMARIZE_BATCH",
+    "WATCHLIST_ENV",
+    "analyze_stock",
+    "refresh_watchlist",
+    "registry",
+    "store_analysis",
+    "store_summary",
+    "summarize_batch",
+    "watchlist",
+]
 
 registry = Registry()
 
-ANALYZE_STOCK = "analyze_stock"
+REFRESH_WATCHLIST = "refresh_watchlist"
+#: yfinance loads: at most this many starts per second across every worker and host...
+ONLINE_RATE = "2/s"
+#: ...and at most this many running at once.
+ONLINE_LIMIT = 4
+#: The daily refresh: 16:00 in Mumbai, half an hour after the NSE closes (15:30 IST).
+REFRESH_SCHEDULE = "0 16 * * *"
+REFRESH_TIMEZONE = "Asia/Kolkata"
+#: Comma-separated symbols the daily refresh analyzes (default: the sample's 12).
+WATCHLIST_ENV = "STOCK_WATCHLIST"
 
 _COLUMNS = ("job_id", "batch_id", "symbol", "as_of", "signal", "score", "last_close", "result",
             "analyzed_at", "source")  # fmt: skip
+_SUMMARY_COLUMNS = ("batch_id", "job_id", "created_at", "completed", "failed", "best_symbol",
+                    "ranking", "failures")  # fmt: skip
 
 
 def _insert(placeholder: str) -> str:
@@ -33,9 +85,24 @@ def _insert(placeholder: str) -> str:
     )
 
 
-#: The INSERT for each ``dialect`` of the hook's connection: sqlite3 takes ``:name``,
+def _upsert_summary(placeholder: str) -> str:
+    """The INSERT of a batch's summary, replacing an older one (a summary job run again)."""
+    values = ", ".join(placeholder.format(name) for name in _SUMMARY_COLUMNS)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in _SUMMARY_COLUMNS[1:])
+    return (
+        f"INSERT INTO batch_summaries ({', '.join(_SUMMARY_COLUMNS)}) VALUES ({values}) "
+        f"ON CONFLICT (batch_id) DO UPDATE SET {updates}"
+    )
+
+
+#: The statements for each ``dialect`` of the hook's connection: sqlite3 takes ``:name``,
 #: psycopg ``%(name)s``.
 _STORE = {"sqlite": _insert(":{}"), "postgres": _insert("%({})s")}
+_STORE_SUMMARY = {"sqlite": _upsert_summary(":{}"), "postgres": _upsert_summary("%({})s")}
+_ANALYSES_OF_BATCH = {
+    "sqlite": "SELECT job_id, result FROM analysis_results WHERE batch_id = ?",
+    "postgres": "SELECT job_id, result FROM analysis_results WHERE batch_id = %s",
+}
 
 
 def store_analysis(conn: TransactionConnection, job: Job, result: dict[str, Any]) -> None:
@@ -51,6 +118,8 @@ def store_analysis(conn: TransactionConnection, job: Job, result: dict[str, Any]
     })  # fmt: skip
 
 
+@registry.task(ANALYZE_STOCK_ONLINE, max_attempts=3, lease=60.0, backoff=2.0,
+               on_complete=store_analysis, limit=ONLINE_LIMIT, rate=ONLINE_RATE)  # fmt: skip
 @registry.task(ANALYZE_STOCK, max_attempts=3, lease=60.0, backoff=2.0,
                on_complete=store_analysis)  # fmt: skip
 def analyze_stock(job: Job) -> dict[str, Any]:
@@ -78,3 +147,59 @@ def _pretend_network_time(job: Job, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not job.cancelled:
         time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+
+def store_summary(conn: TransactionConnection, job: Job, summary: dict[str, Any]) -> None:
+    """Write the batch's summary in the transaction that completes its job: both or neither."""
+    conn.execute(_STORE_SUMMARY[conn.dialect], {
+        "batch_id": summary["batch_id"], "job_id": job.id, "created_at": time.time(),
+        "completed": summary["completed"], "failed": summary["failed"],
+        "best_symbol": summary["best_symbol"], "ranking": json.dumps(summary["ranking"]),
+        "failures": json.dumps(summary["failures"]),
+    })  # fmt: skip
+
+
+@registry.task(SUMMARIZE_BATCH, max_attempts=3, backoff=2.0, on_complete=store_summary)
+def summarize_batch(job: Job) -> dict[str, Any]:
+    """Rank a finished batch's stored analyses and list its failed symbols.
+
+    Payload: ``{"batch_id": 7}`` (``enqueue_batch(..., then=)`` adds it).
+    """
+    batch_id = job.payload.get("batch_id") if isinstance(job.payload, dict) else None
+    if isinstance(batch_id, bool) or not isinstance(batch_id, int):
+        raise PermanentFailure(f"the payload must hold an int batch_id, got {job.payload!r}")
+    with handler_queue(job, registry) as queue:
+        try:
+            queue.batch_progress(batch_id)
+        except JobNotFound as exc:
+            raise PermanentFailure(str(exc)) from exc
+        jobs = queue.batch_jobs(batch_id)
+        rows = read_rows(queue, _ANALYSES_OF_BATCH, (batch_id,))
+    return summarize(batch_id, jobs, {int(job_id): json.loads(text) for job_id, text in rows})
+
+
+def watchlist() -> list[str]:
+    """The symbols the daily refresh analyzes: ``$STOCK_WATCHLIST``, else the sample's."""
+    text = os.environ.get(WATCHLIST_ENV, "").strip()
+    if not text:
+        return list(SAMPLE_SYMBOLS)
+    return [symbol.strip() for symbol in text.split(",") if symbol.strip()]
+
+
+@registry.task(REFRESH_WATCHLIST, max_attempts=3, backoff=10.0, schedule=REFRESH_SCHEDULE,
+               timezone=REFRESH_TIMEZONE)  # fmt: skip
+def refresh_watchlist(job: Job) -> dict[str, Any]:
+    """Analyze the watchlist from the sample source as one batch, with its summary job.
+
+    Payload: ``{"slot": "2025-01-02T10:30:00Z"}``, the day's slot (the schedule sets it).
+    """
+    symbols = watchlist()
+    with handler_queue(job, registry) as queue:
+        try:
+            batch = start_analysis(queue, symbols, SourceConfig("sample"))
+        except ValueError as exc:
+            raise PermanentFailure(f"${WATCHLIST_ENV}={os.environ.get(WATCHLIST_ENV)!r}: "
+                                   f"{exc}") from exc  # fmt: skip
+    slot = job.payload.get("slot") if isinstance(job.payload, dict) else None
+    return {"slot": slot, "batch_id": batch.id, "summary_job_id": batch.then_id,
+            "symbols": len(batch.job_ids)}  # fmt: skip

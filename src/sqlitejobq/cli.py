@@ -442,6 +442,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             hang_timeout=args.hang_timeout, env=env,
         ).run()  # fmt: skip
     queue = _queue_for_app(args)
+    if args.db:  # handlers that open connections of their own find the database here
+        os.environ[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
     signal_alive_to_supervisor()
     try:
         summary = Worker(

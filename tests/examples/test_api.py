@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from examples.stock_analyzer.sample import write_sample
+from examples.stock_analyzer.tasks import REFRESH_WATCHLIST, registry
+from sqlitejobq import Queue
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = [f"STOCK{n:02d}.NS" for n in range(40)]
@@ -63,8 +66,14 @@ def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(
     base, log = server
     started = httpx.post(f"{base}/api/stocks/analyze-all-stocks", json={"symbols": SYMBOLS})
     assert started.status_code == 202
-    batch_id = started.json()["batch_id"]
+    batch_id, summary_job_id = started.json()["batch_id"], started.json()["summary_job_id"]
     assert started.json()["total"] == 40
+    assert started.json()["summary_url"] == f"/api/batches/{batch_id}/summary"
+    early = httpx.get(f"{base}/api/batches/{batch_id}/summary")  # 40 jobs of 0.1 s to go
+    assert early.status_code == 404
+    assert early.json()["detail"] == (
+        f"no summary of batch {batch_id} yet: its summary job {summary_job_id} is waiting"
+    )
     seen: dict[str, list[str]] = {s: [] for s in SYMBOLS}
     partial = []
     deadline = time.monotonic() + 120
@@ -77,6 +86,7 @@ def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(
                 states.append(entry["status"])
         if 0 < progress["finished"] < 40:
             partial.append((progress["finished"], progress["percent"], progress["status"]))
+        assert progress["summary_job_id"] == summary_job_id
         if progress["status"] != "running" and progress["status"] != "queued":
             break
         assert time.monotonic() < deadline, "the batch did not finish"
@@ -101,7 +111,31 @@ def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(
         assert body["signal"] in {"strong_buy", "buy", "hold", "sell", "strong_sell"}
     job = httpx.get(f"{base}/api/jobs/{started.json()['job_ids'][0]}").json()
     assert job["status"] == "completed" and job["result"]["symbol"] == SYMBOLS[0]
+    summary = wait_for_summary(base, batch_id)
+    assert (summary["completed"], summary["failed"], summary["failures"]) == (40, 0, [])
+    assert summary["job_id"] == summary_job_id
+    ranking = summary["ranking"]
+    assert [entry["rank"] for entry in ranking] == list(range(1, 41))
+    assert sorted(entry["symbol"] for entry in ranking) == SYMBOLS
+    scores = [entry["score"] for entry in ranking]
+    assert scores == sorted(scores, reverse=True)
+    assert summary["best_symbol"] == ranking[0]["symbol"]
+    summary_job = httpx.get(f"{base}/api/jobs/{summary_job_id}").json()
+    assert summary_job["status"] == "completed" and summary_job["result"]["ranking"] == ranking
     assert "database is locked" not in log.read_text()
+
+
+def wait_for_summary(base: str, batch_id: int) -> dict[str, Any]:
+    """The batch's summary, once its job has stored it."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(f"{base}/api/batches/{batch_id}/summary")
+        if response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            return body
+        assert response.status_code == 404, response.text
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -137,3 +171,23 @@ def test_missing_things_are_404_and_bad_symbols_422(server: tuple[str, Path]) ->
     assert bad.status_code == 422 and "A B" in bad.json()["detail"]
     wrong_type = httpx.get(f"{base}/api/all-stocks/progress", params={"batch_id": "x"})
     assert wrong_type.status_code == 422 and "batch_id" in wrong_type.json()["detail"]
+    no_batch = httpx.get(f"{base}/api/batches/99999/summary")
+    assert no_batch.status_code == 404 and no_batch.json()["detail"] == "no batch with id 99999"
+    bad_id = httpx.get(f"{base}/api/batches/x/summary")
+    assert bad_id.status_code == 422 and "batch_id" in bad_id.json()["detail"]
+
+
+def test_the_api_workers_run_the_daily_refresh_schedule(server: tuple[str, Path]) -> None:
+    _, log = server
+    # a worker that runs schedules records them at its start; burst workers never do
+    with Queue(log.parent / "api.db", registry=registry) as queue:
+        deadline = time.monotonic() + 30
+        while True:
+            [refresh] = queue.schedules()
+            if refresh.declared_at is not None:
+                break
+            assert time.monotonic() < deadline, "the API's workers run no schedule"
+            time.sleep(0.1)
+    assert (refresh.name, refresh.task) == (REFRESH_WATCHLIST, REFRESH_WATCHLIST)
+    assert (refresh.every, refresh.timezone) == ("0 16 * * *", "Asia/Kolkata")
+    assert refresh.next_slot is not None

@@ -23,14 +23,16 @@ from examples.stock_analyzer.sample import write_sample
 from examples.stock_analyzer.schema import MIGRATIONS, NAMESPACE, PG_MIGRATIONS, migrate_app
 from examples.stock_analyzer.service import (
     SourceConfig,
+    app_worker,
     batch_report,
+    batch_summary,
     describe,
     latest_analysis,
     open_queue,
     results_of_batch,
     start_analysis,
 )
-from sqlitejobq import JobStatus, Worker
+from sqlitejobq import JobStatus
 from sqlitejobq.backends.postgres.connection import redact
 from sqlitejobq.migrations import applied_migrations
 
@@ -61,6 +63,13 @@ def table_rows(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("│")]
 
 
+def ranking_lines(out: str) -> list[str]:
+    """The ranking the script printed after the table, its heading included."""
+    lines = out.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Ranking by"))
+    return lines[start : start + 8]
+
+
 def assert_no_password(url: str, text: str) -> None:
     password = urlsplit(url).password
     assert not password or password not in text
@@ -87,6 +96,13 @@ def test_the_app_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
         db.columns("analysis_results")
     )
     assert "analysis_results_symbol" in db.indexes("analysis_results")
+    assert db.columns("batch_summaries") == [
+        "batch_id", "job_id", "created_at", "completed", "failed", "best_symbol", "ranking",
+        "failures",
+    ]  # fmt: skip
+    assert db.columns("analysis_batches") == [
+        "batch_id", "source", "summary_job_id", "created_at",
+    ]  # fmt: skip
     types = dict(db.rows(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = ? AND table_name = 'analysis_results'", (db.schema,),
@@ -103,8 +119,8 @@ def test_the_app_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
 def test_a_batch_of_the_sample_runs_through_real_workers(pg_url: str) -> None:
     queue = open_queue(pg_url)
     batch = start_analysis(queue, list(SAMPLE_SYMBOLS), SourceConfig())
-    summary = Worker(queue, concurrency=4).run(burst=True)
-    assert summary.completed == len(SAMPLE_SYMBOLS)
+    summary = app_worker(queue, concurrency=4).run(burst=True)
+    assert summary.completed == len(SAMPLE_SYMBOLS) + 1  # and the batch's summary job
     report = batch_report(queue, batch.id)
     assert report["status"] == "completed" and report["percent"] == 100.0
     results = results_of_batch(queue, batch.id)
@@ -121,11 +137,14 @@ def test_a_batch_of_the_sample_runs_through_real_workers(pg_url: str) -> None:
 def test_an_unknown_symbol_fails_its_job_only_and_stores_nothing(pg_url: str) -> None:
     queue = open_queue(pg_url)
     batch = start_analysis(queue, ["TCS.NS", "NOSUCH.NS", "INFY.NS"], SourceConfig())
-    Worker(queue, concurrency=2).run(burst=True)
+    app_worker(queue, concurrency=2).run(burst=True)
     report = batch_report(queue, batch.id)
     assert report["status"] == "completed_with_errors"
     assert (report["completed"], report["failed"]) == (2, 1)
     assert sorted(symbol for _, symbol in stored(pg_url)) == ["INFY.NS", "TCS.NS"]
+    summary = batch_summary(queue, batch.id)
+    assert summary is not None and (summary["completed"], summary["failed"]) == (2, 1)
+    assert [f["symbol"] for f in summary["failures"]] == ["NOSUCH.NS"]
     queue.close()
 
 
@@ -140,6 +159,7 @@ def test_the_script_prints_the_same_table_as_on_sqlite(
     assert "progress: 12/12, 100%" in out
     assert re.search(r"Batch \d+: 12 stocks analyzed", out)
     assert table_rows(out) == table_rows(on_sqlite) and len(table_rows(out)) == 12
+    assert ranking_lines(out) == ranking_lines(on_sqlite) and len(ranking_lines(out)) == 8
     assert f"All 12 symbols analyzed; results stored in {redact(pg_url)} (table" in out
     assert_no_password(pg_url, out)
     assert len(stored(pg_url)) == 12
@@ -158,11 +178,16 @@ def test_the_script_with_worker_processes_stores_each_analysis_once(pg_url: str)
     for symbol in SAMPLE_SYMBOLS:
         assert symbol in done.stdout
     assert_no_password(pg_url, done.stdout + done.stderr)
+    assert "Ranking by signal score" in done.stdout
     db = Database("postgres", pg_url)
-    jobs = db.rows("SELECT id, status FROM sqlitejobq_jobs ORDER BY id")
-    assert {status for _, status in jobs} == {JobStatus.COMPLETED.value}
-    assert [job_id for job_id, _ in stored(pg_url)] == [job_id for job_id, _ in jobs]
+    jobs = db.rows("SELECT id, status, task FROM sqlitejobq_jobs ORDER BY id")
+    assert {status for _, status, _ in jobs} == {JobStatus.COMPLETED.value}
+    analyses = [job_id for job_id, _, task in jobs if task == "analyze_stock"]
+    assert [job_id for job_id, _ in stored(pg_url)] == analyses
     assert sorted(symbol for _, symbol in stored(pg_url)) == sorted(SAMPLE_SYMBOLS)
+    [(summary_job, completed)] = db.rows("SELECT job_id, completed FROM batch_summaries")
+    assert [job_id for job_id, _, task in jobs if task == "summarize_batch"] == [summary_job]
+    assert completed == 12
 
 
 # --- the HTTP API -----------------------------------------------------------------------------
@@ -255,3 +280,17 @@ def test_the_api_runs_a_batch_and_serves_the_stored_analyses(pg_api: tuple[str, 
     assert bad.status_code == 422 and "A B" in bad.json()["detail"]
     missing = httpx.get(f"{base}/api/all-stocks/progress", params={"batch_id": 99999})
     assert missing.status_code == 404
+    # the batch's summary job ranks it once it has finished
+    summary_job_id = started.json()["summary_job_id"]
+    assert progress["summary_job_id"] == summary_job_id
+    deadline = time.monotonic() + 30
+    while (summary := httpx.get(f"{base}/api/batches/{batch_id}/summary")).status_code == 404:
+        assert time.monotonic() < deadline, summary.text
+        time.sleep(0.05)
+    assert summary.status_code == 200, summary.text
+    body = summary.json()
+    assert (body["job_id"], body["completed"], body["failed"]) == (summary_job_id, 16, 0)
+    scores = [entry["score"] for entry in body["ranking"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 16
+    no_batch = httpx.get(f"{base}/api/batches/99999/summary")
+    assert no_batch.status_code == 404 and no_batch.json()["detail"] == "no batch with id 99999"

@@ -11,20 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from examples.stock_analyzer import tasks
 from examples.stock_analyzer.__main__ import main as script_main
 from examples.stock_analyzer.prices import SAMPLE_SYMBOLS
 from examples.stock_analyzer.sample import write_sample
 from examples.stock_analyzer.schema import MIGRATIONS, NAMESPACE, migrate_app
 from examples.stock_analyzer.service import (
     SourceConfig,
+    app_worker,
     batch_report,
+    batch_summary,
     check_symbols,
     latest_analysis,
     open_queue,
     results_of_batch,
     start_analysis,
 )
-from sqlitejobq import JobStatus, Worker
+from sqlitejobq import JobStatus, PermanentFailure, Queue
 from sqlitejobq.migrations import applied_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +50,13 @@ def test_the_app_schema_is_versioned_migrations_in_the_queue_file(tmp_path: Path
     with closing(sqlite3.connect(db)) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(analysis_results)")]
         indexes = [r[1] for r in conn.execute("PRAGMA index_list(analysis_results)")]
+        summaries = [r[1] for r in conn.execute("PRAGMA table_info(batch_summaries)")]
+        batches = [r[1] for r in conn.execute("PRAGMA table_info(analysis_batches)")]
     assert {"job_id", "symbol", "signal", "result", "source"} <= set(columns)
     assert "analysis_results_symbol" in indexes
+    assert summaries == ["batch_id", "job_id", "created_at", "completed", "failed",
+                         "best_symbol", "ranking", "failures"]  # fmt: skip
+    assert batches == ["batch_id", "source", "summary_job_id", "created_at"]
     queue.close()
 
 
@@ -56,10 +64,11 @@ def test_a_batch_of_the_sample_runs_through_real_workers(tmp_path: Path) -> None
     db = tmp_path / "app.db"
     queue = open_queue(db)
     batch = start_analysis(queue, list(SAMPLE_SYMBOLS), SourceConfig())
-    summary = Worker(queue, concurrency=4).run(burst=True)
-    assert summary.completed == len(SAMPLE_SYMBOLS)
+    summary = app_worker(queue, concurrency=4).run(burst=True)
+    assert summary.completed == len(SAMPLE_SYMBOLS) + 1  # and the batch's summary job
     report = batch_report(queue, batch.id)
     assert report["status"] == "completed" and report["percent"] == 100.0
+    assert report["summary_job_id"] == batch.then_id
     assert {s["status"] for s in report["symbols"]} == {"completed"}
     results = results_of_batch(queue, batch.id)
     assert sorted(r["symbol"] for r in results) == sorted(SAMPLE_SYMBOLS)
@@ -76,7 +85,7 @@ def test_an_unknown_symbol_fails_its_job_only_and_is_not_retried(tmp_path: Path)
     db = tmp_path / "app.db"
     queue = open_queue(db)
     batch = start_analysis(queue, ["TCS.NS", "NOSUCH.NS", "INFY.NS"], SourceConfig())
-    Worker(queue, concurrency=2).run(burst=True)
+    app_worker(queue, concurrency=2).run(burst=True)
     report = batch_report(queue, batch.id)
     assert report["status"] == "completed_with_errors"
     assert (report["completed"], report["failed"]) == (2, 1)
@@ -84,6 +93,9 @@ def test_an_unknown_symbol_fails_its_job_only_and_is_not_retried(tmp_path: Path)
     assert failed["symbol"] == "NOSUCH.NS" and failed["attempts"] == 1
     assert "no price data for 'NOSUCH.NS'" in failed["error"]
     assert [symbol for _, symbol in stored(db)] == ["TCS.NS", "INFY.NS"]
+    summary = batch_summary(queue, batch.id)
+    assert summary is not None and (summary["completed"], summary["failed"]) == (2, 1)
+    assert [f["symbol"] for f in summary["failures"]] == ["NOSUCH.NS"]
     queue.close()
 
 
@@ -112,6 +124,28 @@ def test_the_script_analyzes_the_sample_and_prints_the_table(
     for symbol in SAMPLE_SYMBOLS:
         assert symbol in out
     assert len(stored(db)) == 12
+    # after the table: the ranking's top and bottom three, in the summary's order
+    lines = out.splitlines()
+    start = lines.index(
+        "Ranking by signal score, best first (rank 1 is the most bullish; table batch_summaries):"
+    )
+    assert start > max(n for n, line in enumerate(lines) if line.startswith("└"))
+    shown = lines[start + 1 : start + 8]
+    assert [line.split()[0] for line in shown] == ["1.", "2.", "3.", "...", "10.", "11.", "12."]
+    assert shown[3] == "   ... 6 more ..."
+    assert lines[start + 8].startswith("All 12 symbols analyzed")
+    queue = open_queue(db)
+    summary = batch_summary(queue, 1)
+    assert summary is not None
+    ranking = summary["ranking"]
+    for line, entry in zip(shown[:3] + shown[4:], ranking[:3] + ranking[-3:], strict=True):
+        assert line.split()[:3] == [f"{entry['rank']}.", entry["symbol"], f"{entry['score']:+d}"]
+    # the script's workers never fire the daily refresh: no scheduler ran
+    [refresh] = queue.schedules()
+    assert refresh.name == "refresh_watchlist" and refresh.declared_at is None
+    assert refresh.last_slot is None
+    assert queue.jobs(task="refresh_watchlist") == []
+    queue.close()
 
 
 def test_the_script_lists_failures_and_exits_1(
@@ -121,6 +155,7 @@ def test_the_script_lists_failures_and_exits_1(
     out = capsys.readouterr().out
     assert code == 1
     assert "1 of 2 symbols failed" in out and "MISSING.NS: failed" in out
+    assert "    1. TCS.NS " in out and "  not ranked, failed: MISSING.NS" in out
 
 
 def test_the_script_with_worker_processes_on_a_csv_folder(tmp_path: Path) -> None:
@@ -140,15 +175,20 @@ def test_the_script_with_worker_processes_on_a_csv_folder(tmp_path: Path) -> Non
     with closing(sqlite3.connect(db)) as conn:
         results = [json.loads(r[0]) for r in conn.execute("SELECT result FROM analysis_results")]
         statuses = conn.execute("SELECT DISTINCT status FROM sqlitejobq_jobs").fetchall()
+        summaries = conn.execute("SELECT batch_id, completed, failed FROM batch_summaries")
+        assert summaries.fetchall() == [(1, 8, 0)]
     assert sorted(r["symbol"] for r in results) == symbols
     assert {r["source"] for r in results} == {"csv"}
-    assert statuses == [(JobStatus.COMPLETED.value,)]
+    assert statuses == [(JobStatus.COMPLETED.value,)]  # the summary job's too
+    assert "Ranking by signal score" in done.stdout
+    with Queue(db) as queue:  # no registry: the schedules a worker recorded, if any
+        assert queue.schedules() == []  # burst workers never fire the daily refresh
 
 
 def test_the_sqlite_migrations_never_change() -> None:
     # Their checksums are recorded in every existing file: a changed one would be refused.
     assert [m.checksum[:16] for m in MIGRATIONS] == [
-        "ba8e45659bda45f5", "1a0f35bd50bbeead", "82a338c49b527271",
+        "ba8e45659bda45f5", "1a0f35bd50bbeead", "82a338c49b527271", "4540877f60806083",
     ]  # fmt: skip
 
 
@@ -162,3 +202,17 @@ def test_the_script_names_the_sqlite_file_as_before(
         "Analyzing 1 stocks from the sample source as batch 1 in named.db, workers: 1 threads"
     )
     assert lines[-1] == f"All 1 symbols analyzed; results stored in {db} (table analysis_results)."
+
+
+def test_the_script_says_when_the_summary_failed_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> dict[str, object]:
+        raise PermanentFailure("ranking [broken]")
+
+    monkeypatch.setattr(tasks, "summarize", broken)
+    code = script_main(["--db", str(tmp_path / "s.db"), "--symbols", "TCS.NS"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "no summary of batch 1: summary job failed: PermanentFailure: ranking [broken]" in out
+    assert "All 1 symbols analyzed" in out  # the analyses themselves are fine

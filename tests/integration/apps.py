@@ -79,3 +79,9 @@ def rated(job: Job) -> None:
     started = time.time()
     _record(job)
     _span(job, started)
+
+
+@registry.task("db_seen")
+def db_seen(job: Job) -> str | None:
+    """The database the worker command handed its handlers ($SQLITEJOBQ_DB)."""
+    return os.environ.get("SQLITEJOBQ_DB")

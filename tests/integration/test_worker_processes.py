@@ -232,3 +232,19 @@ def test_the_supervisor_restarts_a_killed_worker_process(
     output = finish(supervisor)
     assert "restarting" in output
     assert supervisor.returncode == 0, output[-2000:]
+
+
+def test_the_worker_command_hands_its_database_to_handlers(
+    queue: Queue, target: str, run_log: Path
+) -> None:
+    job_id = queue.enqueue("db_seen")
+    env_free = {k: v for k, v in os.environ.items() if k != "SQLITEJOBQ_DB"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqlitejobq", "worker", "--db", target, "--app", APP, "--burst"],
+        cwd=ROOT, env={**env_free, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = finish(process)
+    assert process.returncode == 0, output[-3000:]
+    expected = target if target.startswith("postgres") else os.path.abspath(target)
+    assert queue.get(job_id).result == expected
