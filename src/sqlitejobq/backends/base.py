@@ -135,6 +135,46 @@ class LimitRule:
 LIMIT_KEY_SEPARATOR = "|"
 
 
+class LimitQueries(NamedTuple):
+    """An engine's statements for a limited claim: the keys with queued jobs, the running
+    count per key, a key's best due jobs (:key, :limit and the claim's own parameters), a
+    key's starts since a time (:key, :since)."""
+
+    keys: str
+    running: str
+    candidates: str
+    starts: str
+
+
+def plan_limited_in(
+    execute: Callable[[str, dict[str, Any]], Iterable[Sequence[Any]]],
+    queries: LimitQueries,
+    claim: ClaimRequest,
+    want: int,
+    now: float,
+    params: dict[str, Any],
+    only: list[str] | None = None,
+) -> LimitedClaim:
+    """``plan_limited_claim`` on an engine's transaction (``execute`` runs one statement and
+    returns its rows), among the keys ``only`` when given, else every key with queued jobs.
+    ``params``: the claim's parameters of the candidates statement, in the engine's form."""
+    if not claim.limits:
+        return LimitedClaim([], [], None)
+    keys = only if only is not None else [str(row[0]) for row in execute(queries.keys, {})]
+    if not keys:
+        return LimitedClaim([], [], None)
+    running = {str(key): int(n) for key, n in execute(queries.running, {})}
+
+    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
+        rows = execute(queries.candidates, {**params, "key": key, "limit": n})
+        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    def recent_starts(key: str, since: float) -> list[float]:
+        return [float(r[0]) for r in execute(queries.starts, {"key": key, "since": since})]
+
+    return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
+
+
 def dependency_outcome(job: NewJob, statuses: dict[int, str]) -> str | list[int]:
     """What a new job's dependencies (their statuses by id) make of it: the reason it is
     cancelled at once (one failed or was cancelled, and its policy is 'cancel'), else the
@@ -833,6 +873,7 @@ __all__ = [
     "Capabilities",
     "ClaimRequest",
     "JobRecord",
+    "LimitQueries",
     "LimitRule",
     "LimitedClaim",
     "LimitedDue",
@@ -852,5 +893,6 @@ __all__ = [
     "keys_for_unkeyed",
     "limit_key_of",
     "plan_limited_claim",
+    "plan_limited_in",
     "task_of_limit_key",
 ]

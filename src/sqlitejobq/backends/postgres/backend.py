@@ -28,6 +28,7 @@ from ..base import (
     JobRecord,
     LimitedClaim,
     LimitedDue,
+    LimitQueries,
     LockMetrics,
     NewJob,
     RescuedJob,
@@ -39,7 +40,7 @@ from ..base import (
     dependency_outcome,
     keys_for_unkeyed,
     pending,
-    plan_limited_claim,
+    plan_limited_in,
     task_of_limit_key,
 )
 from . import queries as sql
@@ -827,6 +828,11 @@ def _release_dependents(conn: psycopg.Connection[Any], tally: Tally, now: float 
         conn.execute(sql.FORGET_DEPENDENCIES, params)
 
 
+_LIMIT_QUERIES = LimitQueries(
+    sql.LIMITED_KEYS, sql.LIMITED_RUNNING, sql.LIMITED_CANDIDATES, sql.RECENT_STARTS
+)
+
+
 def _plan_limited(
     conn: psycopg.Connection[Any],
     claim: ClaimRequest,
@@ -836,26 +842,11 @@ def _plan_limited(
 ) -> LimitedClaim:
     """Choose limited jobs to claim (see ``plan_limited_claim``), among the keys ``only``
     when given (else every key with queued jobs)."""
-    if not claim.limits:
-        return LimitedClaim([], [], None)
-    keys = only if only is not None else [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
-    if not keys:
-        return LimitedClaim([], [], None)
-    running = {str(key): int(n) for key, n in conn.execute(sql.LIMITED_RUNNING)}
-    base = {
+    params = {
         "now": now, "queues": None if claim.queues is None else list(claim.queues),
         "exclude": list(claim.exclude),
     }  # fmt: skip
-
-    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
-        rows = conn.execute(sql.LIMITED_CANDIDATES, {**base, "key": key, "limit": n})
-        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
-
-    def recent_starts(key: str, since: float) -> list[float]:
-        rows = conn.execute(sql.RECENT_STARTS, {"key": key, "since": since})
-        return [float(r[0]) for r in rows]
-
-    return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
+    return plan_limited_in(conn.execute, _LIMIT_QUERIES, claim, want, now, params, only)
 
 
 def _claim(

@@ -37,6 +37,7 @@ from ..base import (
     JobRecord,
     LimitedClaim,
     LimitedDue,
+    LimitQueries,
     LockMetrics,
     NewJob,
     RescuedJob,
@@ -49,7 +50,7 @@ from ..base import (
     keys_for_unkeyed,
     options_of,
     pending,
-    plan_limited_claim,
+    plan_limited_in,
     task_of_limit_key,
 )
 from . import queries as sql
@@ -857,31 +858,21 @@ def _release_dependents(conn: sqlite3.Connection, tally: Tally, now: float) -> N
         conn.execute(sql.FORGET_DEPENDENCIES, {"finished": finished})
 
 
+_LIMIT_QUERIES = LimitQueries(
+    sql.LIMITED_KEYS, sql.LIMITED_RUNNING, sql.LIMITED_CANDIDATES, sql.RECENT_STARTS
+)
+
+
 def _plan_limited(
     conn: sqlite3.Connection, claim: ClaimRequest, want: int, now: float
 ) -> LimitedClaim:
     """Choose limited jobs to claim (see ``plan_limited_claim``): the write lock the claim
     holds makes the counts exact."""
-    if not claim.limits:
-        return LimitedClaim([], [], None)
-    keys = [row[0] for row in conn.execute(sql.LIMITED_KEYS)]
-    if not keys:
-        return LimitedClaim([], [], None)
-    running = {key: int(n) for key, n in conn.execute(sql.LIMITED_RUNNING)}
-    base = {
+    params = {
         "now": now, "queues": None if claim.queues is None else json.dumps(claim.queues),
         "exclude": json.dumps(claim.exclude),
     }  # fmt: skip
-
-    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
-        rows = conn.execute(sql.LIMITED_CANDIDATES, {**base, "key": key, "limit": n})
-        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
-
-    def recent_starts(key: str, since: float) -> list[float]:
-        rows = conn.execute(sql.RECENT_STARTS, {"key": key, "since": since})
-        return [float(r[0]) for r in rows]
-
-    return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
+    return plan_limited_in(conn.execute, _LIMIT_QUERIES, claim, want, now, params)
 
 
 def write_tally(conn: sqlite3.Connection, tally: Tally) -> None:
