@@ -42,6 +42,16 @@ def peak_overlap(runs: list[tuple[int, int, float, float]]) -> int:
     return peak
 
 
+def stop_cleanly(workers: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM each worker process; each must exit 0 with no lock error in its output."""
+    for worker in workers:
+        worker.terminate()
+    outputs = [w.communicate(timeout=60)[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+        assert_no_lock_errors(output)
+
+
 def test_eight_processes_never_run_more_than_a_global_limit(target: str, tmp_path: Path) -> None:
     span_log = tmp_path / "spans.log"
     with Queue(target, registry=apps.registry) as queue:  # the producer knows the limit
@@ -54,12 +64,7 @@ def test_eight_processes_never_run_more_than_a_global_limit(target: str, tmp_pat
         del os.environ["SQLITEJOBQ_TEST_SPANS"]
     with Queue(target) as queue:
         wait_until(lambda: queue.stats().by_status["completed"] == 120, 200, "120 completions")
-    for worker in workers:
-        worker.terminate()
-    outputs = [w.communicate(timeout=60)[0] for w in workers]
-    for worker, output in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, output[-3000:]
-        assert_no_lock_errors(output)
+    stop_cleanly(workers)
     runs = spans(span_log)
     assert sorted(r[0] for r in runs) == ids  # each job ran once
     assert peak_overlap(runs) <= 3
@@ -131,12 +136,7 @@ def test_eight_processes_create_exactly_one_job_per_slot(target: str, tmp_path: 
         for _ in range(8)
     ]
     time.sleep(max(0.0, real_start - time.time()) + 30 * 60 / factor)
-    for worker in workers:
-        worker.terminate()
-    outputs = [w.communicate(timeout=60)[0] for w in workers]
-    for worker, output in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, output[-3000:]
-        assert_no_lock_errors(output)
+    stop_cleanly(workers)
     with Queue(target) as queue:
         jobs = queue.jobs(task="minute", limit=1000, oldest_first=True)
     slots = [dt.datetime.fromisoformat(j.payload["slot"]).timestamp() for j in jobs]
