@@ -137,13 +137,16 @@ LIMIT_KEY_SEPARATOR = "|"
 
 class LimitQueries(NamedTuple):
     """An engine's statements for a limited claim: the keys with queued jobs, the running
-    count per key, a key's best due jobs (:key, :limit and the claim's own parameters), a
-    key's starts since a time (:key, :since)."""
+    count per key; then either per key (``many`` false: :key, :limit or :since) or for all
+    keys at once (``many`` true: parallel arrays :keys with :rooms or :sinces, rows carrying
+    their key last), a key's best due jobs (with the claim's own parameters) and its
+    starts since a time."""
 
     keys: str
     running: str
     candidates: str
     starts: str
+    many: bool = False
 
 
 def plan_limited_in(
@@ -165,12 +168,30 @@ def plan_limited_in(
         return LimitedClaim([], [], None)
     running = {str(key): int(n) for key, n in execute(queries.running, {})}
 
-    def candidates(key: str, n: int) -> list[tuple[int, int, float]]:
-        rows = execute(queries.candidates, {**params, "key": key, "limit": n})
-        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+    def candidates(rooms: dict[str, int]) -> list[tuple[int, int, float, str]]:
+        if queries.many:
+            rows = execute(queries.candidates, {
+                **params, "keys": list(rooms), "rooms": list(rooms.values()),
+            })  # fmt: skip
+            return [(int(r[0]), int(r[1]), float(r[2]), str(r[-1])) for r in rows]
+        return [
+            (int(r[0]), int(r[1]), float(r[2]), key)
+            for key, room in rooms.items()
+            for r in execute(queries.candidates, {**params, "key": key, "limit": room})
+        ]
 
-    def recent_starts(key: str, since: float) -> list[float]:
-        return [float(r[0]) for r in execute(queries.starts, {"key": key, "since": since})]
+    def recent_starts(sinces: dict[str, float]) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        if queries.many:
+            rows = execute(queries.starts, {"keys": list(sinces), "sinces": list(sinces.values())})
+            for key, started in rows:
+                found.setdefault(str(key), []).append(float(started))
+            return found
+        for key, since in sinces.items():
+            found[key] = [
+                float(r[0]) for r in execute(queries.starts, {"key": key, "since": since})
+            ]
+        return found
 
     return plan_limited_claim(keys, running, claim.limits, want, now, candidates, recent_starts)
 
@@ -260,45 +281,48 @@ def plan_limited_claim(
     rules: dict[str, LimitRule],
     want: int,
     now: float,
-    candidates: Callable[[str, int], list[tuple[int, int, float]]],
-    recent_starts: Callable[[str, float], list[float]],
+    candidates: Callable[[dict[str, int]], list[tuple[int, int, float, str]]],
+    recent_starts: Callable[[dict[str, float]], dict[str, list[float]]],
 ) -> LimitedClaim:
-    """Choose up to ``want`` limited jobs, key by key, without going over any key's limit.
+    """Choose up to ``want`` limited jobs, best first, without going over any key's limit.
 
-    ``running`` counts the processing jobs per key; ``candidates(key, n)`` gives up to n due
-    jobs of a key as (id, priority, run_at), best first; ``recent_starts(key, since)`` the
-    starts of a key after ``since``, oldest first. The engine calls this inside the claim's
-    transaction, serialized with every other limited claim, so the counts stay exact.
+    ``running`` counts the processing jobs per key; ``recent_starts({key: since})`` gives
+    each key's starts after its ``since``, oldest first; ``candidates({key: room})`` up to
+    ``room`` due jobs of each key as (id, priority, run_at, key), best first. An engine may
+    answer each for all keys at once (one round trip). The engine calls this inside the
+    claim's transaction, serialized with the other claims of the same keys, so the counts
+    stay exact.
     """
-    chosen: list[tuple[int, float, int, str]] = []
-    next_start: float | None = None
-    rated: set[str] = set()
+    rooms: dict[str, int] = {}
+    rates: dict[str, tuple[int, float]] = {}
     for key in keys:
         rule = rules.get(task_of_limit_key(key))
         if rule is None:
             continue  # a task this worker does not know: left to workers that do
-        room = want
-        if rule.limit is not None:
-            room = min(room, rule.limit - running.get(key, 0))
-        if rule.rate is not None and room > 0:
-            count, period = rule.rate
-            starts = recent_starts(key, now - period)
-            if len(starts) >= count:
-                frees_at = starts[len(starts) - count] + period
+        room = want if rule.limit is None else min(want, rule.limit - running.get(key, 0))
+        if room > 0:
+            rooms[key] = room
+            if rule.rate is not None:
+                rates[key] = rule.rate
+    next_start: float | None = None
+    if rates:
+        starts = recent_starts({key: now - period for key, (_, period) in rates.items()})
+        for key, (count, period) in rates.items():
+            seen = starts.get(key, [])
+            if len(seen) >= count:
+                frees_at = seen[len(seen) - count] + period
                 next_start = frees_at if next_start is None else min(next_start, frees_at)
-            room = min(room, count - len(starts))
-            rated.add(key)
-        if room <= 0:
-            continue
-        for job_id, priority, run_at in candidates(key, room):
-            chosen.append((-priority, run_at, job_id, key))
-    chosen.sort()
-    picked = chosen[:want]
+            rooms[key] = min(rooms[key], count - len(seen))
+    rooms = {key: room for key, room in rooms.items() if room > 0}
+    chosen = sorted(
+        (-priority, run_at, job_id, key)
+        for job_id, priority, run_at, key in (candidates(rooms) if rooms else [])
+    )[:want]
     return LimitedClaim(
-        [job_id for _, _, job_id, _ in picked],
-        [key for _, _, _, key in picked if key in rated],
+        [job_id for _, _, job_id, _ in chosen],
+        [key for _, _, _, key in chosen if key in rates],
         next_start,
-        [key for _, _, _, key in picked],
+        [key for _, _, _, key in chosen],
     )
 
 

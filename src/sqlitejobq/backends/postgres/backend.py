@@ -829,7 +829,11 @@ def _release_dependents(conn: psycopg.Connection[Any], tally: Tally, now: float 
 
 
 _LIMIT_QUERIES = LimitQueries(
-    sql.LIMITED_KEYS, sql.LIMITED_RUNNING, sql.LIMITED_CANDIDATES, sql.RECENT_STARTS
+    sql.LIMITED_KEYS,
+    sql.LIMITED_RUNNING,
+    sql.LIMITED_CANDIDATES,
+    sql.RECENT_STARTS_MANY,
+    many=True,
 )
 
 

@@ -526,12 +526,18 @@ WITH RECURSIVE keys (name) AS (
 SELECT name FROM keys WHERE name IS NOT NULL
 """
 
+# The best due jobs of each key of %(keys)s, up to its room in %(rooms)s (parallel arrays),
+# in one round trip: a probe of the limited index per key.
 LIMITED_CANDIDATES = f"""
-SELECT id, priority, run_at FROM sqlitejobq_jobs
-WHERE status = 'queued' AND limit_key = %(key)s::text AND run_at <= {NOW}
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-  AND NOT (task = ANY(%(exclude)s::text[]))
-ORDER BY priority DESC, run_at, id LIMIT %(limit)s::integer
+SELECT c.id, c.priority, c.run_at, r.key
+FROM unnest(%(keys)s::text[], %(rooms)s::integer[]) AS r (key, room)
+CROSS JOIN LATERAL (
+    SELECT id, priority, run_at FROM sqlitejobq_jobs
+    WHERE status = 'queued' AND limit_key = r.key AND run_at <= {NOW}
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND NOT (task = ANY(%(exclude)s::text[]))
+    ORDER BY priority DESC, run_at, id LIMIT r.room
+) AS c
 """
 
 CLAIM_IDS = f"""
@@ -557,6 +563,14 @@ RECENT_STARTS = """
 SELECT started_at FROM sqlitejobq_starts
 WHERE limit_key = %(key)s::text AND started_at > %(since)s::double precision
 ORDER BY started_at
+"""
+
+# The starts of each key of %(keys)s after its time in %(sinces)s, oldest first.
+RECENT_STARTS_MANY = """
+SELECT s.limit_key, s.started_at
+FROM unnest(%(keys)s::text[], %(sinces)s::double precision[]) AS r (key, since)
+JOIN sqlitejobq_starts AS s ON s.limit_key = r.key AND s.started_at > r.since
+ORDER BY s.limit_key, s.started_at
 """
 
 RECORD_STARTS = """
