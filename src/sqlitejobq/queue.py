@@ -426,10 +426,13 @@ class Queue:
         batch_id, ids = self.backend.insert_jobs(
             jobs, batch_name=batch_name, make_batch=make_batch, connection=connection, then=then
         )
-        if ids and log.isEnabledFor(logging.INFO):
+        own = ids[:-1] if then is not None else ids  # the follow-up is not one of them
+        if own and log.isEnabledFor(logging.INFO):
             where = f" as batch {batch_id}" if batch_id is not None else ""
-            log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(ids), max(ids), task,
-                     jobs[0].queue, where, len(ids))  # fmt: skip
+            log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(own), max(own), task,
+                     jobs[0].queue, where, len(own))  # fmt: skip
+        if then is not None and log.isEnabledFor(logging.INFO):
+            log.info("job %d queued to run when batch %s has finished", ids[-1], batch_id)
         return batch_id, ids
 
     def _job_maker(
