@@ -14,7 +14,7 @@ from sqlitejobq.backends import library_schema
 from sqlitejobq.cli import build_parser, main
 
 from .conftest import Database, only_on
-from .integration import apps
+from .integration import limited_apps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
@@ -72,10 +72,10 @@ def test_enqueue_with_dependencies(capsys: pytest.CaptureFixture[str], db: str) 
 def test_status_shows_limits_and_enqueue_with_app_applies_them(
     capsys: pytest.CaptureFixture[str], db: str
 ) -> None:
-    app = "tests.integration.apps:registry"
+    app = "tests.integration.limited_apps:registry"
     for _ in range(4):
         assert cli(capsys, "enqueue", "--db", db, "--app", app, "limited", "{}")[0] == 0
-    with Queue(db, registry=apps.registry) as queue:
+    with Queue(db, registry=limited_apps.registry) as queue:
         assert len(queue.claim("w", limit=10)) == 3  # the task's limit
     code, out, _ = cli(capsys, "status", "--db", db, "--app", app)
     assert code == 0

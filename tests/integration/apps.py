@@ -52,35 +52,6 @@ def flaky(job: Job) -> dict[str, int]:
     return {"attempt": job.attempts}
 
 
-def _span(job: Job, started: float) -> None:
-    """Append ``job_id pid start end`` to $SQLITEJOBQ_TEST_SPANS: when a handler ran."""
-    path = os.environ.get("SQLITEJOBQ_TEST_SPANS")
-    if path:
-        line = f"{job.id} {os.getpid()} {started:.6f} {time.time():.6f}\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-
-
-@registry.task("limited", limit=3, max_attempts=5, backoff=0.0)
-def limited(job: Job) -> None:
-    """At most 3 of these run at once, across every worker; each sleeps a little."""
-    started = time.time()
-    _record(job)
-    time.sleep(float(job.payload.get("seconds", 0.02)))
-    _span(job, started)
-
-
-@registry.task("rated", rate="20/s", max_attempts=5, backoff=0.0)
-def rated(job: Job) -> None:
-    """At most 20 starts in any second, across every worker."""
-    started = time.time()
-    _record(job)
-    _span(job, started)
-
-
 @registry.task("db_seen")
 def db_seen(job: Job) -> str | None:
     """The database the worker command handed its handlers ($SQLITEJOBQ_DB)."""

@@ -16,10 +16,12 @@ import pytest
 
 from sqlitejobq import JobStatus, Queue
 
-from . import apps
+from . import limited_apps
 from .test_worker_processes import ROOT, assert_no_lock_errors, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(300)
+
+LIMITED = "tests.integration.limited_apps:registry"
 
 
 def spans(path: Path) -> list[tuple[int, int, float, float]]:
@@ -54,11 +56,11 @@ def stop_cleanly(workers: list[subprocess.Popen[str]]) -> None:
 
 def test_eight_processes_never_run_more_than_a_global_limit(target: str, tmp_path: Path) -> None:
     span_log = tmp_path / "spans.log"
-    with Queue(target, registry=apps.registry) as queue:  # the producer knows the limit
+    with Queue(target, registry=limited_apps.registry) as queue:  # the producer knows the limit
         ids = queue.enqueue_many("limited", [{"seconds": 0.05}] * 120)
     os.environ["SQLITEJOBQ_TEST_SPANS"] = str(span_log)
     try:  # not in burst mode: a worker waits for a slot another one holds
-        workers = [start_worker(target, tmp_path / "runs.log", "--concurrency", "4")
+        workers = [start_worker(target, tmp_path / "runs.log", "--concurrency", "4", app=LIMITED)
                    for _ in range(8)]  # fmt: skip
     finally:
         del os.environ["SQLITEJOBQ_TEST_SPANS"]
@@ -79,7 +81,8 @@ def test_eight_processes_never_start_more_than_a_rate_allows(target: str, tmp_pa
         ids = queue.enqueue_many("rated", [{}] * 200)  # 20/s: 10 s of work
     os.environ["SQLITEJOBQ_TEST_SPANS"] = str(span_log)
     try:
-        workers = [start_worker(target, tmp_path / "runs.log", "--concurrency", "4", "--burst")
+        workers = [start_worker(target, tmp_path / "runs.log", "--concurrency", "4", "--burst",
+                            app=LIMITED)
                    for _ in range(8)]  # fmt: skip
     finally:
         del os.environ["SQLITEJOBQ_TEST_SPANS"]

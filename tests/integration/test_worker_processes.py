@@ -31,10 +31,10 @@ def run_log(tmp_path: Path) -> Path:
     return tmp_path / "runs.log"
 
 
-def start_worker(db: str, run_log: Path, *args: str) -> subprocess.Popen[str]:
+def start_worker(db: str, run_log: Path, *args: str, app: str = APP) -> subprocess.Popen[str]:
     env = {**os.environ, "SQLITEJOBQ_TEST_LOG": str(run_log), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "sqlitejobq", "worker", "--db", db, "--app", APP,
+        [sys.executable, "-m", "sqlitejobq", "worker", "--db", db, "--app", app,
          "--log-level", "INFO", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
