@@ -214,3 +214,32 @@ def _reregister(registry: Registry, task: str, **options: object) -> None:
     registry._tasks.pop(task, None)
     registry._rules = None
     registry.task(task, **options)(lambda job: None)  # type: ignore[arg-type]
+
+
+def test_a_queue_limit_holds_every_task_of_the_queue(registry: Registry, queue: Queue) -> None:
+    registry.task("a")(lambda job: None)
+    registry.task("b")(lambda job: None)
+    _reregister(registry, "own", limit=1)
+    queue.limit_queue("market", limit=2)
+    queue.enqueue_many("a", [1, 2], queue="market")
+    queue.enqueue_many("b", [1, 2], queue="market")
+    queue.enqueue_many("own", [1, 2], queue="market")  # its task's own limit wins
+    queue.enqueue_many("a", [1, 2, 3])  # another queue: not limited
+    jobs = claim(queue)
+    in_market = [j for j in jobs if j.queue == "market"]
+    assert len(in_market) == 3  # two of a/b under the queue's limit, one "own"
+    assert sum(j.task == "own" for j in in_market) == 1
+    assert sum(j.queue == "default" for j in jobs) == 3
+    assert claim(queue) == []
+    queue.complete(next(j for j in in_market if j.task != "own"), None)
+    [more] = claim(queue)
+    assert more.queue == "market" and more.task in ("a", "b")
+    assert {i.key for i in queue.limits()} == {"#market", "own"}
+
+
+def test_a_queue_limit_needs_a_limit_or_a_rate(registry: Registry) -> None:
+    with pytest.raises(InvalidArgument, match="needs a limit or a rate"):
+        registry.limit_queue("market")
+    with pytest.raises(InvalidArgument, match="limit"):
+        registry.limit_queue("market", limit=0)
+    assert registry.limit_rules() == {}

@@ -14,6 +14,7 @@ from .backends.base import (
     Capabilities,
     NewJob,
     limit_key_of,
+    rule_for,
     task_of_limit_key,
 )
 from .cycle import STATUS, JobCycle, Policy
@@ -239,6 +240,12 @@ class Queue:
             task, every, name=name, payload=payload, timezone=timezone, missed=missed,
             queue=queue, priority=priority, max_attempts=max_attempts,
         )  # fmt: skip
+
+    def limit_queue(
+        self, queue: str, *, limit: int | None = None, rate: str | tuple[int, float] | None = None
+    ) -> None:
+        """Hold every job of a named queue to limits; see ``Registry.limit_queue``."""
+        self.registry.limit_queue(queue, limit=limit, rate=rate)
 
     def schedules(self) -> list[ScheduleInfo]:
         """Every schedule declared in code here or recorded by a worker, with its last slot,
@@ -468,7 +475,7 @@ class Queue:
         )  # fmt: skip
         key = validation.optional_text(unique_key, "unique_key", max_length=1000)
         limit = self.max_payload_bytes
-        rule = self.registry.limit_rules().get(task)
+        rule = rule_for(self.registry.limit_rules(), task, queue_name)
 
         def make_job(payload: Any) -> NewJob:
             limit_key = None

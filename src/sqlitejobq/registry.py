@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import validation
-from .backends.base import LimitRule
+from .backends.base import QUEUE_RULE_PREFIX, LimitRule
 from .errors import InvalidArgument, InvalidArgumentType, UnknownTask
 from .schedule import MISSED_POLICIES, Trigger, parse_trigger
 
@@ -119,6 +119,7 @@ class Registry:
         self._tasks: dict[str, Task] = {}
         self._schedules: dict[str, Schedule] = {}
         self._rules: dict[str, LimitRule] | None = None
+        self._queue_limits: dict[str, LimitRule] = {}
         self._lock = threading.Lock()
 
     @overload
@@ -255,11 +256,29 @@ class Registry:
         """The periodic jobs declared, by name."""
         return [self._schedules[name] for name in sorted(self._schedules)]
 
+    def limit_queue(
+        self, queue: str, *, limit: int | None = None, rate: str | tuple[int, float] | None = None
+    ) -> None:
+        """Hold every job of the named queue to ``limit`` (at most that many processing at
+        once) and ``rate`` (e.g. ``"5/s"``), across every worker, unless its task has limits
+        of its own (those win)."""
+        validation.name(queue, "queue")
+        if limit is None and rate is None:
+            raise InvalidArgument(f"limit_queue({queue!r}) needs a limit or a rate")
+        rule = LimitRule(
+            QUEUE_RULE_PREFIX + queue,
+            None if limit is None else validation.integer(limit, "limit", minimum=1),
+            None if rate is None else validation.rate(rate, "rate"),
+        )
+        with self._lock:
+            self._queue_limits[queue] = rule
+            self._rules = None
+
     def limit_rules(self) -> dict[str, LimitRule]:
-        """The limits of the tasks registered here, by task."""
+        """The limits declared here: by task name, and by ``#`` and the queue's name."""
         if self._rules is not None:
             return self._rules
-        rules = {}
+        rules = {rule.task: rule for rule in self._queue_limits.values()}
         for task in list(self._tasks.values()):
             options = task.options
             if options.limit is not None or options.rate is not None:

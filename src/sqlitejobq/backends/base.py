@@ -133,6 +133,14 @@ class LimitRule:
 #: A limit key joins the task's name and the payload value it is limited by with this
 #: character, which no task name holds.
 LIMIT_KEY_SEPARATOR = "|"
+#: The rule (and limit key) of a queue's limit is the queue's name after this character,
+#: which no task or queue name starts with.
+QUEUE_RULE_PREFIX = "#"
+
+
+def rule_for(rules: dict[str, LimitRule], task: str, queue: str) -> LimitRule | None:
+    """The limit a job is held to: its task's, else its queue's (None: neither is limited)."""
+    return rules.get(task) or rules.get(QUEUE_RULE_PREFIX + queue)
 
 
 class LimitQueries(NamedTuple):
@@ -228,14 +236,14 @@ def keys_for_unkeyed(
     records: Sequence[JobRecord], rules: dict[str, LimitRule]
 ) -> tuple[list[JobRecord], list[tuple[int, str]]]:
     """Split jobs just claimed by the plain claim (none has a limit key) into those to run
-    and (id, key) of those whose task is limited here: they go back, keyed, to be claimed
+    and (id, key) of those whose task or queue is limited here: they go back, keyed, to be claimed
     under the limit. A payload that gives no key puts the job under ``task|`` (one shared
     bucket) rather than letting it run unlimited."""
     if not rules:
         return list(records), []
     run, hold = [], []
     for record in records:
-        rule = rules.get(record.task)
+        rule = rule_for(rules, record.task, record.queue)
         if rule is None:
             run.append(record)
             continue
@@ -891,6 +899,7 @@ __all__ = [
     "HOOK",
     "HOOK_FAILED",
     "LIMIT_KEY_SEPARATOR",
+    "QUEUE_RULE_PREFIX",
     "STATUS_STEPS",
     "AppliedMigration",
     "Backend",
@@ -918,5 +927,6 @@ __all__ = [
     "limit_key_of",
     "plan_limited_claim",
     "plan_limited_in",
+    "rule_for",
     "task_of_limit_key",
 ]
