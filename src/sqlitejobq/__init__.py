@@ -10,6 +10,7 @@ from .errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidArgumentType,
+    JobFailed,
     JobNotFound,
     JobTimeout,
     MigrationError,
@@ -22,6 +23,7 @@ from .errors import (
     StorageError,
     UnknownTask,
     UnsafeFilesystem,
+    WaitTimeout,
 )
 from .job import (
     Batch,
@@ -49,6 +51,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidArgumentType",
     "Job",
+    "JobFailed",
     "JobNotFound",
     "JobStatus",
     "JobTimeout",
@@ -72,6 +75,7 @@ __all__ = [
     "TransactionConnection",
     "UnknownTask",
     "UnsafeFilesystem",
+    "WaitTimeout",
     "Worker",
     "WorkerInfo",
     "WorkerSummary",

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import traceback as traceback_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import validation
 from .backends.base import (
+    FINISHED_STATUSES,
     HOOK,
     HOOK_FAILED,
     Backend,
@@ -34,17 +36,29 @@ from .backends.base import (
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
+    JobNotFound,
     JobTimeout,
     PayloadError,
     PermanentFailure,
+    WaitTimeout,
 )
-from .job import PROGRESS_WRITE_INTERVAL, Claim, Job, JobStatus, job_from_values
+from .job import (
+    PROGRESS_WRITE_INTERVAL,
+    BatchProgress,
+    Claim,
+    Job,
+    JobStatus,
+    job_from_values,
+)
 from .payload import encode_json
 from .registry import Registry
 
 log = logging.getLogger("sqlitejobq")
+T = TypeVar("T")
 
 _MAX_CLAIM = 10_000
+#: A waiter looks this often even without a wake-up (a safety net: wake-ups can be missed).
+_WAIT_LOOK = 1.0
 #: The longest a job handed back by a worker that does not know its task waits before
 #: another worker looks at it.
 _UNKNOWN_TASK_RECHECK = 2.0
@@ -128,6 +142,59 @@ class JobCycle:
         """Seconds until the earliest lease of a processing job ends (< 0: expired)."""
         expiry, now = self.backend.next_lease_expiry()
         return None if expiry is None else expiry - now
+
+    # --- waiting for an end ------------------------------------------------------------------
+
+    def wait(self, job_id: int, timeout: float | None) -> JobRecord:
+        """The job's row once it has finished (completed, failed or cancelled). The wait is
+        woken by the transaction that ends the job, in any process (the job is marked as
+        waited for; the engine's notification path carries it), with a look each second
+        as a safety net. WaitTimeout past ``timeout`` seconds; JobNotFound if there is no
+        such job (or it was purged meanwhile)."""
+        if self.backend.watch(job_id) is None:
+            raise JobNotFound(f"no job with id {job_id}")
+
+        def finished() -> JobRecord | None:
+            record = self.backend.get_job(job_id)
+            if record is None:
+                raise JobNotFound(f"job {job_id} was deleted while waited for (purged?)")
+            return record if record.status in FINISHED_STATUSES else None
+
+        return self._wait_until(finished, timeout, f"job {job_id}")
+
+    def wait_batch(self, batch_id: int, timeout: float | None) -> BatchProgress:
+        """The batch's counts once none of its jobs is queued, processing or waiting."""
+        if self.backend.batch(batch_id) is None:
+            raise JobNotFound(f"no batch with id {batch_id}")
+        self.backend.watch_batch(batch_id)
+
+        def done() -> BatchProgress | None:
+            progress = self.backend.batch(batch_id)
+            if progress is None:
+                raise JobNotFound(f"batch {batch_id} was deleted while waited for (purged?)")
+            return progress if progress.done else None
+
+        return self._wait_until(done, timeout, f"batch {batch_id}")
+
+    def _wait_until(self, look: Callable[[], T | None], timeout: float | None, what: str) -> T:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self.backend.waker
+        event = threading.Event()
+        waker.listen(event)
+        waker.sleeping(True)
+        try:
+            while True:
+                found = look()
+                if found is not None:
+                    return found
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"{what} did not finish within {timeout:g}s")
+                event.wait(_WAIT_LOOK if left is None else min(_WAIT_LOOK, left))
+                event.clear()
+        finally:
+            waker.sleeping(False)
+            waker.listen(event, False)
 
     # --- claiming ----------------------------------------------------------------------------
 

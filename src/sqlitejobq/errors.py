@@ -78,6 +78,19 @@ class QueueClosed(SqliteJobQError):
     """The queue was closed; open a new ``Queue`` to go on."""
 
 
+class WaitTimeout(SqliteJobQError, TimeoutError):
+    """``Queue.wait`` (or ``wait_batch``) ran out of time before the job (or batch) finished."""
+
+
+class JobFailed(SqliteJobQError):
+    """``Queue.wait(..., raise_on_failure=True)``: the job ended failed or cancelled; the
+    finished job is ``.job``."""
+
+    def __init__(self, message: str, job: object) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 class JobTimeout(SqliteJobQError):
     """A running job outlived its task's timeout: raised by its next progress report or
     heartbeat, and recorded as the error of the attempt the worker ends."""

@@ -22,6 +22,7 @@ from .errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidArgumentType,
+    JobFailed,
     JobNotFound,
     PayloadError,
 )
@@ -698,6 +699,33 @@ class Queue:
         if progress is None:
             raise JobNotFound(f"no batch with id {batch_id} in {self.target}")
         return progress
+
+    def wait(
+        self, job_id: int, timeout: float | None = None, *, raise_on_failure: bool = False
+    ) -> Job:
+        """Block until the job has finished (completed, failed or cancelled) and return it.
+
+        Woken by the transaction that ends the job, in this process or any other (no sleep
+        loop). ``timeout`` (seconds, None: no limit) ends the wait with WaitTimeout, a
+        ``TimeoutError``. With ``raise_on_failure``, a job that ended failed or cancelled
+        raises JobFailed (its ``.job`` is the finished job) instead of being returned.
+        """
+        validation.integer(job_id, "job_id")
+        seconds = None if timeout is None else validation.seconds(timeout, "timeout")
+        job = self.cycle.job(self.cycle.wait(job_id, seconds))
+        if raise_on_failure and job.status is not JobStatus.COMPLETED:
+            raise JobFailed(
+                f"job {job_id} {job.task} ended {job.status.value}"
+                + (f": {job.error.splitlines()[0]}" if job.error else ""),
+                job,
+            )
+        return job
+
+    def wait_batch(self, batch_id: int, timeout: float | None = None) -> BatchProgress:
+        """Block until no job of the batch is queued, processing or waiting; its counts."""
+        validation.integer(batch_id, "batch_id")
+        seconds = None if timeout is None else validation.seconds(timeout, "timeout")
+        return self.cycle.wait_batch(batch_id, seconds)
 
     def latest_batch_id(self) -> int | None:
         """The most recent batch's id, or None if there is no batch."""

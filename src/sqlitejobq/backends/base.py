@@ -116,6 +116,7 @@ class RescuedJob(NamedTuple):
     batch_id: int | None
     has_dependents: bool = False
     limit_key: str | None = None
+    watched: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +495,13 @@ class Backend(Protocol):
         """Take back the jobs whose lease ended; ``renew`` (the caller's own heartbeats)
         is applied first, in the same transaction."""
 
+    def watch(self, job_id: int) -> str | None:
+        """Mark a job as waited for, so that the transaction that ends it wakes waiters
+        (in every process); its status, or None if there is no such job."""
+
+    def watch_batch(self, batch_id: int) -> None:
+        """Mark every unfinished job of a batch as waited for."""
+
     def limited_due(self, claim: ClaimRequest) -> LimitedDue:
         """When limited jobs can next be claimed under ``claim.limits`` (a slot that frees
         when a running job ends is signalled instead)."""
@@ -724,7 +732,7 @@ class Tally:
     """How one transaction moved jobs between statuses; each engine writes it before the
     transaction commits, so the counts by queue and by batch change with the jobs."""
 
-    __slots__ = ("batches", "finished", "freed_limit", "queues", "released")
+    __slots__ = ("batches", "finished", "freed_limit", "queues", "released", "watched_ended")
 
     def __init__(self) -> None:
         self.queues: dict[tuple[str, str], int] = {}
@@ -735,11 +743,15 @@ class Tally:
         self.freed_limit = False
         #: queues where waiting jobs became queued
         self.released: set[str] = set()
+        #: a job someone waits for (``Queue.wait``) reached an end state
+        self.watched_ended = False
 
     def changed(self, row: Sequence[Any], old: str | None) -> None:
         """One job moved from ``old``, as a status-changing statement returned it:
-        (status, queue, batch_id, id, has_dependents, limit_key)."""
-        new, queue, batch_id, job_id, dependents, limit_key = row[:6]
+        (status, queue, batch_id, id, has_dependents, limit_key, watched)."""
+        new, queue, batch_id, job_id, dependents, limit_key, watched = row[:7]
+        if watched and new in FINISHED_STATUSES:
+            self.watched_ended = True
         self.move(queue, batch_id, old, new)
         if dependents and new in FINISHED_STATUSES and old not in FINISHED_STATUSES:
             self.finished.append((job_id, new == "completed"))

@@ -317,7 +317,11 @@ class PostgresBackend:
                 tally.move(record.queue, record.batch_id, "queued", "processing")
             write_tally(conn, tally)
             self._notify_changes(conn, tally)
-            return results, records, bool(tally.released or tally.freed_limit)
+            return (
+                results,
+                records,
+                bool(tally.released or tally.freed_limit or tally.watched_ended),
+            )
 
         what = "claim" if not steps else steps[0][0].value
         results, records, wake = self.connections.write(body, what)
@@ -331,6 +335,8 @@ class PostgresBackend:
         queues = set(tally.released)
         if tally.freed_limit:
             queues.add("(limits)")
+        if tally.watched_ended:
+            queues.add("(ended)")
         if queues:
             self._notify(conn, queues)
 
@@ -400,7 +406,7 @@ class PostgresBackend:
             ]  # fmt: skip
             for row in rows:
                 tally.changed((row.status, row.queue, row.batch_id, row.id, row.has_dependents,
-                               row.limit_key), "processing")  # fmt: skip
+                               row.limit_key, row.watched), "processing")  # fmt: skip
             _release_dependents(conn, tally, now)
             write_tally(conn, tally)
             self._notify(conn, {row.queue for row in rows if row.status == "queued"})
@@ -426,13 +432,16 @@ class PostgresBackend:
                 return None
             if row[0] == "cancelled":
                 tally = Tally()
-                tally.changed(row, row[6])
+                tally.changed(row, row[7])
                 _release_dependents(conn, tally, now)
                 write_tally(conn, tally)
                 self._notify_changes(conn, tally)
             return str(row[0])
 
-        return self.connections.write(body, "cancel")
+        status: str | None = self.connections.write(body, "cancel")
+        if status == "cancelled":
+            self.waker.notify()  # waiters of this job, and of the jobs it released
+        return status
 
     def retry(self, job_ids: Sequence[int]) -> list[int]:
         """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
@@ -540,6 +549,24 @@ class PostgresBackend:
         """Rows of the batch's jobs in enqueue order."""
         rows = self.connections.read_all(sql.BATCH_JOBS, {"batch_id": batch_id})
         return [JobRecord._make(row) for row in rows]
+
+    # --- waiting -------------------------------------------------------------------------
+
+    def watch(self, job_id: int) -> str | None:
+        """Mark a job as waited for; its status, or None if there is no such job."""
+
+        def body(conn: psycopg.Connection[Any]) -> str | None:
+            row = conn.execute(sql.WATCH, {"id": job_id}).fetchone()
+            return None if row is None else str(row[0])
+
+        status: str | None = self.connections.write(body, "wait")
+        return status
+
+    def watch_batch(self, batch_id: int) -> None:
+        """Mark every unfinished job of a batch as waited for."""
+        self.connections.write(
+            lambda conn: conn.execute(sql.WATCH_BATCH, {"batch_id": batch_id}), "wait"
+        )
 
     # --- limits and schedules ----------------------------------------------------------
 
@@ -737,7 +764,7 @@ def _apply_steps(
             "messages": [p["message"] for p in chosen], "finished_ats": [now] * len(chosen),
             "now": now,
         }).fetchall()  # fmt: skip
-        by_id = {row[0]: (row[1], row[2], row[3], row[0], row[4], row[5]) for row in rows}
+        by_id = {row[0]: (row[1], row[2], row[3], row[0], row[4], row[5], row[6]) for row in rows}
         for n, job_id in zip(plain, ids, strict=True):
             row = by_id.get(job_id)
             if row is not None:

@@ -295,7 +295,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
     progress_message = coalesce(%(message)s::text, progress_message),
     finished_at = {NOW}, lease_until = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # Any number of completions in one statement, fenced row by row like COMPLETE. Parallel
@@ -318,7 +318,7 @@ FROM done
 WHERE j.id = ANY(%(ids)s::bigint[])
   AND j.id = done.id AND j.attempts = done.attempts AND j.worker = done.worker
   AND j.status = 'processing'
-RETURNING j.id, j.status, j.queue, j.batch_id, j.has_dependents, j.limit_key
+RETURNING j.id, j.status, j.queue, j.batch_id, j.has_dependents, j.limit_key, j.watched
 """
 
 # %(status)s is 'queued' (retry %(delay)s seconds from now) or 'failed'.
@@ -332,7 +332,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE %(status)s::text E
     progress_message = coalesce(%(message)s::text, progress_message),
     finished_at = CASE WHEN cancel_requested OR %(status)s::text <> 'queued' THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 HEARTBEAT = f"""
@@ -357,7 +357,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempts = attempts - 1, lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # A claimed job whose task this worker does not know (a rolling deploy): back to the queue
@@ -379,7 +379,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN {NOW} END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
@@ -396,7 +396,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
 ABANDON = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # Up to %(limit)s jobs whose lease ended, earliest first; rows another transaction holds
@@ -412,7 +412,7 @@ WITH expired AS MATERIALIZED (
 UPDATE sqlitejobq_jobs AS j {_ABANDON_SET}
 WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id,
-          j.has_dependents, j.limit_key
+          j.has_dependents, j.limit_key, j.watched
 """
 
 # The earliest lease end of a processing job (NULL: none), and the statement's now, so a
@@ -482,7 +482,7 @@ SET waiting_on = greatest(0, j.waiting_on - counted.n),
                   ELSE j.run_at END
 FROM counted, locked
 WHERE j.id = locked.id AND counted.job_id = j.id AND j.status = 'waiting'
-RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key
+RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, j.watched
 """
 
 FORGET_DEPENDENCIES = """
@@ -629,6 +629,15 @@ FROM sqlitejobq_schedules AS s LEFT JOIN sqlitejobq_jobs AS j ON j.id = s.last_j
 ORDER BY s.name
 """
 
+# --- waiting ---------------------------------------------------------------------------------
+
+WATCH = "UPDATE sqlitejobq_jobs SET watched = true WHERE id = %(id)s::bigint RETURNING status"
+
+WATCH_BATCH = """
+UPDATE sqlitejobq_jobs SET watched = true
+WHERE batch_id = %(batch_id)s::bigint AND status IN ('queued', 'processing', 'waiting')
+"""
+
 # --- operator actions ------------------------------------------------------------------------
 
 # Returns the new status, queue, batch_id, id, has_dependents, limit_key and the old status.
@@ -644,7 +653,8 @@ SET status = CASE WHEN old.status IN ('queued', 'waiting') THEN 'cancelled' ELSE
     finished_at = CASE WHEN old.status IN ('queued', 'waiting') THEN {NOW} ELSE j.finished_at END
 FROM old
 WHERE j.id = old.id
-RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, old.status
+RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, j.watched,
+          old.status
 """
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"

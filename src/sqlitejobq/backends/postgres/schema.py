@@ -170,6 +170,11 @@ CREATE TABLE sqlitejobq_starts (
 CREATE INDEX sqlitejobq_starts_key ON sqlitejobq_starts (limit_key, started_at);
 """
 
+# A job someone waits for (``Queue.wait``): the transaction that ends it sends a NOTIFY.
+_V5_WATCHED = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN watched boolean NOT NULL DEFAULT false;
+"""
+
 #: Each runs in its own transaction, under the schema's advisory lock, together with its
 #: bookkeeping row. No statement takes parameters, so a migration's text goes to the server
 #: in one execute (the simple query protocol runs several statements).
@@ -178,4 +183,5 @@ MIGRATIONS = [
     Migration(2, "indexes for claims, leases, batches, unique keys, purges", _V1_INDEXES),
     Migration(3, "sharded job counts by queue and status, and by batch", _V1_COUNTS),
     Migration(4, "dependencies, limits and schedules", _V4_SCHEDULING),
+    Migration(5, "jobs someone waits for", _V5_WATCHED),
 ]

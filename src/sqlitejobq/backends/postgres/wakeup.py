@@ -79,16 +79,19 @@ class PgWaker:
             if active:
                 self._listeners.add(event)
                 if self._thread is None and not self.poll_only:
-                    self._stop.clear()
+                    # each LISTEN thread has its own stop flag: one told to stop goes on
+                    # its own (within one wait for notifications), however soon a new one
+                    # starts, and whoever stops it does not wait for that
+                    self._stop = threading.Event()
                     self._thread = threading.Thread(
-                        target=self._run, name="sqlitejobq-listen", daemon=True
-                    )
+                        target=self._run, args=(self._stop,), name="sqlitejobq-listen",
+                        daemon=True,
+                    )  # fmt: skip
                     self._thread.start()
             else:
                 self._listeners.discard(event)
                 if not self._listeners and self._thread is not None:
                     self._stop.set()
-                    self._thread.join(5.0)
                     self._thread = None
 
     def sleeping(self, asleep: bool) -> None:
@@ -111,16 +114,16 @@ class PgWaker:
         for event in list(self._listeners):
             event.set()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         backoff = 0.1
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 with psycopg.connect(self.url, **self.connect_kwargs) as conn:
                     conn.execute(sql.listen(self.channel))
                     self._connected = True
                     backoff = 0.1
                     self._signal()  # what was enqueued while not listening is looked at now
-                    while not self._stop.is_set():
+                    while not stop.is_set():
                         for _ in conn.notifies(timeout=0.5):
                             self._signal()
             except psycopg.Error as exc:
@@ -128,7 +131,8 @@ class PgWaker:
                     log.warning("the LISTEN connection to %s broke (%s); workers poll until it "
                                 "is back", self.channel, exc)  # fmt: skip
                 self._connected = False
-                self._stop.wait(backoff)
+                stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                self._connected = False
+                if self._stop is stop:  # a thread told to stop leaves its successor's state
+                    self._connected = False

@@ -440,7 +440,7 @@ class SqliteBackend:
 
         what = "claim" if not steps else steps[0][0].value
         results, records, tally = self.write(body, what)
-        if tally.released or tally.freed_limit:
+        if tally.released or tally.freed_limit or tally.watched_ended:
             self.waker.notify()
         return results, records
 
@@ -461,7 +461,7 @@ class SqliteBackend:
             ]
             for row in rows:
                 tally.changed((row.status, row.queue, row.batch_id, row.id, row.has_dependents,
-                               row.limit_key), "processing")  # fmt: skip
+                               row.limit_key, row.watched), "processing")  # fmt: skip
             _release_dependents(conn, tally, now)
             write_tally(conn, tally)
             return rows
@@ -487,7 +487,10 @@ class SqliteBackend:
                 write_tally(conn, tally)
             return str(row[0])
 
-        return self.write(body, "cancel")
+        status = self.write(body, "cancel")
+        if status == "cancelled":
+            self.waker.notify()  # waiters of this job, and of the jobs it released
+        return status
 
     def retry(self, job_ids: Sequence[int]) -> list[int]:
         """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued."""
@@ -546,6 +549,17 @@ class SqliteBackend:
 
         self.write(tidy, "purge")
         return total
+
+    # --- waiting -------------------------------------------------------------------------
+
+    def watch(self, job_id: int) -> str | None:
+        """Mark a job as waited for; its status, or None if there is no such job."""
+        row = self.write(lambda conn: conn.execute(sql.WATCH, (job_id,)).fetchone(), "wait")
+        return None if row is None else str(row[0])
+
+    def watch_batch(self, batch_id: int) -> None:
+        """Mark every unfinished job of a batch as waited for."""
+        self.write(lambda conn: conn.execute(sql.WATCH_BATCH, (batch_id,)), "wait")
 
     # --- limits and schedules ------------------------------------------------------------
 
@@ -813,10 +827,10 @@ def _complete_many(conn: sqlite3.Connection, rows: list[StepParams]) -> dict[int
             params += (row["id"], row["attempts"], row["worker"], row["result"], row["message"],
                        row["now"])  # fmt: skip
         params += [None] * (6 * (size - len(chunk)))
-        for job_id, status, queue, batch_id, dependents, limit_key in conn.execute(
+        for job_id, status, queue, batch_id, dependents, limit_key, watched in conn.execute(
             sql.complete_many(size), params
         ):
-            outcome[job_id] = (status, queue, batch_id, job_id, dependents, limit_key)
+            outcome[job_id] = (status, queue, batch_id, job_id, dependents, limit_key, watched)
     return outcome
 
 

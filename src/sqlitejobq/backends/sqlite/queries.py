@@ -117,7 +117,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
     progress_message = coalesce(:message, progress_message),
     finished_at = :now, lease_until = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 _COMPLETE_MANY = """
@@ -132,7 +132,8 @@ FROM done
 WHERE sqlitejobq_jobs.id = done.id AND sqlitejobq_jobs.attempts = done.attempts
   AND sqlitejobq_jobs.worker = done.worker AND sqlitejobq_jobs.status = 'processing'
 RETURNING sqlitejobq_jobs.id, sqlitejobq_jobs.status, sqlitejobq_jobs.queue,
-          sqlitejobq_jobs.batch_id, sqlitejobq_jobs.has_dependents, sqlitejobq_jobs.limit_key
+          sqlitejobq_jobs.batch_id, sqlitejobq_jobs.has_dependents, sqlitejobq_jobs.limit_key,
+          sqlitejobq_jobs.watched
 """
 
 #: COMPLETE_MANY takes rows of (id, attempts, worker, result, message, finished_at), padded
@@ -154,7 +155,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
     progress_message = coalesce(:message, progress_message),
     finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 HEARTBEAT = f"""
@@ -178,7 +179,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempts = attempts - 1, lease_until = NULL, started_at = NULL,
     finished_at = CASE WHEN cancel_requested THEN :now END
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
@@ -194,7 +195,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
 ABANDON = f"""
 UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 RESCUE_EXPIRED = f"""
@@ -202,7 +203,7 @@ UPDATE sqlitejobq_jobs {_ABANDON_SET}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
 RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id, has_dependents,
-          limit_key
+          limit_key, watched
 """
 
 # Claimed by a worker that does not know the task (an older worker during a rolling deploy):
@@ -222,7 +223,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     unknown_since = coalesce(unknown_since, :now),
     lease_until = NULL, started_at = NULL
 WHERE {_FENCE}
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 NEXT_LEASE_EXPIRY = """
@@ -279,7 +280,7 @@ SET waiting_on = max(0, waiting_on - counted.n),
     run_at = CASE WHEN waiting_on - counted.n <= 0 THEN max(run_at, :now) ELSE run_at END
 FROM counted
 WHERE sqlitejobq_jobs.id = counted.job_id AND sqlitejobq_jobs.status = 'waiting'
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 FORGET_DEPENDENCIES = """
@@ -392,6 +393,15 @@ FROM sqlitejobq_schedules AS s LEFT JOIN sqlitejobq_jobs AS j ON j.id = s.last_j
 ORDER BY s.name
 """
 
+# --- waiting -----------------------------------------------------------------------------------
+
+WATCH = "UPDATE sqlitejobq_jobs SET watched = 1 WHERE id = ? RETURNING status"
+
+WATCH_BATCH = """
+UPDATE sqlitejobq_jobs SET watched = 1
+WHERE batch_id = ? AND status IN ('queued', 'processing', 'waiting')
+"""
+
 # --- operator actions -------------------------------------------------------------------
 
 CANCEL = """
@@ -400,7 +410,7 @@ SET status = CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE sta
     cancel_requested = 1,
     finished_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE finished_at END
 WHERE id = :id AND status IN ('queued', 'processing', 'waiting')
-RETURNING status, queue, batch_id, id, has_dependents, limit_key
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = ?"

@@ -196,6 +196,12 @@ ALTER TABLE sqlitejobq_batches ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 """
 
 
+# A job someone waits for (``Queue.wait``): the transaction that ends it wakes the waiters.
+_V6_WATCHED = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN watched INTEGER NOT NULL DEFAULT 0;
+"""
+
+
 def _v5(conn: Any) -> None:
     """Rebuild the jobs table (new status, new columns), keeping ids and the id sequence."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sqlitejobq_jobs'").fetchone()
@@ -217,4 +223,5 @@ MIGRATIONS = [
     Migration(3, "job counts by queue and status", _V1_COUNTS),
     Migration(4, "when a job first met a worker that did not know its task", _V4_UNKNOWN_SINCE),
     Migration(5, "dependencies, limits and schedules", _v5),
+    Migration(6, "jobs someone waits for", _V6_WATCHED),
 ]
