@@ -284,6 +284,106 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str], args: list[str]) 
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--db"],
+        ["--db", "x.db"],
+        ["--log-level", "LOUD", "status"],
+        ["status", "--log-level", "LOUD"],
+        ["--json", "worker", "--app", "a:b"],
+        ["worker", "--app", "a:b", "--json"],
+    ],
+)
+def test_bad_usage_of_the_global_options_exits_2(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: sqlitejobq") and "sqlitejobq" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--db", "DB", "{command}"],
+        ["{command}", "--db", "DB"],
+        ["--json", "--db", "DB", "{command}"],
+        ["--db", "DB", "{command}", "--json"],
+        ["{command}", "--json", "--db", "DB"],
+        ["--log-level", "DEBUG", "{command}", "--db", "DB"],
+        ["--db", "DB", "{command}", "--log-level", "DEBUG"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+@pytest.mark.parametrize("command", ["status", "jobs", "show"])
+def test_global_options_go_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    db: str,
+    args: list[str],
+    command: str,
+) -> None:
+    monkeypatch.setenv("SQLITEJOBQ_DB", "/nonexistent/from-the-environment.db")
+    with Queue(db) as queue:
+        job_id = queue.enqueue("t", {"n": 1})
+    line = [db if a == "DB" else a for a in " ".join(args).format(command=command).split()]
+    if command == "show":
+        line.insert(line.index("show") + 1, str(job_id))
+    code, out, err = cli(capsys, *line)
+    assert (code, err) == (0, "")
+    if "--json" not in line:
+        assert out and not out.lstrip().startswith(("{", "["))
+        return
+    data = json.loads(out)
+    if command == "status":
+        assert data["by_status"]["queued"] == 1
+    elif command == "jobs":
+        assert [job["id"] for job in data] == [job_id]
+    else:
+        assert data["id"] == job_id and data["payload"] == {"n": 1}
+
+
+def test_a_global_option_after_the_command_wins_over_one_before(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, db: str
+) -> None:
+    monkeypatch.delenv("SQLITEJOBQ_DB", raising=False)
+    with Queue(db) as queue:
+        queue.enqueue("t")
+    code, out, _ = cli(capsys, "--db", "/nonexistent/x.db", "status", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["by_status"]["queued"] == 1
+    parser = build_parser()
+    args = parser.parse_args(["--db", "a", "--log-level", "INFO", "status", "--db", "b"])
+    assert (args.db, args.log_level, args.json) == ("b", "INFO", False)
+    args = parser.parse_args(["--log-level", "ERROR", "worker", "--app", "m:r"])
+    assert (args.db, args.log_level) == (None, "ERROR")
+    args = parser.parse_args(["worker", "--app", "m:r", "--log-level", "ERROR", "--db", "a"])
+    assert (args.db, args.log_level) == ("a", "ERROR")
+
+
+def test_the_worker_takes_its_global_options_before_the_command(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tinyapp_before.py").write_text(
+        "from sqlitejobq import Registry\n"
+        "registry = Registry()\n"
+        "@registry.task('triple')\n"
+        "def triple(job):\n"
+        "    return job.payload * 3\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SQLITEJOBQ_DB", raising=False)
+    with Queue(db) as queue:
+        ids = queue.enqueue_many("triple", [1, 2])
+    code, _, _ = cli(capsys, "--log-level", "WARNING", "--db", db, "worker",
+                     "--app", "tinyapp_before:registry", "--burst")  # fmt: skip
+    assert code == 0
+    with Queue(db) as queue:
+        assert [queue.get(i).result for i in ids] == [3, 6]
+
+
 def test_every_command_has_help() -> None:
     parser = build_parser()
     subcommands = next(a for a in parser._actions if a.dest == "command")
@@ -291,6 +391,15 @@ def test_every_command_has_help() -> None:
     for command in COMMANDS:
         text = subcommands.choices[command].format_help()  # type: ignore[index]
         assert text.startswith(f"usage: sqlitejobq {command}") and "--db" in text
+        assert "--log-level" in text
+        assert ("--json" in text) is (command != "worker")
+
+
+def test_the_main_help_shows_the_global_options() -> None:
+    text = build_parser().format_help()
+    for option in ("--db PATH_OR_URL", "--log-level", "--json", "--version"):
+        assert option in text
+    assert text.index("--db") < text.index("COMMAND ...")
 
 
 def test_the_console_script_and_module_entry_points(db: str) -> None:

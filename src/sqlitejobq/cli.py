@@ -49,23 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="A job queue on SQLite that never jams: run workers, inspect and fix jobs.",
     )
     parser.add_argument("--version", action="version", version=f"sqlitejobq {__version__}")
+    _add_global_options(parser, on_command=False)
+    _add_json_option(parser, on_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    # each command takes the global options too: `sqlitejobq status --db x` and `sqlitejobq
+    # --db x status` alike; a command's copy has no default, so it keeps the main parser's
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db",
-        metavar="PATH_OR_URL",
-        default=os.environ.get(DB_ENV),
-        help=f"the queue's SQLite file, or a postgresql:// URL (default: ${DB_ENV})",
-    )
-    common.add_argument(
-        "--log-level",
-        default=None,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default: INFO for worker, WARNING otherwise)",
-    )
+    _add_global_options(common, on_command=True)
     as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_json_option(as_json, on_command=True)
 
     worker = commands.add_parser(
         "worker", parents=[common], help="run workers (threads, optionally several processes)",
@@ -294,6 +287,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
+    """``--db`` and ``--log-level``: with their defaults on the main parser, with none
+    (``SUPPRESS``) on a command's, so a value given before or after the command is kept."""
+    parser.add_argument(
+        "--db",
+        metavar="PATH_OR_URL",
+        default=argparse.SUPPRESS if on_command else os.environ.get(DB_ENV),
+        help=f"the queue's SQLite file, or a postgresql:// URL (default: ${DB_ENV})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS if on_command else None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO for worker, WARNING otherwise)",
+    )
+
+
+def _add_json_option(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
+    """``--json``, placed as the global options are (every command but worker prints)."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if on_command else False,
+        help="print JSON instead of a table" + ("" if on_command else " (not for worker)"),
+    )
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -339,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "worker" and args.json:
+        parser.error("--json is not an option of worker: it prints no table")
     level = args.log_level or ("INFO" if args.command == "worker" else "WARNING")
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
