@@ -1,6 +1,7 @@
 """sqlitejobq: a job queue on SQLite that never jams."""
 
 from .__about__ import __version__
+from .aqueue import AsyncQueue
 from .backends.sqlite import TransactionConnection
 from .errors import (
     CorruptDatabase,
@@ -41,6 +42,7 @@ from .registry import Registry, Schedule, Task, TaskOptions
 from .worker import Worker, WorkerSummary
 
 __all__ = [
+    "AsyncQueue",
     "Batch",
     "BatchProgress",
     "CorruptDatabase",
