@@ -10,7 +10,8 @@ stored in the table batch_summaries. Loads from yfinance start at most 2 per sec
 ``tasks``); the sample and CSV sources are not limited.
 
 Exit status 0 when every symbol was analyzed and the batch summarized, 1 otherwise (the
-failures are listed).
+failures are listed) or when the database cannot be opened (one line on stderr, starting
+``error:``), 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .service import (
     app_worker,
     batch_report,
     batch_summary,
+    check_symbols,
     describe,
     open_queue,
     results_of_batch,
@@ -100,6 +102,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.processes < 0:
         parser.error("--workers must be >= 1 and --processes >= 0")
+    try:  # bad usage, exit status 2: options that cannot work, whatever the database
+        args.source_config = SourceConfig(args.source, args.folder, args.delay)
+        args.symbols = check_symbols(args.symbols.split(",") if args.symbols else SAMPLE_SYMBOLS)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -107,20 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
+    # the driver reports each failed connection attempt; the one-line error says it once
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    symbols = args.symbols.split(",") if args.symbols else list(SAMPLE_SYMBOLS)
+    source: SourceConfig = args.source_config
     try:
-        source = SourceConfig(args.source, args.folder, args.delay)
         queue = open_queue(args.db)
-    except (ValueError, SqliteJobQError) as exc:  # a bad option, or no such database
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    except (SqliteJobQError, OSError) as exc:  # no such directory, not a database, no server
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, as the CLI
+        return 1
     with queue:
-        try:
-            batch = start_analysis(queue, symbols, source)
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            return 2
+        batch = start_analysis(queue, args.symbols, source)
         where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
         console.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
                       f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
@@ -289,8 +293,10 @@ def _print_outcome(queue: Queue, batch_id: int, console: Console) -> int:
     failures = [s for s in report["symbols"] if s["status"] != "completed"]
     if failures:
         console.print(f"[red]{len(failures)} of {report['total']} symbols failed:[/red]")
-        for failure in failures:
-            console.print(f"  {failure['symbol']}: {failure['status']}: {failure['error']}")
+        for failure in failures:  # one line each, however long the error
+            why = f": {failure['error']}" if failure["error"] else ""
+            console.print(f"  {failure['symbol']}: {failure['status']}{escape(why)}",
+                          soft_wrap=True)  # fmt: skip
         return 1
     console.print(f"All {report['total']} symbols analyzed; results stored in "
                   f"{queue.target} (table analysis_results).")  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sqlitejobq import JobNotFound, Queue
+from sqlitejobq import JobNotFound, Queue, SqliteJobQError
 
 from .prices import SOURCE_NAMES, validate_symbol
 from .service import (
@@ -200,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = SourceConfig(args.source, args.folder, args.delay)
     except ValueError as exc:
         parser.error(str(exc))
+    logging.getLogger("psycopg").setLevel(logging.ERROR)  # the error below says it once
+    try:  # a database that cannot open is one line before the server starts, not a traceback
+        open_queue(args.db).close()
+    except (SqliteJobQError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     app = create_app(args.db, source=source, workers=args.workers)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

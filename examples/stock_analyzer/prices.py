@@ -59,6 +59,8 @@ SAMPLE_SYMBOLS: tuple[str, ...] = (
     "ASIANPAINT.NS",
 )
 SOURCE_NAMES: tuple[str, ...] = ("sample", "yfinance", "csv")
+#: An unknown symbol's error names at most this many of the symbols a folder has.
+LISTED_SYMBOLS = 20
 
 # fullmatch, not "$": "$" would also accept a trailing newline.
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.&_-]{0,19}")
@@ -346,9 +348,7 @@ class CsvFolderSource:
         symbol = validate_symbol(symbol)
         path = self.path(symbol)
         if not path.is_file():
-            raise UnknownSymbol(
-                symbol, f"{self.name} folder {str(self.folder)!r}", f"no {path.name}"
-            )
+            raise self._unknown(symbol, path)
         try:
             raw = pd.read_csv(path)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -360,6 +360,20 @@ class CsvFolderSource:
         if prices.empty:
             raise UnknownSymbol(symbol, f"{self.name} folder {str(self.folder)!r}", "no rows")
         return prices
+
+    def _unknown(self, symbol: str, path: Path) -> UnknownSymbol:
+        """The error for a symbol without a file, naming the symbols the folder has."""
+        held = self.symbols()
+        listing = ", ".join(held[:LISTED_SYMBOLS])
+        if len(held) > LISTED_SYMBOLS:
+            listing += f" and {len(held) - LISTED_SYMBOLS} more"
+        if self.name == "sample":
+            return UnknownSymbol(symbol, "the bundled sample", f"it holds only {listing}; "
+                                 f"--source yfinance or csv for other symbols")  # fmt: skip
+        has = f"it has {listing}" if held else "it has no <SYMBOL>.csv file"
+        return UnknownSymbol(
+            symbol, f"{self.name} folder {str(self.folder)!r}", f"no {path.name}; {has}"
+        )
 
     def __repr__(self) -> str:
         return f"CsvFolderSource({str(self.folder)!r}, name={self.name!r})"

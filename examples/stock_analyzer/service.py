@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlitejobq import JobStatus, Queue
+from sqlitejobq import Job, JobStatus, Queue
 from sqlitejobq.backends import is_postgres_target
 
 from .batches import MAX_SYMBOLS, SourceConfig, check_symbols, start_analysis
@@ -30,6 +30,7 @@ __all__ = [
     "results_of_batch",
     "start_analysis",
     "summary_job_id",
+    "symbol_report",
 ]
 
 DEFAULT_DB = "stock_analysis.db"
@@ -71,27 +72,34 @@ def open_queue(db: str | os.PathLike[str] = DEFAULT_DB) -> AppQueue:
 
 
 def batch_report(queue: Queue, batch_id: int) -> dict[str, Any]:
-    """The batch's status, counts and percent, where each symbol is, and the job that
-    summarizes the batch once it has finished."""
+    """The batch's status (queued, processing, completed or completed_with_errors), counts
+    and percent, where each symbol is, and the job that summarizes the finished batch."""
     progress = queue.batch_progress(batch_id)
     if not progress.done:
-        status = "queued" if progress.queued == progress.total else "running"
+        status = "queued" if progress.queued == progress.total else "processing"
     elif progress.completed == progress.total:
         status = "completed"
     else:
         status = "completed_with_errors"
-    symbols = [
-        {
-            "symbol": job.payload["symbol"], "job_id": job.id, "status": job.status.value,
-            "progress": job.progress, "message": job.progress_message,
-            "attempts": job.attempts, "error": job.error if job.status is JobStatus.FAILED
-            else None,
-        }
-        for job in queue.batch_jobs(batch_id)
-    ]  # fmt: skip
+    symbols = [symbol_report(job) for job in queue.batch_jobs(batch_id)]
     summary_job = summary_job_id(queue, batch_id)
     return {**progress.as_dict(), "status": status, "summary_job_id": summary_job,
             "symbols": symbols}  # fmt: skip
+
+
+def symbol_report(job: Job) -> dict[str, Any]:
+    """Where one symbol's job is: progress and message of the run at work (none while it
+    waits, no message once it has finished), and the error that failed it or its last try."""
+    # A failed or cancelled job's last message ("loading X") is no longer true, and a job
+    # waiting for a retry keeps the progress of the attempt that failed: neither is shown.
+    at_work = job.status is JobStatus.PROCESSING
+    waiting = job.status is JobStatus.QUEUED
+    return {
+        "symbol": job.payload["symbol"], "job_id": job.id, "status": job.status.value,
+        "progress": 0.0 if waiting else job.progress,
+        "message": job.progress_message if at_work else None, "attempts": job.attempts,
+        "error": job.error if job.status in (JobStatus.FAILED, JobStatus.QUEUED) else None,
+    }  # fmt: skip
 
 
 def latest_analysis(queue: Queue, symbol: str) -> dict[str, Any] | None:

@@ -87,14 +87,14 @@ def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(
         if 0 < progress["finished"] < 40:
             partial.append((progress["finished"], progress["percent"], progress["status"]))
         assert progress["summary_job_id"] == summary_job_id
-        if progress["status"] != "running" and progress["status"] != "queued":
+        if progress["status"] not in ("queued", "processing"):
             break
         assert time.monotonic() < deadline, "the batch did not finish"
         time.sleep(0.02)
     assert progress["status"] == "completed" and progress["completed"] == 40
     assert progress["percent"] == 100.0
     assert partial, "progress was never seen part-way"
-    assert all(status == "running" for _, _, status in partial)
+    assert all(status == "processing" for _, _, status in partial)
     assert all(states[-1] == "completed" for states in seen.values())
     # states only move forward: queued -> processing -> completed
     order = {"queued": 0, "processing": 1, "completed": 2}

@@ -254,12 +254,12 @@ def test_the_api_runs_a_batch_and_serves_the_stored_analyses(pg_api: tuple[str, 
                 states.append(entry["status"])
         if 0 < progress["finished"] < len(SYMBOLS):
             partial.append(progress["status"])
-        if progress["status"] not in ("queued", "running"):
+        if progress["status"] not in ("queued", "processing"):
             break
         assert time.monotonic() < deadline, "the batch did not finish"
         time.sleep(0.02)
     assert progress["status"] == "completed" and progress["percent"] == 100.0
-    assert partial and set(partial) == {"running"}, "progress was never seen part-way"
+    assert partial and set(partial) == {"processing"}, "progress was never seen part-way"
     order = {"queued": 0, "processing": 1, "completed": 2}
     for states in seen.values():
         assert states[-1] == "completed"

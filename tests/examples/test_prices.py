@@ -314,6 +314,26 @@ def test_csv_folder_missing_file_is_an_unknown_symbol(tmp_path: Path) -> None:
         CsvFolderSource(tmp_path).load("XYZ.NS")
 
 
+def test_an_unknown_symbol_names_the_symbols_the_folder_has(tmp_path: Path) -> None:
+    with pytest.raises(UnknownSymbol, match=r"\(no XYZ\.NS\.csv; it has no <SYMBOL>\.csv file\)"):
+        CsvFolderSource(tmp_path).load("XYZ.NS")
+    for n in range(25):
+        write_csv(tmp_path, f"S{n:02d}.NS", CSV_TEXT)
+    with pytest.raises(UnknownSymbol) as raised:
+        CsvFolderSource(tmp_path).load("XYZ.NS")
+    listed = ", ".join(f"S{n:02d}.NS" for n in range(20))
+    assert str(raised.value).endswith(f"(no XYZ.NS.csv; it has {listed} and 5 more)")
+
+
+def test_an_unknown_symbol_of_the_sample_lists_the_sample(tmp_path: Path) -> None:
+    with pytest.raises(UnknownSymbol) as raised:
+        sample_source().load("FOO.NS")
+    assert str(raised.value) == (
+        f"no price data for 'FOO.NS' from the bundled sample (it holds only "
+        f"{', '.join(sorted(SAMPLE_SYMBOLS))}; --source yfinance or csv for other symbols)"
+    )
+
+
 def test_csv_folder_missing_columns_name_the_file(tmp_path: Path) -> None:
     write_csv(tmp_path, "TCS.NS", "Date,Close\n2024-01-01,100\n")
     with pytest.raises(PriceDataError, match=r"TCS\.NS\.csv.*missing columns: Open, High, Low"):

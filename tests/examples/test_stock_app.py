@@ -27,7 +27,7 @@ from examples.stock_analyzer.service import (
     results_of_batch,
     start_analysis,
 )
-from sqlitejobq import JobStatus, PermanentFailure, Queue
+from sqlitejobq import Job, JobStatus, PermanentFailure, Queue
 from sqlitejobq.migrations import applied_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +99,59 @@ def test_an_unknown_symbol_fails_its_job_only_and_is_not_retried(tmp_path: Path)
     queue.close()
 
 
+def test_the_report_says_processing_and_shows_a_message_only_while_a_job_runs(
+    tmp_path: Path,
+) -> None:
+    queue = open_queue(tmp_path / "app.db")
+    symbols = ["TCS.NS", "INFY.NS", "SBIN.NS", "LT.NS"]
+    batch = start_analysis(queue, symbols, SourceConfig())
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "queued"
+    waiting = [(s["status"], s["progress"], s["message"], s["error"]) for s in report["symbols"]]
+    assert waiting == [("queued", 0.0, None, None)] * 4
+
+    def at_work(symbol: str) -> Job:
+        [job] = queue.claim("w")
+        assert job.payload["symbol"] == symbol
+        job.set_progress(0.1, f"loading {symbol} from sample")
+        return job
+
+    running = at_work("TCS.NS")
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "processing"
+    tcs = report["symbols"][0]
+    assert (tcs["status"], tcs["progress"], tcs["message"], tcs["error"]) == (
+        "processing", 0.1, "loading TCS.NS from sample", None)  # fmt: skip
+    queue.complete(running, tasks.analyze_stock(running))
+
+    queue.fail(at_work("INFY.NS"), ConnectionError("timed out"), retry_in=3600)  # a retry waits
+    queue.fail(at_work("SBIN.NS"), "no price data for 'SBIN.NS'", retry=False)
+    cancelled = at_work("LT.NS")
+    queue.cancel(cancelled.id)
+    queue.complete(cancelled, None)  # a run that ends after its cancel: cancelled
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "processing"  # a retry is still to run
+    entries = {s["symbol"]: s for s in report["symbols"]}
+    assert {s: e["status"] for s, e in entries.items()} == {
+        "TCS.NS": "completed",
+        "INFY.NS": "queued",
+        "SBIN.NS": "failed",
+        "LT.NS": "cancelled",
+    }
+    assert all(entry["message"] is None for entry in entries.values())
+    assert entries["TCS.NS"]["progress"] == 1.0 and entries["TCS.NS"]["error"] is None
+    assert entries["INFY.NS"]["progress"] == 0.0 and entries["INFY.NS"]["attempts"] == 1
+    assert entries["INFY.NS"]["error"] == "ConnectionError: timed out"
+    assert entries["SBIN.NS"]["progress"] == 0.1
+    assert entries["SBIN.NS"]["error"] == "no price data for 'SBIN.NS'"
+    assert entries["LT.NS"]["progress"] == 0.1 and entries["LT.NS"]["error"] is None
+    queue.cancel(entries["INFY.NS"]["job_id"])
+    report = batch_report(queue, batch.id)
+    assert report["status"] == "completed_with_errors"
+    assert (report["completed"], report["failed"], report["cancelled"]) == (1, 1, 2)
+    queue.close()
+
+
 def test_symbols_are_checked_before_anything_is_enqueued(tmp_path: Path) -> None:
     assert check_symbols(["tcs.ns", "TCS.NS", " infy.ns "]) == ["TCS.NS", "INFY.NS"]
     for bad, message in [([], "must not be empty"), (["A B"], "A B"), ("TCS.NS", "list"),
@@ -156,6 +209,47 @@ def test_the_script_lists_failures_and_exits_1(
     assert code == 1
     assert "1 of 2 symbols failed" in out and "MISSING.NS: failed" in out
     assert "    1. TCS.NS " in out and "  not ranked, failed: MISSING.NS" in out
+    # the sample has no such symbol: the error says which it has
+    [line] = [line for line in out.splitlines() if line.startswith("  MISSING.NS: failed")]
+    assert "no price data for 'MISSING.NS' from the bundled sample (it holds only " in line
+    assert ", ".join(sorted(SAMPLE_SYMBOLS)) in line
+
+
+def test_the_script_says_a_database_it_cannot_open_in_one_line_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    for command in (["examples.stock_analyzer"], ["examples.stock_analyzer.api", "--port", "1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", *command, "--db", str(tmp_path / "no" / "such" / "x.db")],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == (
+            f"error: directory {tmp_path / 'no' / 'such'} of database "
+            f"{tmp_path / 'no' / 'such' / 'x.db'} does not exist; create it first\n"
+        )
+        assert done.stdout == "" and not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "csv"], "the csv source needs a folder"),
+        (["--symbols", "TCS.NS,../etc"], "invalid symbol '../etc'"),
+        (["--delay", "99"], "delay must be between 0 and 60 seconds"),
+        (["--workers", "0"], "--workers must be >= 1"),
+    ],
+)
+def test_the_script_refuses_bad_options_with_status_2_before_opening_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    db = tmp_path / "untouched.db"
+    with pytest.raises(SystemExit) as exited:
+        script_main(["--db", str(db), *args])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m examples.stock_analyzer") and message in err
+    assert not db.exists()
 
 
 def test_the_script_with_worker_processes_on_a_csv_folder(tmp_path: Path) -> None:
