@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import threading
 import time
@@ -158,6 +159,40 @@ class Job:
             claim.cancelled = cycle.cancel_requested(self.id)
             claim.cancel_checked_at = time.monotonic()
         return claim.cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncJob(Job):
+    """The job as an ``async def`` handler gets it: ``await job.set_progress(...)`` and
+    ``await job.heartbeat()`` write on a thread, never on the event loop. Cancellation
+    reaches the handler as ``asyncio.CancelledError``; ``cancelled`` says whether it was
+    asked for (as far as the last heartbeat knew)."""
+
+    async def set_progress(self, progress: float, message: str | None = None) -> bool:  # type: ignore[override]
+        """Report progress (0.0..1.0, optional message); also extends the lease."""
+        cycle, _ = self._owned()
+        return await asyncio.to_thread(cycle.set_progress, self, progress, message)
+
+    async def heartbeat(self) -> bool:  # type: ignore[override]
+        """Extend the lease. Returns False if this claim no longer owns the job."""
+        cycle, _ = self._owned()
+        return await asyncio.to_thread(cycle.heartbeat, self)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of this running job was seen (read from the claim: no query
+        on the event loop)."""
+        _, claim = self._owned()
+        return claim.cancelled
+
+
+def as_async(job: Job) -> AsyncJob:
+    """The same claimed job, as an async handler gets it."""
+    values = [getattr(job, name) for name in Job.__dataclass_fields__]
+    handle = _new(AsyncJob)
+    for setter, value in zip(_JOB_SETTERS, values, strict=True):
+        setter(handle, value)
+    return handle
 
 
 _JOB_FIELDS = tuple(f for f in Job.__dataclass_fields__ if not f.startswith("_"))

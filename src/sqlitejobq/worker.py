@@ -13,7 +13,9 @@ the fallback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import secrets
@@ -43,7 +45,7 @@ from .errors import (
     ReadOnlyDatabase,
     SqliteJobQError,
 )
-from .job import Job
+from .job import AsyncJob, Job, as_async
 from .queue import Queue
 from .scheduler import Scheduler
 
@@ -170,6 +172,8 @@ class Worker:
         self._jobs_ready = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._buffer: deque[Job] = deque()
+        # claimed jobs of async def handlers, waiting for a slot of ``concurrency``
+        self._async_queue: deque[Job] = deque()
         self._running: dict[_Run, Job] = {}
         self._outcomes: list[_Outcome] = []
         self._stopping = threading.Event()
@@ -187,6 +191,11 @@ class Worker:
         self._run_time = 0.0
         self._round_trip = 0.0
         self._active = False
+        # async def handlers run on one event loop per worker, in a thread of its own
+        self._loop_thread: threading.Thread | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[_Run, asyncio.Task[None]] = {}  # async runs, touched on the loop
+        self._async_tasks: dict[str, bool] = {}  # task name: its handler is async
 
     def __repr__(self) -> str:
         return (f"Worker({self.id!r}, concurrency={self.concurrency}, "
@@ -240,7 +249,10 @@ class Worker:
                     self._loop(burst)
                 finally:
                     waker.listen(self._wake, active=False)
-                    self._shut_down()
+                    try:
+                        self._shut_down()
+                    finally:
+                        self._stop_loop()
         finally:
             self._active = False
         return WorkerSummary(seconds=time.monotonic() - started, **self._counts)
@@ -356,7 +368,8 @@ class Worker:
                         continue
                     next_due = None if due_in is None else time.monotonic() + due_in
                 with self._lock:
-                    idle = not self._running and not self._buffer and not self._outcomes
+                    idle = not (self._running or self._buffer or self._async_queue
+                                or self._outcomes)  # fmt: skip
                 if burst and idle and not self._stopping.is_set():
                     wait = self._burst_wait()
                     if wait is None:
@@ -491,11 +504,128 @@ class Worker:
                 _UNKNOWN_TASK_RECHECK, self.unknown_task_window / 4
             )
             deferred.append((job, cycle.defer_step(job, self.id, self.unknown_task_window)))
+        on_loop = [job for job in known if self._is_async(job.task)]
+        if on_loop:
+            known = [job for job in known if not self._is_async(job.task)]
         with self._jobs_ready:
             self._outcomes.extend(deferred)
             self._buffer.extend(known)
             self._jobs_ready.notify(len(known))
+        if on_loop:
+            with self._lock:
+                self._async_queue.extend(on_loop)
+            self._pump_async()
         return bool(deferred)
+
+    # --- async def handlers: on the worker's event loop ------------------------------------
+
+    def _is_async(self, task: str) -> bool:
+        known = self._async_tasks.get(task)
+        if known is None:
+            handler = self.cycle.registry.get(task).handler
+            known = self._async_tasks[task] = inspect.iscoroutinefunction(handler)
+        return known
+
+    def _loop_for_async(self) -> asyncio.AbstractEventLoop:
+        """The worker's event loop, started in a thread of its own on first use."""
+        if self._event_loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="sqlitejobq-loop",
+                                      daemon=True)  # fmt: skip
+            thread.start()
+            self._event_loop, self._loop_thread = loop, thread
+        return self._event_loop
+
+    def _pump_async(self) -> None:
+        """Start waiting jobs of ``async def`` handlers on the loop while slots of
+        ``concurrency`` are free: each takes a slot as a thread's job does, but no thread."""
+        started: list[tuple[_Run, AsyncJob]] = []
+        with self._lock:
+            while self._async_queue and len(self._running) < self.concurrency:
+                handle = as_async(self._async_queue.popleft())
+                run = (handle.id, handle.attempts)
+                if handle._claim is not None:
+                    handle._claim.started = time.monotonic()
+                self._running[run] = handle
+                started.append((run, handle))
+        if not started:
+            return
+        loop = self._loop_for_async()
+
+        def spawn() -> None:
+            for run, handle in started:
+                self._tasks[run] = loop.create_task(self._run_async(handle, run))
+
+        loop.call_soon_threadsafe(spawn)
+
+    async def _run_async(self, job: AsyncJob, run: _Run) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await self._execute_async(job)
+        finally:
+            self._tasks.pop(run, None)
+        with self._lock:
+            self._run_time = _average(self._run_time, time.perf_counter() - started)
+            if self._running.pop(run, None) is None:
+                log.warning("job %d %s: handler returned after its run was ended; its "
+                            "outcome is discarded", job.id, job.task)  # fmt: skip
+                return
+            self._outcomes.append(outcome)
+        self._wake.set()
+        self._pump_async()
+
+    async def _execute_async(self, job: AsyncJob) -> _Outcome:
+        cycle = self.cycle
+        task = cycle.registry.get(job.task)
+        claim = job._claim
+        try:
+            result = await task.handler(job)
+        except asyncio.CancelledError as exc:
+            if claim is not None and claim.timed_out():
+                timeout = JobTimeout(f"timed out after {claim.timeout:g}s (cancelled)")
+                return job, cycle.fail_step(job, timeout, None, True, None)
+            reason = "cancelled" if claim is not None and claim.cancelled else "interrupted"
+            return job, cycle.fail_step(job, f"CancelledError: {reason}",
+                                        "".join(traceback.format_exception(exc)), False,
+                                        None)  # fmt: skip
+        except Exception as exc:  # a handler's failure is the job's, never the worker's
+            trace = "".join(traceback.format_exception(exc))
+            again = not isinstance(exc, PermanentFailure)
+            return job, cycle.fail_step(job, exc, trace, again, None)
+        try:
+            return job, cycle.complete_step(job, result)
+        except PayloadError as exc:
+            return job, cycle.fail_step(job, exc, None, False, None)
+
+    def _cancel_async(self, runs: list[_Run]) -> None:
+        """Deliver CancelledError to these async runs (from any thread)."""
+        loop = self._event_loop
+        if loop is None or not runs:
+            return
+
+        def cancel() -> None:
+            for run in runs:
+                task = self._tasks.get(run)
+                if task is not None:
+                    task.cancel()
+
+        loop.call_soon_threadsafe(cancel)
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._event_loop, self._loop_thread
+        if loop is None or thread is None:
+            return
+
+        def stop() -> None:  # on the loop: the tasks are the loop's to touch
+            for task in list(self._tasks.values()):
+                task.cancel()
+            loop.stop()
+
+        loop.call_soon_threadsafe(stop)
+        thread.join(5.0)
+        if not thread.is_alive():
+            loop.close()
+        self._event_loop = self._loop_thread = None
 
     def _unknown(self) -> tuple[str, ...]:
         """The tasks this worker does not know and leaves to others for now."""
@@ -573,7 +703,8 @@ class Worker:
                 per_round = self._round_trip / self._run_time
                 ahead = min(_MAX_AHEAD, int(self.concurrency * per_round))
         with self._lock:
-            return self.concurrency + ahead - len(self._running) - len(self._buffer)
+            return (self.concurrency + ahead - len(self._running) - len(self._buffer)
+                    - len(self._async_queue))  # fmt: skip
 
     def _burst_wait(self) -> float | None:
         """Burst mode: None when it ends (nothing due in our queues, no lease left to rescue,
@@ -606,7 +737,8 @@ class Worker:
                 job for job in self._running.values()
                 if job._claim is not None and not job._claim.timed_out(now)
             ]  # fmt: skip
-            return [*running, *self._buffer, *(job for job, _ in self._outcomes)]
+            return [*running, *self._buffer, *self._async_queue,
+                    *(job for job, _ in self._outcomes)]  # fmt: skip
 
     def _heartbeat(self, now: float) -> None:
         held = self._held(now)
@@ -616,6 +748,11 @@ class Worker:
             if not owned:
                 log.warning("job %d %s: worker %s lost its lease (another worker may run it)",
                             job.id, job.task, self.id)  # fmt: skip
+        if self._tasks:  # a cancel asked for since: CancelledError in the handler
+            self._cancel_async([
+                (job.id, job.attempts) for job in held
+                if isinstance(job, AsyncJob) and job._claim is not None and job._claim.cancelled
+            ])  # fmt: skip
 
     def _end_overdue_runs(self, now: float) -> float | None:
         """Fail the attempts of handlers still running ``timeout_grace`` past their timeout,
@@ -627,6 +764,13 @@ class Worker:
             for run, job in list(self._running.items()):
                 claim = job._claim
                 if claim is None or claim.timeout is None or claim.started is None:
+                    continue
+                if isinstance(job, AsyncJob):  # a coroutine can be stopped: at its timeout
+                    ends = claim.started + claim.timeout
+                    if now >= ends:
+                        self._cancel_async([run])
+                    elif soonest is None or ends < soonest:
+                        soonest = ends
                     continue
                 ends = claim.started + claim.timeout + self.timeout_grace
                 if now >= ends:
@@ -659,8 +803,9 @@ class Worker:
         """While stopping: hand back unstarted jobs, wait for running ones and write their
         outcomes. True when done."""
         with self._lock:
-            unstarted = list(self._buffer)
+            unstarted = [*self._buffer, *self._async_queue]
             self._buffer.clear()
+            self._async_queue.clear()
             running = list(self._running.values())
         if unstarted:
             try:
@@ -684,6 +829,7 @@ class Worker:
         with self._lock:
             for job in jobs:
                 self._running.pop((job.id, job.attempts), None)
+        self._cancel_async([(job.id, job.attempts) for job in jobs if isinstance(job, AsyncJob)])
         if jobs:
             self.cycle.abandon(jobs, reason)
             log.warning("worker %s: %d running jobs did not finish in time: %s", self.id,
@@ -695,8 +841,9 @@ class Worker:
             self._jobs_ready.notify_all()
         try:
             with self._lock:
-                unstarted = list(self._buffer)
+                unstarted = [*self._buffer, *self._async_queue]
                 self._buffer.clear()
+                self._async_queue.clear()
                 running = list(self._running.values())
             if unstarted:
                 self.cycle.release(unstarted)
