@@ -163,3 +163,38 @@ def test_the_loop_keeps_ticking_while_another_process_holds_the_write_lock(
     holder.wait(30)
     assert waited >= 1.0  # the enqueue did wait for the lock
     assert len(gaps) >= 100 and max(gaps) < 0.25  # and the loop ran all along
+
+
+@only_on("postgres", "an async connection of the caller is psycopg's")
+def test_enqueue_inside_the_callers_async_transaction(target: str) -> None:
+    import psycopg
+
+    from sqlitejobq.backends.postgres.connection import split_schema
+
+    url, schema = split_schema(target)
+
+    async def main() -> tuple[int, int]:
+        async with AsyncQueue(target) as queue:
+            conn = await psycopg.AsyncConnection.connect(url)
+            try:
+                async with conn.transaction():
+                    kept = await queue.enqueue("t", {"n": 1}, connection=conn)
+                    assert (await queue.stats()).by_status["queued"] == 0  # not committed yet
+                try:
+                    async with conn.transaction():
+                        await queue.enqueue("t", {"n": 2}, connection=conn)
+                        raise RuntimeError("the caller's work failed")
+                except RuntimeError:
+                    pass
+                with pytest.raises(TypeError, match="unique_key and depends_on"):
+                    async with conn.transaction():
+                        await queue.enqueue("t", {}, connection=conn, unique_key="k")
+            finally:
+                await conn.close()
+            return kept, (await queue.stats()).by_status["queued"]
+
+    kept, queued = run(main())
+    assert queued == 1  # the job of the committed transaction only
+    with Queue(target) as queue:
+        assert queue.get(kept).payload == {"n": 1}
+    assert schema

@@ -110,8 +110,16 @@ class AsyncQueue:
     async def enqueue(self, task: str, payload: Any = None, **options: Any) -> int:
         """Add one job (options as ``Queue.enqueue``); its id. Concurrent calls share
         transactions. ``connection=`` (the caller's own transaction) runs on a thread."""
+        connection = options.get("connection")
+        if connection is not None and hasattr(connection, "__aenter__"):
+            return await self._enqueue_in_async_transaction(task, payload, options)
         if "connection" in options:
             return await self._run(self.queue.enqueue, task, payload, **options)
+        return await self._submit(self._make(task, payload, options))
+
+    def _make(self, task: str, payload: Any, options: dict[str, Any]) -> NewJob:
+        """The job to insert, its options checked as ``Queue.enqueue`` checks them."""
+        options = dict(options)
         job = self.queue._job_maker(
             task, options.pop("queue", None), options.pop("priority", None),
             options.pop("delay", 0.0), options.pop("max_attempts", None),
@@ -120,7 +128,23 @@ class AsyncQueue:
         )(payload)  # fmt: skip
         if options:
             raise TypeError(f"enqueue() got unexpected options: {', '.join(sorted(options))}")
-        return await self._submit(job)
+        return job
+
+    async def _enqueue_in_async_transaction(
+        self, task: str, payload: Any, options: dict[str, Any]
+    ) -> int:
+        """One job written on the caller's async connection, in its open transaction (the
+        PostgreSQL engine: a psycopg AsyncConnection)."""
+        connection = options.pop("connection")
+        insert = getattr(self.queue.backend, "insert_in_async_transaction", None)
+        if insert is None:
+            raise TypeError(
+                "this engine takes no async connection: pass a sqlite3 connection (the "
+                "enqueue runs on a thread) or no connection"
+            )
+        job = self._make(task, payload, options)
+        job_id: int = await insert(connection, job)
+        return job_id
 
     async def enqueue_many(self, task: str, payloads: Iterable[Any], **options: Any) -> list[int]:
         """Add one job per payload in one transaction (options as ``Queue.enqueue_many``)."""

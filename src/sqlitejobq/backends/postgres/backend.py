@@ -265,6 +265,48 @@ class PostgresBackend:
         inserted: tuple[int | None, list[int]] = self._in_caller_transaction(connection, body)
         return inserted
 
+    async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
+        """Insert one job in the caller's open transaction on a psycopg AsyncConnection to
+        the queue's database: it exists once the caller commits (its NOTIFY fires then)."""
+        if not isinstance(conn, psycopg.AsyncConnection):
+            raise InvalidArgumentType(
+                f"connection must be a psycopg connection to the queue's database, got "
+                f"{type(conn).__name__}"
+            )
+        if job.unique_key is not None or job.depends_on:
+            raise InvalidArgumentType(
+                "unique_key and depends_on are not taken inside an async transaction: enqueue "
+                "that job with AsyncQueue.enqueue (its own transaction) or on a sync connection"
+            )
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+            raise SqliteJobQError(
+                "connection has no open transaction: the job would be committed on its own; "
+                "open one with `async with conn.transaction():` first"
+            )
+        if self._dbname is None:
+            self._dbname = self.connections.read(lambda own: own.info.dbname, "enqueue")
+        if conn.info.dbname != self._dbname:
+            raise SqliteJobQError(
+                f"connection is open on database {conn.info.dbname!r}, not on the queue's "
+                f"database {self._dbname!r}; a job can only join a transaction on the same one"
+            )
+        try:
+            previous = (await (await conn.execute("SELECT current_setting('search_path')"))
+                        .fetchone())[0]  # type: ignore[index]  # fmt: skip
+            await conn.execute(sql.SET_SEARCH_PATH,
+                               {"schema": self.settings.schema, "is_local": True})  # fmt: skip
+            cursor = await conn.execute(sql.ENQUEUE_ONE, {
+                "task": job.task, "queue": job.queue, "payload": job.payload,
+                "priority": job.priority, "delay": job.delay, "max_attempts": job.max_attempts,
+                "limit_key": job.limit_key, "now": self._now(),
+                "channel": self.waker.channel, "wake": job.queue,
+            })  # fmt: skip
+            row = await cursor.fetchone()
+            await conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+        except psycopg.Error as exc:
+            raise server_error(exc, self.target, "enqueue inside the caller's transaction") from exc
+        return int(row[0])  # type: ignore[index]
+
     def _in_caller_transaction(
         self, conn: Any, body: Callable[[psycopg.Connection[Any]], Any]
     ) -> Any:
