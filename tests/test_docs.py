@@ -6,6 +6,11 @@ So a ``python`` block is complete: it imports what it uses and creates the files
 Blocks fenced otherwise are shown, never run: ``py`` for Python that is not a whole
 program (a fragment, a variation on the block before it, code that needs a service),
 ``text`` for output, ``sh`` for shell commands.
+
+The ``sh`` blocks are checked too. Every ``sqlitejobq`` command line of README.md and
+docs/*.md parses. README.md and docs/quickstart.md work as printed from a fresh clone: their
+commands name the programs of ``.venv`` by path, and their ``sh`` blocks run, as far as
+offline allows (see :func:`test_the_shell_blocks_of_the_newcomer_pages_run`).
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from sqlitejobq.cli import _COMMANDS
+from sqlitejobq import __version__
+from sqlitejobq.cli import _COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -210,3 +218,241 @@ def test_every_test_the_guarantees_page_names_exists() -> None:
                                                  re.M):  # fmt: skip
             missing.append(f"{path}::{name}")
     assert missing == []
+
+
+# --- the shell blocks ---------------------------------------------------------------------
+
+#: The pages a newcomer follows from a fresh clone: their sh blocks run, and every program
+#: of the environment is named by its path in ``.venv``.
+NEWCOMER_PAGES = ("README.md", "docs/quickstart.md")
+VENV_BIN = ".venv/bin/"
+#: The programs a fresh clone has only in ``.venv`` (``python3 -m venv`` makes it).
+VENV_PROGRAMS = frozenset({"python", "pip", "pip3", "sqlitejobq", "mkdocs", "pytest"})
+#: ``python -m`` modules run as printed; any other is run with ``--help`` (a server, the
+#: test suite itself, a build), except ``venv``, which made the environment the tests run in.
+RUN_AS_PRINTED = frozenset({"examples.stock_analyzer"})
+COMMAND_TIMEOUT = 120
+_SEPARATORS = frozenset({"&&", "||", ";"})
+_WHEEL = re.compile(
+    r"^(?:.*/)?sqlitejobq-(?P<version>[^-]+)-py3-none-any\.whl(?:\[(?P<extras>.*)\])?$"
+)
+_LOCAL = re.compile(r"^\.(?:\[(?P<extras>.*)\])?$")
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """The commands of a sh block, as words: lines joined at a trailing backslash, split at
+    ``&&``, ``||`` and ``;``, comments dropped, ``VAR=value`` prefixes and ``do`` kept off."""
+    commands: list[list[str]] = []
+    for line in code.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        command: list[str] = []
+        for word in [*lexer, ";"]:
+            if word in _SEPARATORS:
+                if command:
+                    commands.append(command)
+                command = []
+            elif not command and (word in ("do", "then") or re.match(r"^[A-Z_]+=", word)):
+                continue
+            else:
+                command.append(word)
+    return commands
+
+
+def _shell_blocks(document: str) -> list[tuple[int, list[list[str]]]]:
+    text = (ROOT / document).read_text(encoding="utf-8")
+    return [(line, shell_commands(code)) for info, code, line in fenced_blocks(text)
+            if info == "sh"]  # fmt: skip
+
+
+def _cli_arguments(command: list[str]) -> list[str] | None:
+    """The arguments of a ``sqlitejobq`` command line (``python -m sqlitejobq`` too), else None."""
+    program = command[0].rsplit("/", 1)[-1]
+    if program == "sqlitejobq":
+        return command[1:]
+    if program.startswith("python") and command[1:3] == ["-m", "sqlitejobq"]:
+        return command[3:]
+    return None
+
+
+def _cli_lines() -> list[object]:
+    params: list[object] = []
+    for path in _documents():
+        name = path.relative_to(ROOT).as_posix()
+        for line, commands in _shell_blocks(name):
+            for command in commands:
+                arguments = _cli_arguments(command)
+                if arguments is not None:
+                    params.append(
+                        pytest.param(arguments, id=f"{name}:{line}: {shlex.join(command)}")
+                    )
+    return params
+
+
+def test_shell_commands_are_split_as_a_shell_would() -> None:
+    code = (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'  # set up\n"
+        "X=1 .venv/bin/sqlitejobq enqueue --db j.db t '{\"a\": 1}' \\\n    --delay 5m\n"
+        "for i in 1 2; do\n  python -m pytest -k 'a or b'\ndone\n"
+    )
+    assert shell_commands(code) == [
+        ["python3", "-m", "venv", ".venv"],
+        [".venv/bin/pip", "install", "-e", ".[dev]"],
+        [".venv/bin/sqlitejobq", "enqueue", "--db", "j.db", "t", '{"a": 1}', "--delay", "5m"],
+        ["for", "i", "in", "1", "2"],
+        ["python", "-m", "pytest", "-k", "a or b"],
+        ["done"],
+    ]
+
+
+def test_the_docs_have_cli_lines_to_check() -> None:
+    assert len(_cli_lines()) > 20
+
+
+@pytest.mark.parametrize("arguments", _cli_lines())
+def test_every_sqlitejobq_command_line_of_the_docs_parses(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        build_parser().parse_args(arguments)
+    except SystemExit as exc:
+        if exc.code != 0 or not {"--help", "-h", "--version"} & set(arguments):
+            pytest.fail(f"sqlitejobq {shlex.join(arguments)}: exit status {exc.code}\n"
+                        f"{capsys.readouterr().err}", pytrace=False)  # fmt: skip
+
+
+def _extras() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return set(project["optional-dependencies"])
+
+
+def _check_pip_install(command: list[str]) -> None:
+    """A pip install of sqlitejobq as it can be today: from the clone (``-e .``,
+    ``'.[extras]'``) or from a wheel built here; never by the name, as if published."""
+    assert command[1] == "install", f"pip {command[1]}: only pip install is expected"
+    targets = [word for word in command[2:] if word != "-e"]
+    assert targets, "pip install of nothing"
+    for target in targets:
+        if target == "build":  # the build front end, from the package index
+            continue
+        local, wheel = _LOCAL.match(target), _WHEEL.match(target)
+        assert local or wheel, (
+            f"pip install {target}: sqlitejobq is not published; install it from the clone "
+            f"(-e . or '.[extra]') or from a wheel built with python -m build"
+        )
+        if wheel:
+            assert wheel["version"] == __version__, f"{target}: the version is {__version__}"
+        extras = (local or wheel)["extras"]  # type: ignore[index]
+        named = set(extras.split(",")) if extras else set()
+        assert named <= _extras(), f"{target}: no extra {sorted(named - _extras())}"
+
+
+def _program(word: str) -> str:
+    """``python`` of ``.venv/bin/python`` or ``/path/to/app/.venv/bin/python``; checks it is
+    named by its path in a venv when a fresh clone has it only there."""
+    program = word.rsplit("/", 1)[-1]
+    if program in VENV_PROGRAMS:
+        assert word == VENV_BIN + program or word.endswith("/" + VENV_BIN + program), (
+            f"{word!r}: a fresh clone has no {program} on PATH; write {VENV_BIN}{program}"
+        )
+    return program
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("pip install sqlitejobq", "pip"),
+        (".venv/bin/pip install sqlitejobq", "sqlitejobq is not published"),
+        (".venv/bin/pip install 'sqlitejobq[postgres]'", "sqlitejobq is not published"),
+        (".venv/bin/pip install -e '.[postgress]'", "no extra ['postgress']"),
+        (".venv/bin/pip install 'dist/sqlitejobq-0.0.1-py3-none-any.whl'", "the version is"),
+        ("sqlitejobq status --db jobs.db", "write .venv/bin/sqlitejobq"),
+        ("python -m examples.stock_analyzer", "write .venv/bin/python"),
+    ],
+)
+def test_what_a_fresh_clone_cannot_run_is_refused(line: str, message: str) -> None:
+    [command] = shell_commands(line)
+
+    def check() -> None:
+        if _program(command[0]) == "pip":
+            _check_pip_install(command)
+
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        check()
+
+
+def test_installs_a_fresh_clone_can_run_pass() -> None:
+    for line in (".venv/bin/pip install -e .", ".venv/bin/pip install -e '.[postgres,cron]'",
+                 f"/app/.venv/bin/pip install '/x/dist/sqlitejobq-{__version__}-py3-none-any.whl"
+                 f"[postgres]'", ".venv/bin/pip install build"):  # fmt: skip
+        [command] = shell_commands(line)
+        assert _program(command[0]) == "pip"
+        _check_pip_install(command)
+
+
+def _newcomer_blocks() -> list[object]:
+    return [
+        pytest.param(document, line, commands, id=f"{document}:{line}")
+        for document in NEWCOMER_PAGES
+        for line, commands in _shell_blocks(document)
+    ]
+
+
+def test_the_readme_starts_with_its_two_commands() -> None:
+    first = _shell_blocks("README.md")[:2]
+    assert [commands[-1][-2:] for _, commands in first] == [
+        ["-m", "examples.stock_analyzer"],
+        ["-m", "pytest"],
+    ], "the README's first two commands are CI's contract: run the example, run the tests"
+
+
+@pytest.mark.timeout(COMMAND_TIMEOUT * 6)
+@pytest.mark.parametrize(("document", "line", "commands"), _newcomer_blocks())
+def test_the_shell_blocks_of_the_newcomer_pages_run(
+    document: str, line: int, commands: list[list[str]], tmp_path: Path
+) -> None:
+    """Each command of the block, in order, in a fresh directory, as far as offline allows.
+
+    ``python3 -m venv`` made the environment these tests run in; ``pip install`` is checked,
+    not run; ``.venv/bin/python`` is this interpreter. A ``python -m`` module runs as
+    printed if it ends by itself (:data:`RUN_AS_PRINTED`), else with ``--help``;
+    ``sqlitejobq`` runs as printed against the block's files, its ``worker`` with
+    ``--burst`` added so that it stops. Files the page shows as a block starting with
+    ``# path.py`` are written first, as a reader would.
+    """
+    for info, code, _ in fenced_blocks((ROOT / document).read_text(encoding="utf-8")):
+        named = re.match(r"^# ([\w/]+\.py)\n", code)
+        if info in ("py", "python") and named:
+            (tmp_path / named[1]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / named[1]).write_text(code, encoding="utf-8")
+    for command in commands:
+        program = _program(command[0])
+        run: list[str] | None = None
+        if program == "python3":
+            assert command[1:3] == ["-m", "venv"], f"{command}: write {VENV_BIN}python"
+            continue  # it made the environment these tests run in
+        if program in ("pip", "pip3"):
+            _check_pip_install(command)
+        elif (arguments := _cli_arguments(command)) is not None:
+            if arguments[:1] == ["worker"] and "--burst" not in arguments:
+                arguments = [*arguments, "--burst"]
+            run = ["-m", "sqlitejobq", *arguments]
+        elif program == "python" and command[1:2] == ["-m"]:
+            extra = [] if command[2] in RUN_AS_PRINTED else ["--help"]
+            run = [*command[1:], *extra]
+        else:
+            pytest.fail(f"{document}:{line}: this test does not know how to check "
+                        f"{shlex.join(command)!r}; teach it", pytrace=False)  # fmt: skip
+        if run is None:
+            continue
+        env = {k: v for k, v in os.environ.items() if k != "SQLITEJOBQ_DB"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        done = subprocess.run([sys.executable, *run], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, (
+            f"{document}:{line}: {shlex.join(command)} (run as python {shlex.join(run)}) "
+            f"exited with status {done.returncode}:\n{done.stdout}{done.stderr}"
+        )
