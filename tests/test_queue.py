@@ -827,4 +827,4 @@ def test_queue_task_works_bare_too(target: str) -> None:
         def tidy_up(job: Job) -> None:
             return None
 
-        assert "tidy_up" in q.registry and q.registry.get("tidy_up").handler is tidy_up
+        assert "tidy_up" in q.registry and q.registry.get("tidy_up").handler is tidy_up.func

@@ -15,7 +15,7 @@ def test_task_registers_under_the_given_name_and_keeps_the_function() -> None:
         return 1
 
     task = registry.get("analyze_stock")
-    assert task.handler is analyze and task.name == "analyze_stock"
+    assert task.handler is analyze.func and task.name == "analyze_stock"
     assert task.options.max_attempts == 3 and task.options.lease == 60.0
     assert task.options.queue == "stocks"
     assert "analyze_stock" in registry and len(registry) == 1
@@ -45,6 +45,19 @@ def test_unknown_task_names_what_is_registered() -> None:
     ):
         registry.get("b")
     assert registry.options("b").max_attempts is None
+
+
+def test_unknown_task_suggests_the_closest_name_and_counts_a_long_list() -> None:
+    registry = Registry()
+    registry.register("resize_image", lambda job: None)
+    with pytest.raises(
+        UnknownTask, match=r"\(registered: resize_image\); did you mean 'resize_image'\?"
+    ):
+        registry.get("resize_imge")
+    for n in range(25):
+        registry.register(f"task_{n:02d}", lambda job: None)
+    with pytest.raises(UnknownTask, match=r"task_17, task_18 and 6 more\)$"):
+        registry.get("x")
 
 
 def test_a_second_handler_for_one_name_is_refused() -> None:

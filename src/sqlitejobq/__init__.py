@@ -26,6 +26,7 @@ from .errors import (
     UnsafeFilesystem,
     WaitTimeout,
 )
+from .handles import TaskHandle, TaskNotBound
 from .job import (
     Batch,
     BatchProgress,
@@ -73,6 +74,8 @@ __all__ = [
     "SqliteJobQError",
     "StorageError",
     "Task",
+    "TaskHandle",
+    "TaskNotBound",
     "TaskOptions",
     "TransactionConnection",
     "UnknownTask",

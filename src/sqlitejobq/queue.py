@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import validation
 from .backends import open_backend
@@ -26,6 +26,7 @@ from .errors import (
     JobNotFound,
     PayloadError,
 )
+from .handles import TaskHandle, payload_schema
 from .job import (
     Batch,
     BatchProgress,
@@ -37,12 +38,15 @@ from .job import (
     WorkerInfo,
 )
 from .payload import encode_json
-from .registry import CompletionHook, Handler, Registry, Schedule
+from .registry import CompletionHook, Registry, Schedule, TaskOptions
 from .scheduler import every
 
 log = logging.getLogger("sqlitejobq")
 
-H = TypeVar("H", bound=Handler)
+P = ParamSpec("P")
+R = TypeVar("R")
+#: A task named by its name, or by the handle its decorator returned.
+TaskRef = str | TaskHandle[..., Any]
 
 #: A worker is counted as alive while it reported within this many seconds.
 WORKER_ALIVE_WINDOW = 60.0
@@ -60,6 +64,8 @@ class Queue:
     ``job_timeout`` is the longest a job may run when its task sets no ``timeout`` (None:
     no limit). ``clock`` stamps due times and leases (tests steer it); by default SQLite uses
     this process's clock and PostgreSQL the database server's, shared by every host.
+    Handles from ``@registry.task`` enqueue on this queue while it is the only open one
+    with that registry.
     Engine options go to the engine: SQLite takes ``synchronous``, ``busy_timeout``,
     ``journal_size_limit`` and ``allow_network_filesystem``; PostgreSQL takes ``schema``,
     ``pool_size``, ``poll_only``, ``connect_timeout``, ``lock_timeout``, ``notify_debounce``.
@@ -106,6 +112,7 @@ class Queue:
         except BaseException:
             self.backend.close()
             raise
+        self.registry._attach(self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -158,7 +165,7 @@ class Queue:
         return f"Queue({self.target!r})"
 
     @overload
-    def task(self, name: H, /) -> H: ...
+    def task(self, name: Callable[P, R], /) -> TaskHandle[P, R]: ...
 
     @overload
     def task(
@@ -180,11 +187,12 @@ class Queue:
         schedule: str | float | None = None,
         timezone: str = "UTC",
         missed: str = "latest",
-    ) -> Callable[[H], H]: ...
+        payload_type: type[Any] | None = None,
+    ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
 
     def task(
         self,
-        name: str | H | None = None,
+        name: str | Callable[P, R] | None = None,
         /,
         *,
         max_attempts: int | None = None,
@@ -201,11 +209,13 @@ class Queue:
         schedule: str | float | None = None,
         timezone: str = "UTC",
         missed: str = "latest",
-    ) -> H | Callable[[H], H]:
-        """Register a handler on this queue's registry; same arguments as Registry.task."""
+        payload_type: type[Any] | None = None,
+    ) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
+        """Register a handler on this queue's registry; same arguments as Registry.task.
+        The handle returned enqueues on this queue."""
         if callable(name):
-            return self.registry.task(name)
-        return self.registry.task(
+            return self.registry.task(name)._bind(self)
+        decorate = self.registry.task(
             name,
             max_attempts=max_attempts,
             lease=lease,
@@ -221,7 +231,13 @@ class Queue:
             schedule=schedule,
             timezone=timezone,
             missed=missed,
+            payload_type=payload_type,
         )
+
+        def bound(function: Callable[P, R]) -> TaskHandle[P, R]:
+            return decorate(function)._bind(self)
+
+        return bound
 
     def schedule(
         self,
@@ -291,7 +307,7 @@ class Queue:
 
     def enqueue(
         self,
-        task: str,
+        task: TaskRef,
         payload: Any = None,
         *,
         queue: str | None = None,
@@ -303,7 +319,7 @@ class Queue:
         on_dependency_failure: str = "cancel",
         connection: Any = None,
     ) -> int:
-        """Add one job; returns its id.
+        """Add one job of ``task`` (a name, or a handle from ``@queue.task``); returns its id.
 
         With ``unique_key``, if a queued or processing job already holds the key, nothing
         is added and that job's id is returned. With ``depends_on`` (job ids), the job waits
@@ -322,12 +338,12 @@ class Queue:
             [job], batch_name=None, make_batch=False, connection=connection
         )
         if log.isEnabledFor(logging.INFO):
-            log.info("job %d %s queued in %r", ids[0], task, job.queue)
+            log.info("job %d %s queued in %r", ids[0], job.task, job.queue)
         return ids[0]
 
     def enqueue_many(
         self,
-        task: str,
+        task: TaskRef,
         payloads: Iterable[Any],
         *,
         queue: str | None = None,
@@ -349,7 +365,7 @@ class Queue:
 
     def enqueue_batch(
         self,
-        task: str,
+        task: TaskRef,
         payloads: Iterable[Any],
         *,
         name: str | None = None,
@@ -360,16 +376,16 @@ class Queue:
         unique_key: str | None = None,
         depends_on: Iterable[int] | None = None,
         on_dependency_failure: str = "cancel",
-        then: str | None = None,
+        then: TaskRef | None = None,
         then_payload: Any = None,
         connection: Any = None,
     ) -> Batch:
         """Add jobs as one batch, followed with ``batch_progress``.
 
-        With ``then`` (a task name), one more job is enqueued in the same transaction: it
-        runs once every job of the batch has finished, whatever their outcome, with
-        ``then_payload`` (a dict, default empty) plus ``"batch_id"``; its id is the
-        batch's ``then_id``.
+        With ``then`` (a task name or handle), one more job is enqueued in the same
+        transaction: it runs once every job of the batch has finished, whatever their
+        outcome, with ``then_payload`` (a dict, default empty) plus ``"batch_id"``; its id
+        is the batch's ``then_id``.
         """
         follow = None
         if then is not None:
@@ -380,7 +396,7 @@ class Queue:
                     f"then_payload must be a dict (it gets the batch_id), got "
                     f"{type(extra).__name__}"
                 )
-            make_then(extra)  # refuse a bad payload before anything is written
+            make_then({**extra, "batch_id": 0})  # refuse a bad payload before any write
 
             def follow(batch_id: int, ids: list[int]) -> NewJob:
                 return make_then({**extra, "batch_id": batch_id})._replace(
@@ -399,7 +415,7 @@ class Queue:
 
     def _enqueue_all(
         self,
-        task: str,
+        task: TaskRef,
         payloads: Iterable[Any],
         batch_name: str | None,
         make_batch: bool,
@@ -437,15 +453,15 @@ class Queue:
         own = ids[:-1] if then is not None else ids  # the follow-up is not one of them
         if own and log.isEnabledFor(logging.INFO):
             where = f" as batch {batch_id}" if batch_id is not None else ""
-            log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(own), max(own), task,
-                     jobs[0].queue, where, len(own))  # fmt: skip
+            log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(own), max(own),
+                     jobs[0].task, jobs[0].queue, where, len(own))  # fmt: skip
         if then is not None and log.isEnabledFor(logging.INFO):
             log.info("job %d queued to run when batch %s has finished", ids[-1], batch_id)
         return batch_id, ids
 
     def _job_maker(
         self,
-        task: str,
+        task: TaskRef,
         queue: str | None,
         priority: int | None,
         delay: float,
@@ -455,13 +471,12 @@ class Queue:
         on_dependency_failure: str = "cancel",
     ) -> Callable[[Any], NewJob]:
         """Validate the options once; the returned function encodes one payload into a job."""
-        validation.name(task, "task")
+        name, options = self._task_options(task)
         dependencies = _dependencies(depends_on)
         if on_dependency_failure not in ("cancel", "run"):
             raise InvalidArgument(
                 f"on_dependency_failure must be 'cancel' or 'run', got {on_dependency_failure!r}"
             )
-        options = self.registry.options(task)
         queue_name = validation.name(
             queue if queue is not None else options.queue or "default", "queue"
         )
@@ -476,23 +491,39 @@ class Queue:
         )  # fmt: skip
         key = validation.optional_text(unique_key, "unique_key", max_length=1000)
         limit = self.max_payload_bytes
-        rule = rule_for(self.registry.limit_rules(), task, queue_name)
+        rule = rule_for(self.registry.limit_rules(), name, queue_name)
+        schema = None if options.payload_type is None else payload_schema(options.payload_type)
 
         def make_job(payload: Any) -> NewJob:
+            if schema is not None:
+                payload = schema.encode(payload, name)
             limit_key = None
             if rule is not None:
                 limit_key = limit_key_of(rule, payload)
                 if limit_key is None:
                     raise PayloadError(
-                        f"task {task!r} is limited per payload field {rule.key!r}: the payload "
+                        f"task {name!r} is limited per payload field {rule.key!r}: the payload "
                         f"must be an object whose {rule.key!r} is text or an int of 1-200 "
                         f"characters, got {str(payload)[:200]}"
                     )
-            return NewJob(task, queue_name, encode_json(payload, "payload", limit), prio,
+            return NewJob(name, queue_name, encode_json(payload, "payload", limit), prio,
                           seconds, attempts, key, limit_key, dependencies,
                           on_dependency_failure)  # fmt: skip
 
         return make_job
+
+    def _task_options(self, task: TaskRef) -> tuple[str, TaskOptions]:
+        """The name and options of ``task`` (a name, or a handle)."""
+        if isinstance(task, TaskHandle):
+            known = task.name in self.registry  # the queue's own view of the task wins
+            return task.name, self.registry.options(task.name) if known else task.options
+        if callable(task):
+            raise InvalidArgumentType(
+                f"task must be a task name or the handle @queue.task returned, got the "
+                f"unregistered callable {task!r}"
+            )
+        name = validation.name(task, "task")
+        return name, self.registry.options(name)
 
     # --- the worker's cycle (public for custom workers) -----------------------------------
 

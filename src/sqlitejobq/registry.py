@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import validation
 from .backends.base import QUEUE_RULE_PREFIX, LimitRule
 from .errors import InvalidArgument, InvalidArgumentType, UnknownTask
+from .handles import TaskHandle, check_payload_type, queue_is_open, typed_handler
 from .schedule import MISSED_POLICIES, Trigger, parse_trigger
 
 if TYPE_CHECKING:
     from .job import Job
+    from .queue import Queue
 
 Handler = Callable[["Job"], Any]
 #: Runs inside the transaction that records a completion: (connection, job, result).
 CompletionHook = Callable[[Any, "Job", Any], None]
-H = TypeVar("H", bound=Handler)
+P = ParamSpec("P")
+R = TypeVar("R")
+#: How many registered names an UnknownTask message lists before counting the rest.
+_NAMES_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,9 @@ class TaskOptions:
     rate: tuple[int, float] | None = None
     #: With ``limit`` or ``rate``: a payload field; the limits then hold per value of it.
     limit_key: str | None = None
+    #: A dataclass or pydantic model: payloads are checked against it at enqueue and the
+    #: handler's ``job.payload`` is an instance of it.
+    payload_type: type[Any] | None = None
 
     @classmethod
     def checked(
@@ -55,6 +65,7 @@ class TaskOptions:
         limit: int | None = None,
         rate: str | tuple[int, float] | None = None,
         limit_key: str | None = None,
+        payload_type: type[Any] | None = None,
     ) -> TaskOptions:
         """Validate every option and build the value."""
         if on_complete is not None and not callable(on_complete):
@@ -83,6 +94,7 @@ class TaskOptions:
             limit=None if limit is None else validation.integer(limit, "limit", minimum=1),
             rate=None if rate is None else validation.rate(rate, "rate"),
             limit_key=limit_key,
+            payload_type=None if payload_type is None else check_payload_type(payload_type),
         )
 
 
@@ -105,25 +117,35 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """A registered handler and its options."""
+    """A registered handler and its options. ``handler`` is what workers call; with a
+    ``payload_type`` it wraps ``function``, the function as registered, to convert the
+    payload first."""
 
     name: str
     handler: Handler
     options: TaskOptions
+    function: Handler | None = None
+
+    @property
+    def origin(self) -> Handler:
+        """The function as registered (``handler`` itself when it wraps nothing)."""
+        return self.function if self.function is not None else self.handler
 
 
 class Registry:
-    """Maps task names to handlers. Workers look handlers up here; producers need not."""
+    """Maps task names to handlers. Workers look handlers up here; a producer's queue uses it
+    to apply the tasks' options and to refuse task names it does not know."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._schedules: dict[str, Schedule] = {}
         self._rules: dict[str, LimitRule] | None = None
         self._queue_limits: dict[str, LimitRule] = {}
+        self._queues: list[weakref.ref[Queue]] = []
         self._lock = threading.Lock()
 
     @overload
-    def task(self, name: H, /) -> H: ...
+    def task(self, name: Callable[P, R], /) -> TaskHandle[P, R]: ...
 
     @overload
     def task(
@@ -145,11 +167,12 @@ class Registry:
         schedule: str | float | None = None,
         timezone: str = "UTC",
         missed: str = "latest",
-    ) -> Callable[[H], H]: ...
+        payload_type: type[Any] | None = None,
+    ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
 
     def task(
         self,
-        name: str | H | None = None,
+        name: str | Callable[P, R] | None = None,
         /,
         *,
         max_attempts: int | None = None,
@@ -166,8 +189,10 @@ class Registry:
         schedule: str | float | None = None,
         timezone: str = "UTC",
         missed: str = "latest",
-    ) -> H | Callable[[H], H]:
-        """Register the decorated function as the handler of task ``name``.
+        payload_type: type[Any] | None = None,
+    ) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
+        """Register the decorated function as the handler of task ``name``; returns its
+        ``TaskHandle``: the function still, plus ``enqueue`` methods.
 
         ``name`` defaults to the function's ``__name__``; ``@registry.task`` works bare too.
         ``timeout`` bounds how long one run may take (see the Worker); ``lease`` how long a
@@ -178,6 +203,8 @@ class Registry:
         ``limit`` and ``rate`` (e.g. ``"5/s"``) hold across every worker, per value of the
         payload field ``limit_key`` when given. ``schedule`` (a cron expression in
         ``timezone``, or an interval in seconds) makes the task periodic: see ``schedule``.
+        ``payload_type`` (a dataclass or a pydantic model) checks payloads at enqueue and
+        hands the handler ``job.payload`` as an instance of it.
         """
         options = TaskOptions.checked(
             max_attempts=max_attempts,
@@ -191,21 +218,26 @@ class Registry:
             limit=limit,
             rate=rate,
             limit_key=limit_key,
+            payload_type=payload_type,
         )
         trigger = None if schedule is None else parse_trigger(schedule, timezone)
         _check_missed(missed)
 
-        def add(task_name: str, handler: H) -> H:
-            self.register(task_name, handler, options)
+        def add(task_name: str | None, function: Callable[P, R]) -> TaskHandle[P, R]:
+            if isinstance(function, TaskHandle):  # stacked decorators: register the function
+                function = function.func
+            if task_name is None:
+                task_name = getattr(function, "__name__", None)
+            task = self.register(task_name, function, options)  # type: ignore[arg-type]
             if trigger is not None:
-                self.add_schedule(Schedule(task_name, task_name, trigger, missed=missed))
-            return handler
+                self.add_schedule(Schedule(task.name, task.name, trigger, missed=missed))
+            return TaskHandle(task, self)
 
         if callable(name):
-            return add(name.__name__, name)
+            return add(None, name)
 
-        def decorate(handler: H) -> H:
-            return add(name if name is not None else handler.__name__, handler)
+        def decorate(function: Callable[P, R]) -> TaskHandle[P, R]:
+            return add(name, function)
 
         return decorate
 
@@ -288,30 +320,70 @@ class Registry:
         return rules
 
     def register(self, name: str, handler: Handler, options: TaskOptions | None = None) -> Task:
-        """Register ``handler`` under ``name``; a second handler for one name is refused."""
+        """Register ``handler`` under ``name``; a second handler for one name is refused.
+
+        A ``TaskHandle`` registers its function (with its options unless others are given).
+        With a ``payload_type`` in ``options``, the task's ``handler`` converts the payload
+        before calling the function.
+        """
         validation.name(name, "task name")
+        if isinstance(handler, TaskHandle):
+            options = options or handler.options
+            handler = handler.func
         if not callable(handler):
             raise InvalidArgument(f"handler for task {name!r} must be callable, got {handler!r}")
-        task = Task(name, handler, options or TaskOptions())
+        options = options or TaskOptions()
+        runner = handler
+        if options.payload_type is not None:
+            runner = typed_handler(handler, options.payload_type)
+        task = Task(name, runner, options, None if runner is handler else handler)
         with self._lock:
             existing = self._tasks.get(name)
-            if existing is not None and existing.handler is not handler:
-                raise InvalidArgument(
-                    f"task {name!r} is already registered to {existing.handler!r}"
-                )
+            if existing is not None and existing.origin is not handler:
+                raise InvalidArgument(f"task {name!r} is already registered to {existing.origin!r}")
             self._tasks[name] = task
             self._rules = None
         return task
 
     def get(self, name: str) -> Task:
-        """The task registered under ``name``; raises UnknownTask naming what is known."""
+        """The task registered under ``name``; raises UnknownTask naming what is known and
+        the closest name when one is close (a misspelling)."""
         try:
             return self._tasks[name]
         except KeyError:
-            known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTask(
-                f"no handler is registered for task {name!r} (registered: {known})"
-            ) from None
+            raise UnknownTask(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        """Why ``name`` is not a task here: what is registered, and a close match if any."""
+        close = self._closest(name)
+        guess = f"; did you mean {close!r}?" if close else ""
+        return f"no handler is registered for task {name!r} (registered: {self._known()}){guess}"
+
+    def _known(self) -> str:
+        """The registered names, the first few of them, for messages."""
+        names = sorted(self._tasks)
+        known = ", ".join(names[:_NAMES_SHOWN]) or "none"
+        if len(names) > _NAMES_SHOWN:
+            known += f" and {len(names) - _NAMES_SHOWN} more"
+        return known
+
+    def _closest(self, name: str) -> str | None:
+        """The registered name closest to ``name`` when one is close (a misspelling)."""
+        close = difflib.get_close_matches(name, list(self._tasks), n=1)
+        return close[0] if close else None
+
+    def _attach(self, queue: Queue) -> None:
+        """Remember a queue opened with this registry: handles from ``@registry.task``
+        enqueue on it while it is the only open one."""
+        with self._lock:
+            self._queues = [ref for ref in self._queues if ref() is not None]
+            self._queues.append(weakref.ref(queue))
+
+    def _open_queues(self) -> list[Queue]:
+        """The queues opened with this registry and not closed yet, oldest first."""
+        with self._lock:
+            found = [ref() for ref in self._queues]
+        return [queue for queue in found if queue is not None and queue_is_open(queue)]
 
     def options(self, name: str) -> TaskOptions:
         """The options of task ``name``, or the empty defaults if it is not registered here."""
