@@ -8,6 +8,11 @@ Endpoints: POST /api/stocks/analyze-all-stocks starts a batch; GET
 has finished); GET /api/batches/{batch_id}/summary serves that ranking; GET
 /api/stocks/{symbol}/analysis the newest analysis of a symbol; GET /api/jobs/{job_id} a job.
 
+The endpoints are coroutines on an ``AsyncQueue``: the queue's reads run on its threads,
+the app's own tables are read in threads (``asyncio.to_thread``), and a batch is started in
+a thread (its jobs and the app's record of it share one transaction); the event loop never
+waits for the database.
+
 Workers run in this process's threads by default (``--workers N``); with ``--workers 0``
 start them apart, on any host that reaches the database: ``sqlitejobq worker --db
 stock_analysis.db --app examples.stock_analyzer.tasks:registry`` (the same database). These
@@ -18,6 +23,7 @@ Asia/Kolkata, see ``tasks``): one job per day however many of them run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import threading
@@ -31,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sqlitejobq import JobNotFound, Queue, SqliteJobQError
+from sqlitejobq import AsyncQueue, JobNotFound, SqliteJobQError
 
 from .prices import SOURCE_NAMES, validate_symbol
 from .service import (
@@ -39,12 +45,12 @@ from .service import (
     MAX_SYMBOLS,
     SourceConfig,
     app_worker,
-    batch_report,
+    batch_report_async,
     batch_summary,
     check_symbols,
     latest_analysis,
     open_queue,
-    start_analysis,
+    start_analysis_async,
     summary_job_id,
 )
 
@@ -64,12 +70,12 @@ def create_app(
     """The app on ``db`` (a SQLite file or a postgresql:// URL); with ``workers`` > 0 it
     runs that many worker threads while it serves."""
     source = source or SourceConfig()
-    state: dict[str, Any] = {}
+    state: dict[str, AsyncQueue] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        queue = open_queue(db)
-        state["queue"] = queue
+        queue = await asyncio.to_thread(open_queue, db)  # migrations: not on the loop
+        state["queue"] = AsyncQueue(queue=queue)
         worker = thread = None
         if workers:  # long-running, not burst: they also fire the daily refresh
             worker = app_worker(queue, concurrency=workers)
@@ -81,14 +87,14 @@ def create_app(
         finally:
             if worker is not None and thread is not None:
                 worker.stop()
-                thread.join(60)
-            queue.close()
+                await asyncio.to_thread(thread.join, 60)
+            await state["queue"].close()
+            await asyncio.to_thread(queue.close)
 
     app = FastAPI(title="Stock analyzer", lifespan=lifespan)
 
-    def queue() -> Queue:
-        q: Queue = state["queue"]
-        return q
+    def queue() -> AsyncQueue:
+        return state["queue"]
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,20 +105,22 @@ def create_app(
         return JSONResponse(status_code=422, content={"detail": problems})
 
     @app.post("/api/stocks/analyze-all-stocks", status_code=202)
-    def analyze_all_stocks(body: AnalyzeRequest) -> dict[str, Any]:
+    async def analyze_all_stocks(body: AnalyzeRequest) -> dict[str, Any]:
         try:
             symbols = check_symbols(body.symbols)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        batch = start_analysis(queue(), symbols, source)
+        batch = await start_analysis_async(queue(), symbols, source)
         return {"batch_id": batch.id, "total": len(batch.job_ids), "job_ids": batch.job_ids,
                 "summary_job_id": batch.then_id,
                 "progress_url": f"/api/all-stocks/progress?batch_id={batch.id}",
                 "summary_url": f"/api/batches/{batch.id}/summary"}  # fmt: skip
 
     @app.get("/api/all-stocks/progress")
-    def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
-        target = batch_id if batch_id is not None else queue().latest_batch_id()
+    async def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
+        target = batch_id
+        if target is None:
+            target = await asyncio.to_thread(queue().queue.latest_batch_id)
         if target is None:
             raise HTTPException(
                 status_code=404,
@@ -120,49 +128,49 @@ def create_app(
                 "ones were purged",
             )
         try:
-            return batch_report(queue(), target)
+            return await batch_report_async(queue(), target)
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no batch with id {target}") from None
 
     @app.get("/api/batches/{batch_id}/summary")
-    def summary_of_batch(batch_id: int) -> dict[str, Any]:
-        found = batch_summary(queue(), batch_id)
+    async def summary_of_batch(batch_id: int) -> dict[str, Any]:
+        found = await asyncio.to_thread(batch_summary, queue().queue, batch_id)
         if found is not None:
             return found
         try:
-            queue().batch_progress(batch_id)
+            await queue().batch_progress(batch_id)
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no batch with id {batch_id}") from None
-        raise HTTPException(status_code=404, detail=_no_summary_yet(queue(), batch_id))
+        raise HTTPException(status_code=404, detail=await _no_summary_yet(queue(), batch_id))
 
     @app.get("/api/stocks/{symbol}/analysis")
-    def stock_analysis(symbol: str) -> dict[str, Any]:
+    async def stock_analysis(symbol: str) -> dict[str, Any]:
         try:
             checked = validate_symbol(symbol)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        found = latest_analysis(queue(), checked)
+        found = await asyncio.to_thread(latest_analysis, queue().queue, checked)
         if found is None:
             raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet")
         return found
 
     @app.get("/api/jobs/{job_id}")
-    def job(job_id: int) -> dict[str, Any]:
+    async def job(job_id: int) -> dict[str, Any]:
         try:
-            return queue().get(job_id).as_dict()
+            return (await queue().get(job_id)).as_dict()
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no job with id {job_id}") from None
 
     return app
 
 
-def _no_summary_yet(queue: Queue, batch_id: int) -> str:
+async def _no_summary_yet(queue: AsyncQueue, batch_id: int) -> str:
     """Why a batch that exists has no summary: its summary job's state, or that it has none."""
-    job_id = summary_job_id(queue, batch_id)
+    job_id = await asyncio.to_thread(summary_job_id, queue.queue, batch_id)
     if job_id is None:
         return f"batch {batch_id} has no summary job (it was not started by this app)"
     try:
-        job = queue.get(job_id)
+        job = await queue.get(job_id)
     except JobNotFound:
         return f"no summary of batch {batch_id}: its summary job {job_id} was purged"
     if job.status.finished:

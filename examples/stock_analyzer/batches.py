@@ -9,12 +9,13 @@ are attached to its jobs when they are enqueued.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlitejobq import Batch, Queue
+from sqlitejobq import AsyncQueue, Batch, Queue
 
 from .database import app_transaction
 from .prices import SOURCE_NAMES, validate_symbol
@@ -85,3 +86,11 @@ def start_analysis(queue: Queue, symbols: Sequence[object], source: SourceConfig
         )  # fmt: skip
         conn.execute(_RECORD[dialect], (batch.id, source.name, batch.then_id, time.time()))
     return batch
+
+
+async def start_analysis_async(
+    queue: AsyncQueue, symbols: Sequence[object], source: SourceConfig
+) -> Batch:
+    """``start_analysis`` for asyncio code, in a thread: the batch and the app's record of it
+    share one transaction on a connection of the app's own, which lives in one thread."""
+    return await asyncio.to_thread(start_analysis, queue.queue, symbols, source)

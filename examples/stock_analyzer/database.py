@@ -84,7 +84,7 @@ def handler_queue(job: Job, registry: Registry) -> Iterator[AppQueue]:
 
 def read_rows(queue: Queue, queries: Mapping[str, str], params: Sequence[Any]) -> list[Any]:
     """The rows of one query (given in each engine's SQL) on the queue's database, on a
-    connection of its own."""
+    connection of its own. It blocks: asyncio code runs it in a thread (``to_thread``)."""
     database = _database(queue)
     if not is_postgres_target(database):
         with closing(sqlite3.connect(database)) as conn:

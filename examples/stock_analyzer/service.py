@@ -1,16 +1,27 @@
-"""What the script and the HTTP API share: open the queue, start a batch, report on it."""
+"""What the script and the HTTP API share: open the queue, start a batch, report on it.
+
+The script calls the plain functions; the API, on an event loop, awaits ``batch_report_async``
+and runs the reads of the app's tables in threads (``asyncio.to_thread``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from sqlitejobq import Job, JobStatus, Queue
+from sqlitejobq import AsyncQueue, BatchProgress, Job, JobStatus, Queue
 from sqlitejobq.backends import is_postgres_target
 
-from .batches import MAX_SYMBOLS, SourceConfig, check_symbols, start_analysis
+from .batches import (
+    MAX_SYMBOLS,
+    SourceConfig,
+    check_symbols,
+    start_analysis,
+    start_analysis_async,
+)
 from .database import AppQueue, app_worker, open_app_queue, read_rows
 from .prices import validate_symbol
 from .tasks import registry
@@ -22,6 +33,7 @@ __all__ = [
     "SourceConfig",
     "app_worker",
     "batch_report",
+    "batch_report_async",
     "batch_summary",
     "check_symbols",
     "describe",
@@ -29,6 +41,7 @@ __all__ = [
     "open_queue",
     "results_of_batch",
     "start_analysis",
+    "start_analysis_async",
     "summary_job_id",
     "symbol_report",
 ]
@@ -75,14 +88,29 @@ def batch_report(queue: Queue, batch_id: int) -> dict[str, Any]:
     """The batch's status (queued, processing, completed or completed_with_errors), counts
     and percent, where each symbol is, and the job that summarizes the finished batch."""
     progress = queue.batch_progress(batch_id)
+    return _report(progress, queue.batch_jobs(batch_id), summary_job_id(queue, batch_id))
+
+
+async def batch_report_async(queue: AsyncQueue, batch_id: int) -> dict[str, Any]:
+    """``batch_report`` for asyncio code: its three reads at once, on threads, never on the
+    event loop (JobNotFound if there is no such batch)."""
+    progress, jobs, summary_job = await asyncio.gather(
+        queue.batch_progress(batch_id),
+        queue.batch_jobs(batch_id),
+        asyncio.to_thread(summary_job_id, queue.queue, batch_id),
+    )
+    return _report(progress, jobs, summary_job)
+
+
+def _report(progress: BatchProgress, jobs: list[Job], summary_job: int | None) -> dict[str, Any]:
+    """The report of a batch from its counts, its jobs and its summary job's id."""
     if not progress.done:
         status = "queued" if progress.queued == progress.total else "processing"
     elif progress.completed == progress.total:
         status = "completed"
     else:
         status = "completed_with_errors"
-    symbols = [symbol_report(job) for job in queue.batch_jobs(batch_id)]
-    summary_job = summary_job_id(queue, batch_id)
+    symbols = [symbol_report(job) for job in jobs]
     return {**progress.as_dict(), "status": status, "summary_job_id": summary_job,
             "symbols": symbols}  # fmt: skip
 

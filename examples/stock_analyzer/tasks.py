@@ -6,7 +6,9 @@ examples.stock_analyzer.tasks:registry`` (or ``--db`` a ``postgresql://`` URL; t
 hands it to the handlers as ``$SQLITEJOBQ_DB``, which the summary and the refresh use to
 reach the database: see ``database``).
 
-- ``analyze_stock``: one symbol from the bundled sample or a CSV folder; no limit.
+- ``analyze_stock``: one symbol from the bundled sample or a CSV folder; no limit. An
+  ``async def`` handler: a worker runs many at once on its event loop, each loading its
+  prices and computing its indicators in a thread (``asyncio.to_thread``).
 - ``analyze_stock_online``: the same for yfinance, at most 2 starts per second and 4
   running at once across every worker and host (Yahoo throttles clients that ask faster).
 - ``summarize_batch``: runs once every job of a batch has finished (``then=``); ranks the
@@ -19,12 +21,16 @@ reach the database: see ``database``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from typing import Any
 
+import pandas as pd
+
 from sqlitejobq import Job, JobNotFound, PermanentFailure, Registry, TransactionConnection
+from sqlitejobq.job import AsyncJob
 
 from .batches import (
     ANALYZE_STOCK,
@@ -122,31 +128,31 @@ def store_analysis(conn: TransactionConnection, job: Job, result: dict[str, Any]
                on_complete=store_analysis, limit=ONLINE_LIMIT, rate=ONLINE_RATE)  # fmt: skip
 @registry.task(ANALYZE_STOCK, max_attempts=3, lease=60.0, backoff=2.0,
                on_complete=store_analysis)  # fmt: skip
-def analyze_stock(job: Job) -> dict[str, Any]:
-    """Load a symbol's prices and compute its indicators and signal.
+async def analyze_stock(job: AsyncJob) -> dict[str, Any]:
+    """Load a symbol's prices and compute its indicators and signal, on the worker's event
+    loop: the load and the computation run in threads, the loop never waits for them.
 
     Payload: ``{"symbol": "TCS.NS", "source": "sample" | "yfinance" | "csv",
     "folder": "..." (for csv), "delay": seconds of pretend network time (demos)}``.
     """
     payload = job.payload
     symbol, source_name = payload["symbol"], payload.get("source", "sample")
-    job.set_progress(0.1, f"loading {symbol} from {source_name}")
-    try:
-        prices = get_source(source_name, payload.get("folder")).load(symbol)
+    await job.set_progress(0.1, f"loading {symbol} from {source_name}")
+    try:  # yfinance and the files are blocking I/O: a thread's, not the loop's
+        prices = await asyncio.to_thread(_load, source_name, payload.get("folder"), symbol)
     except (UnknownSymbol, PriceDataError) as exc:
         raise PermanentFailure(str(exc)) from exc  # retrying will not make the data appear
-    _pretend_network_time(job, float(payload.get("delay", 0.0)))
-    job.set_progress(0.7, f"computing indicators over {len(prices)} days")
-    result = analyze(prices, symbol)
+    # pretend network time (demos): a cancel of the job interrupts it (CancelledError)
+    await asyncio.sleep(float(payload.get("delay", 0.0)))
+    await job.set_progress(0.7, f"computing indicators over {len(prices)} days")
+    result = await asyncio.to_thread(analyze, prices, symbol)  # pandas: CPU, off the loop
     result["source"] = source_name
     return result
 
 
-def _pretend_network_time(job: Job, seconds: float) -> None:
-    """Spread a demo delay over small sleeps, giving up early if the job is cancelled."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not job.cancelled:
-        time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+def _load(source_name: str, folder: str | None, symbol: str) -> pd.DataFrame:
+    """The symbol's prices from the named source (blocking: run it in a thread)."""
+    return get_source(source_name, folder).load(symbol)
 
 
 def store_summary(conn: TransactionConnection, job: Job, summary: dict[str, Any]) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +14,10 @@ from examples.stock_analyzer.sample import write_sample
 from examples.stock_analyzer.tasks import REFRESH_WATCHLIST, registry
 from sqlitejobq import Queue
 
-ROOT = Path(__file__).resolve().parents[2]
+from .api_server import running_api
+
 SYMBOLS = [f"STOCK{n:02d}.NS" for n in range(40)]
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +25,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     root = tmp_path_factory.mktemp("api")
     folder = root / "prices"
     write_sample(folder, SYMBOLS)
-    port = free_port()
-    log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "examples.stock_analyzer.api", "--db", str(root / "api.db"),
-             "--port", str(port), "--source", "csv", "--folder", str(folder), "--delay", "0.1",
-             "--workers", "4"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/all-stocks/progress", timeout=5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    raise AssertionError("server did not start:\n" + log.read_text()) from None
-                time.sleep(0.1)
-        yield base, log
-        process.terminate()
-        process.wait(30)
+    with running_api(str(root / "api.db"), root / "server.log", "--source", "csv", "--folder",
+                     str(folder), "--delay", "0.1", "--workers", "4") as api:  # fmt: skip
+        yield api.base, api.log
 
 
 def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(

@@ -3,6 +3,7 @@ batch, the rate limit on yfinance loads, and the daily refresh of the watchlist.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from examples.stock_analyzer.tasks import (
 )
 from sqlitejobq import Job, JobStatus
 from sqlitejobq.cli import DB_ENV
+from sqlitejobq.job import as_async
 
 from ..conftest import Clock
 
@@ -65,6 +67,12 @@ def finished(queue: AppQueue, job_id: int) -> Job:
     job = queue.get(job_id)
     assert job.status is JobStatus.COMPLETED, (job.status, job.error)
     return job
+
+
+def analyzed(job: Job) -> dict[str, Any]:
+    """What the analysis handler returns for a job claimed by hand."""
+    result: dict[str, Any] = asyncio.run(analyze_stock(as_async(job)))
+    return result
 
 
 # --- the summary job ------------------------------------------------------------------------
@@ -116,7 +124,7 @@ def test_the_summary_row_commits_with_the_summary_jobs_completion(
     queue = clocked_app_queue(target, clock)
     batch = start_analysis(queue, ["TCS.NS", "INFY.NS"], SourceConfig())
     for job in queue.claim("w1", limit=10, lease=30.0):
-        assert queue.complete(job, analyze_stock(job))
+        assert queue.complete(job, analyzed(job))
     [job] = queue.claim("w1", lease=30.0)
     assert job.id == batch.then_id
     monkeypatch.setenv(DB_ENV, target)  # how a worker started apart names its database
@@ -141,7 +149,7 @@ def test_a_summary_handler_without_its_queue_says_what_to_set(
     monkeypatch.delenv(DB_ENV, raising=False)
     batch = start_analysis(app_queue, ["TCS.NS"], SourceConfig())
     for job in app_queue.claim("w1", limit=10, lease=30.0):
-        app_queue.complete(job, analyze_stock(job))
+        app_queue.complete(job, analyzed(job))
     [job] = app_queue.claim("elsewhere", lease=30.0)
     assert job.id == batch.then_id
     with pytest.raises(

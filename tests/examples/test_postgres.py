@@ -4,9 +4,7 @@ worker processes), the completion hook and the HTTP API, each on a schema of its
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +35,7 @@ from sqlitejobq.backends.postgres.connection import redact
 from sqlitejobq.migrations import applied_migrations
 
 from ..conftest import Database, PgServer, with_schema
+from .api_server import running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -73,12 +72,6 @@ def ranking_lines(out: str) -> list[str]:
 def assert_no_password(url: str, text: str) -> None:
     password = urlsplit(url).password
     assert not password or password not in text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_app_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
@@ -205,34 +198,12 @@ def pg_api(
     write_sample(folder, SYMBOLS)
     schema = pg_server.new_schema()
     url = with_schema(pg_dsn, schema)
-    port = free_port()
-    log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "examples.stock_analyzer.api", "--db", url, "--port",
-             str(port), "--source", "csv", "--folder", str(folder), "--delay", "0.1",
-             "--workers", "4"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/all-stocks/progress", timeout=5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    pg_server.drop(schema)
-                    raise AssertionError("server did not start:\n" + log.read_text()) from None
-                time.sleep(0.1)
-        try:
-            yield base, url
-        finally:
-            process.terminate()
-            process.wait(30)
-            pg_server.drop(schema)
+    try:
+        with running_api(url, root / "server.log", "--source", "csv", "--folder", str(folder),
+                         "--delay", "0.1", "--workers", "4") as api:  # fmt: skip
+            yield api.base, url
+    finally:
+        pg_server.drop(schema)
 
 
 def test_the_api_runs_a_batch_and_serves_the_stored_analyses(pg_api: tuple[str, str]) -> None:

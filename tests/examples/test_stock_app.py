@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ from examples.stock_analyzer.service import (
     start_analysis,
 )
 from sqlitejobq import Job, JobStatus, PermanentFailure, Queue
+from sqlitejobq.job import as_async
 from sqlitejobq.migrations import applied_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +124,7 @@ def test_the_report_says_processing_and_shows_a_message_only_while_a_job_runs(
     tcs = report["symbols"][0]
     assert (tcs["status"], tcs["progress"], tcs["message"], tcs["error"]) == (
         "processing", 0.1, "loading TCS.NS from sample", None)  # fmt: skip
-    queue.complete(running, tasks.analyze_stock(running))
+    queue.complete(running, asyncio.run(tasks.analyze_stock(as_async(running))))
 
     queue.fail(at_work("INFY.NS"), ConnectionError("timed out"), retry_in=3600)  # a retry waits
     queue.fail(at_work("SBIN.NS"), "no price data for 'SBIN.NS'", retry=False)
