@@ -29,6 +29,7 @@ from sqlitejobq import (
     UnknownTask,
     Worker,
 )
+from sqlitejobq.cli import main
 
 # a handle at module level pickles by reference, as a function does
 MODULE_REGISTRY = Registry()
@@ -509,6 +510,46 @@ def test_a_pydantic_model_is_a_payload_type(tmp_path: Path) -> None:
         Worker(queue).run(burst=True)
     assert [type(q).__name__ for q in seen] == ["Quote", "Quote"]
     assert sorted(q.symbol for q in seen) == ["INFY.NS", "TCS.NS"]
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_the_cli_enqueue_with_app_refuses_an_unknown_task_and_checks_payloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "handles_cli_app.py").write_text(
+        textwrap.dedent("""
+        from dataclasses import dataclass
+        from sqlitejobq import Registry
+
+        registry = Registry()
+
+        @dataclass
+        class Image:
+            path: str
+            width: int
+
+        @registry.task(payload_type=Image)
+        def resize_image(job):
+            return job.payload.width
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = str(tmp_path / "jobs.db")
+    app = ["--db", db, "--app", "handles_cli_app:registry"]
+    assert main(["enqueue", *app, "resize_imge", '{"path": "a.png", "width": 2}']) == 1
+    err = capsys.readouterr().err
+    assert "unknown task 'resize_imge': did you mean 'resize_image'?" in err
+    assert main(["enqueue", *app, "resize_image", '{"path": "a.png"}']) == 1
+    assert "field 'width' is missing" in capsys.readouterr().err
+    assert main(["enqueue", *app, "resize_image", '{"path": "a.png", "width": 2}']) == 0
+    assert main(["enqueue", "--db", db, "resize_imge", "{}"]) == 0  # without --app: unchecked
+    capsys.readouterr()
+    with Queue(db) as queue:
+        assert sorted(job.task for job in queue.jobs()) == ["resize_image", "resize_imge"]
+    sys.modules.pop("handles_cli_app", None)
 
 
 def test_unknown_task_is_a_lookup_error() -> None:

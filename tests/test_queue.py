@@ -20,6 +20,7 @@ from sqlitejobq import (
     QueueClosed,
     Registry,
     SqliteJobQError,
+    UnknownTask,
 )
 
 from .conftest import Clock, Database
@@ -171,6 +172,52 @@ def test_get_of_a_missing_job_raises_job_not_found(queue: Queue) -> None:
         queue.get(999)
     with pytest.raises(LookupError):
         queue.get(999)
+
+
+# --- unknown task names --------------------------------------------------------------------
+
+
+def test_a_task_name_the_registry_does_not_know_is_refused_naming_the_closest(
+    queue: Queue, registry: Registry, database: Database
+) -> None:
+    registry.register("square", lambda job: None)
+    registry.register("cube", lambda job: None)
+    message = (
+        r"unknown task 'sqaure': did you mean 'square'\? \(registered: cube, square\)\. "
+        r"Nothing was enqueued; .* strict_tasks=False"
+    )
+    with pytest.raises(UnknownTask, match=message):
+        queue.enqueue("sqaure", 3)
+    with pytest.raises(UnknownTask, match="unknown task 'sqaure'"):
+        queue.enqueue_many("sqaure", [1, 2])
+    with pytest.raises(UnknownTask, match="unknown task 'sqaure'"):
+        queue.enqueue_batch("sqaure", [1, 2])
+    with pytest.raises(UnknownTask, match="unknown task 'sumary'"):
+        queue.enqueue_batch("square", [1], then="sumary")
+    with pytest.raises(UnknownTask, match=r"unknown task 'zzz' \(registered: cube, square\)"):
+        queue.enqueue("zzz")
+    assert job_count(database) == 0
+    assert queue.get(queue.enqueue("square", 3)).task == "square"
+
+
+def test_a_registry_without_handlers_checks_no_task_name(queue: Queue, registry: Registry) -> None:
+    registry.schedule("nightly", 3600)  # schedules and limits are not handlers
+    registry.limit_queue("slow", limit=1)
+    assert queue.get(queue.enqueue("anything_at_all")).task == "anything_at_all"
+
+
+def test_strict_tasks_false_lets_a_producer_enqueue_tasks_others_handle(target: str) -> None:
+    registry = Registry()
+    registry.register("local", lambda job: None)
+    with Queue(target, registry=registry, strict_tasks=False) as producer:
+        job = producer.get(producer.enqueue("handled_elsewhere", {"n": 1}))
+        assert job.task == "handled_elsewhere" and not producer.strict_tasks
+        assert producer.enqueue_batch("handled_elsewhere", [1], then="also_elsewhere").then_id
+
+
+def test_strict_tasks_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentType, match="strict_tasks must be a bool, got str: 'no'"):
+        Queue(tmp_path / "jobs.db", strict_tasks="no")  # type: ignore[arg-type]
 
 
 # --- claim ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .errors import (
     JobFailed,
     JobNotFound,
     PayloadError,
+    UnknownTask,
 )
 from .handles import TaskHandle, payload_schema
 from .job import (
@@ -64,8 +65,10 @@ class Queue:
     ``job_timeout`` is the longest a job may run when its task sets no ``timeout`` (None:
     no limit). ``clock`` stamps due times and leases (tests steer it); by default SQLite uses
     this process's clock and PostgreSQL the database server's, shared by every host.
-    Handles from ``@registry.task`` enqueue on this queue while it is the only open one
-    with that registry.
+    With ``registry`` holding handlers, a task name it does not know is refused at enqueue
+    (UnknownTask, naming the closest known name); ``strict_tasks=False`` lets a process
+    enqueue tasks that only other processes handle. Handles from ``@registry.task`` enqueue
+    on this queue while it is the only open one with that registry.
     Engine options go to the engine: SQLite takes ``synchronous``, ``busy_timeout``,
     ``journal_size_limit`` and ``allow_network_filesystem``; PostgreSQL takes ``schema``,
     ``pool_size``, ``poll_only``, ``connect_timeout``, ``lock_timeout``, ``notify_debounce``.
@@ -76,6 +79,7 @@ class Queue:
         target: str | os.PathLike[str],
         *,
         registry: Registry | None = None,
+        strict_tasks: bool = True,
         retry_timeout: float = 30.0,
         max_attempts: int = 3,
         retry_backoff: float = 1.0,
@@ -89,6 +93,10 @@ class Queue:
             raise InvalidArgumentType(f"registry must be a Registry, got {type(registry).__name__}")
         if clock is not None and not callable(clock):
             raise InvalidArgumentType("clock must be a callable returning epoch seconds")
+        if not isinstance(strict_tasks, bool):
+            raise InvalidArgumentType(
+                f"strict_tasks must be a bool, got {type(strict_tasks).__name__}: {strict_tasks!r}"
+            )
         policy = Policy(
             max_attempts=validation.integer(max_attempts, "max_attempts", minimum=1),
             retry_backoff=validation.seconds(retry_backoff, "retry_backoff"),
@@ -98,6 +106,8 @@ class Queue:
             else validation.seconds(job_timeout, "job_timeout", positive=True),
         )  # fmt: skip
         self.registry = registry if registry is not None else Registry()
+        #: Refuse task names the registry does not know (when it knows any).
+        self.strict_tasks = strict_tasks
         self.backend: Backend = open_backend(
             target,
             retry_timeout=validation.seconds(retry_timeout, "retry_timeout", positive=True),
@@ -513,7 +523,8 @@ class Queue:
         return make_job
 
     def _task_options(self, task: TaskRef) -> tuple[str, TaskOptions]:
-        """The name and options of ``task`` (a name, or a handle)."""
+        """The name and options of ``task``. A name the registry does not know is refused
+        (UnknownTask) when the registry knows some and ``strict_tasks`` holds."""
         if isinstance(task, TaskHandle):
             known = task.name in self.registry  # the queue's own view of the task wins
             return task.name, self.registry.options(task.name) if known else task.options
@@ -523,6 +534,15 @@ class Queue:
                 f"unregistered callable {task!r}"
             )
         name = validation.name(task, "task")
+        if self.strict_tasks and name not in self.registry and len(self.registry):
+            close = self.registry._closest(name)
+            raise UnknownTask(
+                f"unknown task {name!r}"
+                + (f": did you mean {close!r}? " if close else " ")
+                + f"(registered: {self.registry._known()}). Nothing was enqueued; a process "
+                f"that enqueues tasks only other processes handle opens its Queue with "
+                f"strict_tasks=False"
+            )
         return name, self.registry.options(name)
 
     # --- the worker's cycle (public for custom workers) -----------------------------------
