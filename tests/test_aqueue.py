@@ -198,3 +198,23 @@ def test_enqueue_inside_the_callers_async_transaction(target: str) -> None:
     with Queue(target) as queue:
         assert queue.get(kept).payload == {"n": 1}
     assert schema
+
+
+def test_task_handles_have_async_variants_that_leave_the_loop_free(target: str) -> None:
+    from sqlitejobq import Registry
+
+    registry = Registry()
+
+    @registry.task("square")
+    def square(job: Any) -> int:
+        return int(job.payload) ** 2
+
+    async def main() -> None:
+        with Queue(target, registry=registry) as queue:
+            job_id = await square.aenqueue(3, priority=2)
+            ids = await square.aenqueue_many([1, 2])
+            batch = await square.aenqueue_batch([4, 5])
+            assert (queue.get(job_id).payload, queue.get(job_id).priority) == (3, 2)
+            assert len(ids) == 2 and len(batch.job_ids) == 2
+
+    run(main())

@@ -98,6 +98,7 @@ def test_an_unknown_task_goes_back_without_using_an_attempt_and_the_worker_goes_
 ) -> None:
     queue, registry = app
     registry.register("known", lambda job: "done")
+    queue.strict_tasks = False  # enqueued by name for a worker elsewhere (a rolling deploy)
     unknown = queue.enqueue("never_registered", max_attempts=5)
     known = queue.enqueue("known")
     summary = Worker(queue, concurrency=1).run(burst=True)
@@ -431,8 +432,8 @@ def test_a_failing_on_complete_rolls_back_its_writes_and_fails_the_attempt(
             raise RuntimeError("disk quota")
 
     registry.register("t", lambda job: "ok", TaskOptions.checked(on_complete=store))
-    other = queue.enqueue("plain")
     registry.register("plain", lambda job: "fine")
+    other = queue.enqueue("plain")
     jid = queue.enqueue("t", max_attempts=3)
     Worker(queue, concurrency=2).run(burst=True)
     job = queue.get(jid)

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .handles import TaskHandle, TaskNotBound
 from .job import (
+    AsyncJob,
     Batch,
     BatchProgress,
     Job,
@@ -43,6 +44,7 @@ from .registry import Registry, Schedule, Task, TaskOptions
 from .worker import Worker, WorkerSummary
 
 __all__ = [
+    "AsyncJob",
     "AsyncQueue",
     "Batch",
     "BatchProgress",

@@ -9,6 +9,7 @@ delivered to its handler as that type.
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import dataclasses
 import difflib
@@ -177,6 +178,20 @@ class TaskHandle(Generic[P, R]):
             on_dependency_failure=on_dependency_failure, then=then, then_payload=then_payload,
             connection=connection,
         )  # fmt: skip
+
+    # --- for asyncio code: the same, never blocking the event loop ----------------------------
+
+    async def aenqueue(self, payload: Any = None, **options: Any) -> int:
+        """``enqueue`` for asyncio code: the write runs on a thread, the loop goes on."""
+        return await asyncio.to_thread(self.enqueue, payload, **options)
+
+    async def aenqueue_many(self, payloads: Iterable[Any], **options: Any) -> list[int]:
+        """``enqueue_many`` for asyncio code (on a thread)."""
+        return await asyncio.to_thread(self.enqueue_many, list(payloads), **options)
+
+    async def aenqueue_batch(self, payloads: Iterable[Any], **options: Any) -> Batch:
+        """``enqueue_batch`` for asyncio code (on a thread)."""
+        return await asyncio.to_thread(self.enqueue_batch, list(payloads), **options)
 
 
 def queue_is_open(queue: Queue) -> bool:
