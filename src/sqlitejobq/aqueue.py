@@ -253,11 +253,7 @@ class AsyncQueue:
 
         job = await self._wait_until(finished, seconds, f"job {job_id}")
         if raise_on_failure and job.status is not JobStatus.COMPLETED:
-            raise JobFailed(
-                f"job {job_id} {job.task} ended {job.status.value}"
-                + (f": {job.error.splitlines()[0]}" if job.error else ""),
-                job,
-            )
+            raise JobFailed.of(job)
         return job
 
     async def wait_batch(self, batch_id: int, timeout: float | None = None) -> BatchProgress:

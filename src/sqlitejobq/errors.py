@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SqliteJobQError(Exception):
     """Base class of all errors raised by sqlitejobq."""
@@ -89,6 +91,13 @@ class JobFailed(SqliteJobQError):
     def __init__(self, message: str, job: object) -> None:
         super().__init__(message)
         self.job = job
+
+    @classmethod
+    def of(cls, job: Any) -> JobFailed:
+        """The error for a finished job that did not complete: its status and first line of
+        error."""
+        error = f": {job.error.splitlines()[0]}" if job.error else ""
+        return cls(f"job {job.id} {job.task} ended {job.status.value}{error}", job)
 
 
 class JobTimeout(SqliteJobQError):

@@ -765,11 +765,7 @@ class Queue:
         seconds = None if timeout is None else validation.seconds(timeout, "timeout")
         job = self.cycle.job(self.cycle.wait(job_id, seconds))
         if raise_on_failure and job.status is not JobStatus.COMPLETED:
-            raise JobFailed(
-                f"job {job_id} {job.task} ended {job.status.value}"
-                + (f": {job.error.splitlines()[0]}" if job.error else ""),
-                job,
-            )
+            raise JobFailed.of(job)
         return job
 
     def wait_batch(self, batch_id: int, timeout: float | None = None) -> BatchProgress:

@@ -589,13 +589,8 @@ class Worker:
                                         "".join(traceback.format_exception(exc)), False,
                                         None)  # fmt: skip
         except Exception as exc:  # a handler's failure is the job's, never the worker's
-            trace = "".join(traceback.format_exception(exc))
-            again = not isinstance(exc, PermanentFailure)
-            return job, cycle.fail_step(job, exc, trace, again, None)
-        try:
-            return job, cycle.complete_step(job, result)
-        except PayloadError as exc:
-            return job, cycle.fail_step(job, exc, None, False, None)
+            return self._failed(job, exc)
+        return self._completed(job, result)
 
     def _cancel_async(self, runs: list[_Run]) -> None:
         """Deliver CancelledError to these async runs (from any thread)."""
@@ -961,18 +956,25 @@ class Worker:
             self._wake.set()
 
     def _execute(self, job: Job) -> _Outcome:
-        cycle = self.cycle
-        task = cycle.registry.get(job.task)
+        task = self.cycle.registry.get(job.task)
         try:
             result = task.handler(job)
         except BaseException as exc:  # a handler's failure is the job's, never the worker's
-            trace = "".join(traceback.format_exception(exc))
-            again = not isinstance(exc, PermanentFailure)
-            return job, cycle.fail_step(job, exc, trace, again, None)
+            return self._failed(job, exc)
+        return self._completed(job, result)
+
+    def _failed(self, job: Job, exc: BaseException) -> _Outcome:
+        """The outcome of a handler that raised: retried unless PermanentFailure."""
+        trace = "".join(traceback.format_exception(exc))
+        again = not isinstance(exc, PermanentFailure)
+        return job, self.cycle.fail_step(job, exc, trace, again, None)
+
+    def _completed(self, job: Job, result: Any) -> _Outcome:
+        """The outcome of a handler that returned (failed at once if its result is not JSON)."""
         try:
-            return job, cycle.complete_step(job, result)
+            return job, self.cycle.complete_step(job, result)
         except PayloadError as exc:
-            return job, cycle.fail_step(job, exc, None, False, None)
+            return job, self.cycle.fail_step(job, exc, None, False, None)
 
 
 def _average(current: float, sample: float) -> float:

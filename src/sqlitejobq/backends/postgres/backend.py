@@ -283,13 +283,7 @@ class PostgresBackend:
                 "connection has no open transaction: the job would be committed on its own; "
                 "open one with `async with conn.transaction():` first"
             )
-        if self._dbname is None:
-            self._dbname = self.connections.read(lambda own: own.info.dbname, "enqueue")
-        if conn.info.dbname != self._dbname:
-            raise SqliteJobQError(
-                f"connection is open on database {conn.info.dbname!r}, not on the queue's "
-                f"database {self._dbname!r}; a job can only join a transaction on the same one"
-            )
+        self._check_same_database(conn)
         try:
             previous = (await (await conn.execute("SELECT current_setting('search_path')"))
                         .fetchone())[0]  # type: ignore[index]  # fmt: skip
@@ -307,6 +301,18 @@ class PostgresBackend:
             raise server_error(exc, self.target, "enqueue inside the caller's transaction") from exc
         return int(row[0])  # type: ignore[index]
 
+    def _check_same_database(self, conn: Any) -> None:
+        """Refuse a caller's connection to another database. The database name only (a host
+        may be spelled many ways): enough to keep a job from landing in a same-named schema
+        of another database, read without a query."""
+        if self._dbname is None:
+            self._dbname = self.connections.read(lambda own: own.info.dbname, "enqueue")
+        if conn.info.dbname != self._dbname:
+            raise SqliteJobQError(
+                f"connection is open on database {conn.info.dbname!r}, not on the queue's "
+                f"database {self._dbname!r}; a job can only join a transaction on the same one"
+            )
+
     def _in_caller_transaction(
         self, conn: Any, body: Callable[[psycopg.Connection[Any]], Any]
     ) -> Any:
@@ -322,15 +328,7 @@ class PostgresBackend:
                 "connection is in autocommit mode with no open transaction: the job would be "
                 "committed on its own; open one with `with conn.transaction():` first"
             )
-        # the database name only (a host may be spelled many ways): enough to keep a job
-        # from landing in a same-named schema of another database, read without a query
-        if self._dbname is None:
-            self._dbname = self.connections.read(lambda own: own.info.dbname, "enqueue")
-        if conn.info.dbname != self._dbname:
-            raise SqliteJobQError(
-                f"connection is open on database {conn.info.dbname!r}, not on the queue's "
-                f"database {self._dbname!r}; a job can only join a transaction on the same one"
-            )
+        self._check_same_database(conn)
         try:
             previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]  # type: ignore[index]
             conn.execute(sql.SET_SEARCH_PATH, {"schema": self.settings.schema, "is_local": True})
