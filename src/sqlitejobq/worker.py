@@ -564,14 +564,7 @@ class Worker:
             outcome = await self._execute_async(job)
         finally:
             self._tasks.pop(run, None)
-        with self._lock:
-            self._run_time = _average(self._run_time, time.perf_counter() - started)
-            if self._running.pop(run, None) is None:
-                log.warning("job %d %s: handler returned after its run was ended; its "
-                            "outcome is discarded", job.id, job.task)  # fmt: skip
-                return
-            self._outcomes.append(outcome)
-        self._wake.set()
+        self._hand_over(run, outcome, time.perf_counter() - started)
         self._pump_async()
 
     async def _execute_async(self, job: AsyncJob) -> _Outcome:
@@ -943,17 +936,23 @@ class Worker:
                 self._running[run] = job
             started = time.perf_counter()
             outcome = self._execute(job)
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                self._run_time = _average(self._run_time, elapsed)
-                if self._running.pop(run, None) is None:
-                    # the run was ended without this thread (overdue past its timeout, or a
-                    # hard stop) and its attempt recorded; another thread took its place
-                    log.warning("job %d %s: handler returned after its run was ended; its "
-                                "outcome is discarded", job.id, job.task)  # fmt: skip
-                    return
-                self._outcomes.append(outcome)
-            self._wake.set()
+            if not self._hand_over(run, outcome, time.perf_counter() - started):
+                return  # another thread took this one's place
+
+    def _hand_over(self, run: _Run, outcome: _Outcome, elapsed: float) -> bool:
+        """Give a finished run's outcome to the dispatcher; False when the run had been
+        ended without it (overdue past its timeout, or a hard stop: its attempt is
+        recorded already) and the outcome is discarded."""
+        job = outcome[0]
+        with self._lock:
+            self._run_time = _average(self._run_time, elapsed)
+            if self._running.pop(run, None) is None:
+                log.warning("job %d %s: handler returned after its run was ended; its "
+                            "outcome is discarded", job.id, job.task)  # fmt: skip
+                return False
+            self._outcomes.append(outcome)
+        self._wake.set()
+        return True
 
     def _execute(self, job: Job) -> _Outcome:
         task = self.cycle.registry.get(job.task)

@@ -35,6 +35,7 @@ from ..errors import (
     DatabaseBusy,
     InvalidArgument,
     InvalidArgumentType,
+    JobNotFound,
     MigrationError,
     SqliteJobQError,
 )
@@ -208,7 +209,12 @@ def plan_limited_in(
 def dependency_outcome(job: NewJob, statuses: dict[int, str]) -> str | list[int]:
     """What a new job's dependencies (their statuses by id) make of it: the reason it is
     cancelled at once (one failed or was cancelled, and its policy is 'cancel'), else the
-    ids it waits for (empty: none left, it is queued)."""
+    ids it waits for (empty: none left, it is queued). JobNotFound if one does not exist."""
+    missing = [dep for dep in job.depends_on if dep not in statuses]
+    if missing:
+        raise JobNotFound(
+            f"depends_on: no job has id {', '.join(map(str, missing))} (nothing was enqueued)"
+        )
     if job.dependency_policy == "cancel":
         for dep in job.depends_on:
             if statuses[dep] in ("failed", "cancelled"):

@@ -13,7 +13,6 @@ from psycopg import errors as pg_errors
 from ...errors import (
     DuplicateJob,
     InvalidArgumentType,
-    JobNotFound,
     NotAQueueDatabase,
     SqliteJobQError,
 )
@@ -207,7 +206,7 @@ class PostgresBackend:
                 if job_id is not None:
                     tally.move(job.queue, batch_id, None, "queued")
                     if job.depends_on:
-                        _wait_for(conn, job_id, job, tally)
+                        _wait_for(conn, job_id, job, batch_id, tally)
             missing = [job.unique_key for job, i in zip(jobs, ids, strict=True) if i is None]
             if missing:
                 holders = dict(
@@ -229,7 +228,7 @@ class PostgresBackend:
                 }).fetchone()  # fmt: skip
                 follow_id = int(row[0])  # type: ignore[index]
                 tally.move(follow.queue, None, None, "queued")
-                _wait_for(conn, follow_id, follow, tally)
+                _wait_for(conn, follow_id, follow, None, tally)
                 ids.append(follow_id)
             write_tally(conn, tally)
             for channel_queue in self.waker.channels_to_notify({j.queue for j in jobs}):
@@ -862,26 +861,23 @@ def write_tally(conn: psycopg.Connection[Any], tally: Tally) -> None:
         })  # fmt: skip
 
 
-def _wait_for(conn: psycopg.Connection[Any], job_id: int, job: NewJob, tally: Tally) -> None:
-    """Make a new job wait for its dependencies: those not finished yet hold it; one that
-    failed or was cancelled already cancels it (policy 'cancel')."""
+def _wait_for(
+    conn: psycopg.Connection[Any], job_id: int, job: NewJob, batch_id: int | None, tally: Tally
+) -> None:
+    """Make a new job (of batch ``batch_id``) wait for its dependencies: those not finished
+    yet hold it; one that failed or was cancelled already cancels it (policy 'cancel')."""
     found = {int(r[0]): str(r[1]) for r in conn.execute(
         sql.FLAG_DEPENDENCIES, {"ids": list(job.depends_on)})}  # fmt: skip
-    missing = [dep for dep in job.depends_on if dep not in found]
-    if missing:
-        raise JobNotFound(
-            f"depends_on: no job has id {', '.join(map(str, missing))} (nothing was enqueued)"
-        )
     status = dependency_outcome(job, found)
     if isinstance(status, str):
-        row = conn.execute(sql.CANCEL_AT_ENQUEUE, {"id": job_id, "error": status, "now": None})
-        tally.move(job.queue, row.fetchone()[0], "queued", "cancelled")  # type: ignore[index]
+        conn.execute(sql.CANCEL_AT_ENQUEUE, {"id": job_id, "error": status, "now": None})
+        tally.move(job.queue, batch_id, "queued", "cancelled")
         return
     if status:
-        row = conn.execute(sql.WAIT_FOR, {
+        conn.execute(sql.WAIT_FOR, {
             "id": job_id, "waiting_on": len(status), "policy": job.dependency_policy,
         })  # fmt: skip
-        tally.move(job.queue, row.fetchone()[0], "queued", "waiting")  # type: ignore[index]
+        tally.move(job.queue, batch_id, "queued", "waiting")
         conn.execute(sql.ADD_DEPENDENCIES, {"id": job_id, "deps": status})
 
 

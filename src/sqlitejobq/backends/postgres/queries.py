@@ -440,7 +440,6 @@ UPDATE sqlitejobq_jobs
 SET status = 'waiting', waiting_on = %(waiting_on)s::integer,
     dependency_policy = %(policy)s::text
 WHERE id = %(id)s::bigint
-RETURNING batch_id
 """
 
 ADD_DEPENDENCIES = """
@@ -451,7 +450,6 @@ SELECT d, %(id)s::bigint FROM unnest(%(deps)s::bigint[]) AS d
 CANCEL_AT_ENQUEUE = f"""
 UPDATE sqlitejobq_jobs SET status = 'cancelled', error = %(error)s::text, finished_at = {NOW}
 WHERE id = %(id)s::bigint
-RETURNING batch_id
 """
 
 # The waiting jobs of finished dependencies (parallel arrays ids, oks: completed or not),

@@ -21,7 +21,6 @@ from ...errors import (
     DatabaseUnavailable,
     DuplicateJob,
     InvalidArgumentType,
-    JobNotFound,
     NotAQueueDatabase,
     QueueClosed,
     ReadOnlyDatabase,
@@ -397,7 +396,7 @@ class SqliteBackend:
                     else:
                         tally.move(queue, batch_id, None, "queued")
                         if job.depends_on:
-                            _wait_for(conn, int(row[0]), job, tally, now)
+                            _wait_for(conn, int(row[0]), job, batch_id, tally, now)
                     ids.append(int(row[0]))
             if then is not None and batch_id is not None:
                 follow = then(batch_id, list(ids))
@@ -406,7 +405,7 @@ class SqliteBackend:
                     now + follow.delay, follow.max_attempts, None, follow.limit_key, None, now,
                 )).fetchone()  # fmt: skip
                 tally.move(follow.queue, None, None, "queued")
-                _wait_for(conn, int(row[0]), follow, tally, now)
+                _wait_for(conn, int(row[0]), follow, None, tally, now)
                 ids.append(int(row[0]))
             write_tally(conn, tally)
             return batch_id, ids
@@ -834,31 +833,28 @@ def _complete_many(conn: sqlite3.Connection, rows: list[StepParams]) -> dict[int
     return outcome
 
 
-def _wait_for(conn: sqlite3.Connection, job_id: int, job: NewJob, tally: Tally, now: float) -> None:
-    """Make a new job wait for its dependencies: those not finished yet hold it; one that
-    failed or was cancelled already cancels it (policy 'cancel')."""
+def _wait_for(
+    conn: sqlite3.Connection,
+    job_id: int,
+    job: NewJob,
+    batch_id: int | None,
+    tally: Tally,
+    now: float,
+) -> None:
+    """Make a new job (of batch ``batch_id``) wait for its dependencies: those not finished
+    yet hold it; one that failed or was cancelled already cancels it (policy 'cancel')."""
     found = dict(conn.execute(sql.FLAG_DEPENDENCIES, {"ids": json.dumps(job.depends_on)}))
-    missing = [dep for dep in job.depends_on if dep not in found]
-    if missing:
-        raise JobNotFound(
-            f"depends_on: no job has id {', '.join(map(str, missing))} (nothing was enqueued)"
-        )
     status = dependency_outcome(job, found)
     if isinstance(status, str):
         conn.execute(sql.CANCEL_AT_ENQUEUE, {"id": job_id, "error": status, "now": now})
-        tally.move(job.queue, _batch_of(conn, job_id), "queued", "cancelled")
+        tally.move(job.queue, batch_id, "queued", "cancelled")
         return
     if status:
         conn.execute(sql.WAIT_FOR, {
             "id": job_id, "waiting_on": len(status), "policy": job.dependency_policy,
         })  # fmt: skip
         conn.executemany(sql.ADD_DEPENDENCY, [(dep, job_id) for dep in status])
-        tally.move(job.queue, _batch_of(conn, job_id), "queued", "waiting")
-
-
-def _batch_of(conn: sqlite3.Connection, job_id: int) -> int | None:
-    row = conn.execute(sql.STATUS_QUEUE_BATCH, (job_id,)).fetchone()
-    return None if row is None or row[2] is None else int(row[2])
+        tally.move(job.queue, batch_id, "queued", "waiting")
 
 
 def _release_dependents(conn: sqlite3.Connection, tally: Tally, now: float) -> None:
