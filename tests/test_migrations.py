@@ -334,10 +334,13 @@ def test_the_library_schema_is_recorded_as_migrations(
     namespace, migrations = library_schema(target)
     versions = [r.version for r in applied_migrations(target, namespace)]
     assert versions == [m.version for m in migrations]
-    assert versions == {"sqlite": [1, 2, 3, 4, 5, 6], "postgres": [1, 2, 3, 4, 5]}[engine]
-    assert {"sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique"} <= set(
-        database.indexes()
-    )
+    assert versions == {"sqlite": [1, 2, 3, 4, 5, 6, 7], "postgres": [1, 2, 3, 4, 5, 6]}[engine]
+    assert {
+        "sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique",
+        "sqlitejobq_jobs_finished_badly", "sqlitejobq_dependencies_job",
+    } <= set(database.indexes())  # fmt: skip
+    assert "sqlitejobq_throughput" in database.tables()
+    assert "history" in database.columns("sqlitejobq_jobs")
 
 
 def _open_queue(target: str) -> None:

@@ -321,16 +321,44 @@ WHERE j.id = ANY(%(ids)s::bigint[])
 RETURNING j.id, j.status, j.queue, j.batch_id, j.has_dependents, j.limit_key, j.watched
 """
 
+
+def _appended(
+    event: str,
+    outcome: str,
+    *,
+    attempt: str = "attempts",
+    worker: str = "worker",
+    started_at: str = "started_at",
+    error: str = "NULL::text",
+    traceback: str = "NULL::text",
+) -> str:
+    """The job's history with one entry appended (each argument an SQL expression of this
+    module). In an UPDATE's SET, columns are the row's values before the change: those of
+    the attempt that ends, while ``outcome`` must say the status it moves to. A statement
+    that changes many rows appends to each its own entry."""
+    return (
+        f"coalesce(history, '[]'::jsonb) || jsonb_build_array(jsonb_build_object("
+        f"'event', '{event}'::text, 'at', {NOW}, 'attempt', {attempt}, 'worker', {worker}, "
+        f"'started_at', {started_at}, 'error', {error}, 'traceback', {traceback}, "
+        f"'outcome', {outcome}))"
+    )
+
+
 # %(status)s is 'queued' (retry %(delay)s seconds from now) or 'failed'.
+_FAIL_STATUS = "CASE WHEN cancel_requested THEN 'cancelled' ELSE %(status)s::text END"
+_FAIL_ENTRY = _appended(
+    "attempt failed", _FAIL_STATUS, error="%(error)s::text", traceback="%(traceback)s::text"
+)
 FAIL = f"""
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE %(status)s::text END,
+SET status = {_FAIL_STATUS},
     run_at = CASE WHEN cancel_requested THEN run_at
                   ELSE {NOW} + %(delay)s::double precision END,
     error = %(error)s::text, traceback = %(traceback)s::text, lease_until = NULL,
     unknown_since = NULL,
     progress_message = coalesce(%(message)s::text, progress_message),
-    finished_at = CASE WHEN cancel_requested OR %(status)s::text <> 'queued' THEN {NOW} END
+    finished_at = CASE WHEN cancel_requested OR %(status)s::text <> 'queued' THEN {NOW} END,
+    history = {_FAIL_ENTRY}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -363,38 +391,50 @@ RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 # A claimed job whose task this worker does not know (a rolling deploy): back to the queue
 # %(recheck)s seconds from now, the attempt not counted, remembering since when it has been
 # unknown; once that is %(window)s seconds ago or more it fails instead. A cancel request
-# wins over both.
+# wins over both. The history records the first hand-back and the end, not the rechecks.
 _GIVE_UP = f"coalesce(unknown_since, {NOW}) <= {NOW} - %(window)s::double precision"
+_DEFER_STATUS = f"""CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN {_GIVE_UP} THEN 'failed'
+                  ELSE 'queued' END"""
+_DEFER_ERROR = f"""CASE WHEN cancel_requested THEN error
+                 WHEN {_GIVE_UP} THEN %(failed_error)s::text
+                 ELSE %(waiting_error)s::text END"""
 DEFER_UNKNOWN = f"""
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled'
-                  WHEN {_GIVE_UP} THEN 'failed'
-                  ELSE 'queued' END,
+SET status = {_DEFER_STATUS},
     attempts = attempts - 1,
     unknown_since = coalesce(unknown_since, {NOW}),
     run_at = {NOW} + %(recheck)s::double precision,
-    error = CASE WHEN cancel_requested THEN error
-                 WHEN {_GIVE_UP} THEN %(failed_error)s::text
-                 ELSE %(waiting_error)s::text END,
+    error = {_DEFER_ERROR},
     lease_until = NULL, started_at = NULL,
-    finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN {NOW} END
+    finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN {NOW} END,
+    history = CASE WHEN unknown_since IS NULL OR cancel_requested OR {_GIVE_UP}
+                   THEN {_appended("deferred", _DEFER_STATUS, error=_DEFER_ERROR)}
+                   ELSE history END
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
 # attempt: back to the queue while attempts remain, else failed.
-_ABANDON_SET = f"""
-SET status = CASE WHEN cancel_requested THEN 'cancelled'
+_ABANDON_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
                   WHEN attempts >= max_attempts THEN 'failed'
-                  ELSE 'queued' END,
+                  ELSE 'queued' END"""
+
+
+def _abandon_set(event: str) -> str:
+    """The SET of a run that ended without an outcome, recorded in the history as ``event``."""
+    return f"""
+SET status = {_ABANDON_STATUS},
     run_at = {NOW}, lease_until = NULL, error = %(error)s::text, traceback = NULL,
     unknown_since = NULL,
-    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {NOW} END
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {NOW} END,
+    history = {_appended(event, _ABANDON_STATUS, error="%(error)s::text")}
 """
 
+
 ABANDON = f"""
-UPDATE sqlitejobq_jobs {_ABANDON_SET}
+UPDATE sqlitejobq_jobs {_abandon_set("abandoned")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -409,7 +449,7 @@ WITH expired AS MATERIALIZED (
     LIMIT %(limit)s::integer
     FOR UPDATE SKIP LOCKED
 )
-UPDATE sqlitejobq_jobs AS j {_ABANDON_SET}
+UPDATE sqlitejobq_jobs AS j {_abandon_set("lease expired")}
 WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id,
           j.has_dependents, j.limit_key, j.watched
@@ -639,6 +679,13 @@ WHERE batch_id = %(batch_id)s::bigint AND status IN ('queued', 'processing', 'wa
 # --- operator actions ------------------------------------------------------------------------
 
 # Returns the new status, queue, batch_id, id, has_dependents, limit_key and the old status.
+# The history records the first request only: asking again changes nothing.
+_CANCEL_STATUS = "CASE WHEN old.status IN ('queued', 'waiting') THEN 'cancelled' ELSE j.status END"
+_CANCEL_ENTRY = _appended(
+    "cancel requested", _CANCEL_STATUS, attempt="nullif(j.attempts, 0)",
+    worker="CASE WHEN old.status = 'processing' THEN j.worker END",
+    started_at="CASE WHEN old.status = 'processing' THEN j.started_at END",
+)  # fmt: skip
 CANCEL = f"""
 WITH old AS MATERIALIZED (
     SELECT id, status FROM sqlitejobq_jobs
@@ -646,9 +693,10 @@ WITH old AS MATERIALIZED (
     FOR UPDATE
 )
 UPDATE sqlitejobq_jobs AS j
-SET status = CASE WHEN old.status IN ('queued', 'waiting') THEN 'cancelled' ELSE j.status END,
+SET status = {_CANCEL_STATUS},
     cancel_requested = true,
-    finished_at = CASE WHEN old.status IN ('queued', 'waiting') THEN {NOW} ELSE j.finished_at END
+    finished_at = CASE WHEN old.status IN ('queued', 'waiting') THEN {NOW} ELSE j.finished_at END,
+    history = CASE WHEN j.cancel_requested THEN j.history ELSE {_CANCEL_ENTRY} END
 FROM old
 WHERE j.id = old.id
 RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, j.watched,
@@ -664,7 +712,12 @@ UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
 # A job whose unique key another active job holds makes the statement fail with
 # UniqueViolation (constraint sqlitejobq_jobs_unique; diag.message_detail names the key),
 # which aborts the transaction: the storage rolls back and raises DuplicateJob, as the
-# SQLite backend does for its per-job RETRY.
+# SQLite backend does for its per-job RETRY. The history records the attempts each job
+# had before they start again from 0.
+_RETRY_ENTRY = _appended(
+    "retried", "'queued'::text", attempt="j.attempts", worker="NULL::text",
+    started_at="NULL::double precision",
+)  # fmt: skip
 RETRY = f"""
 WITH old AS MATERIALIZED (
     SELECT id, status FROM sqlitejobq_jobs
@@ -675,7 +728,8 @@ WITH old AS MATERIALIZED (
     UPDATE sqlitejobq_jobs AS j
     SET status = 'queued', attempts = 0, run_at = {NOW}, cancel_requested = false,
         finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
-        unknown_since = NULL, waiting_on = 0
+        unknown_since = NULL, waiting_on = 0,
+        history = {_RETRY_ENTRY}
     FROM old
     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = old.id
     RETURNING j.id, old.status, j.queue, j.batch_id

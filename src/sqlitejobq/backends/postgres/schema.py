@@ -175,6 +175,25 @@ _V5_WATCHED = """
 ALTER TABLE sqlitejobq_jobs ADD COLUMN watched boolean NOT NULL DEFAULT false;
 """
 
+# As on SQLite: a job's history (jsonb, NULL until a failed attempt, an expired lease, an
+# abandoned run, a cancel request, an operator retry or a hand-back of an unknown task;
+# only those paths append to it, so the hot path writes nothing more), the jobs completed
+# and failed per minute (kept a week; one row per minute, so a report locks one row), the
+# failed and cancelled jobs by id, and the dependency rows by dependent. The indexes are
+# built in the migration's transaction, holding writes to the jobs table meanwhile: on a
+# large table, apply it at a quiet time.
+_V6_HISTORY = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN history jsonb;
+CREATE INDEX sqlitejobq_jobs_finished_badly ON sqlitejobq_jobs (id)
+    WHERE status IN ('failed', 'cancelled');
+CREATE INDEX sqlitejobq_dependencies_job ON sqlitejobq_dependencies (job_id);
+CREATE TABLE sqlitejobq_throughput (
+    minute    bigint PRIMARY KEY,
+    completed bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0
+);
+"""
+
 #: Each runs in its own transaction, under the schema's advisory lock, together with its
 #: bookkeeping row. No statement takes parameters, so a migration's text goes to the server
 #: in one execute (the simple query protocol runs several statements).
@@ -184,4 +203,5 @@ MIGRATIONS = [
     Migration(3, "sharded job counts by queue and status, and by batch", _V1_COUNTS),
     Migration(4, "dependencies, limits and schedules", _V4_SCHEDULING),
     Migration(5, "jobs someone waits for", _V5_WATCHED),
+    Migration(6, "job history, throughput per minute, failed jobs by id", _V6_HISTORY),
 ]

@@ -147,13 +147,37 @@ def complete_many(size: int) -> str:
     return _COMPLETE_MANY.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * size))
 
 
+def _appended(
+    event: str,
+    outcome: str,
+    *,
+    attempt: str = "attempts",
+    worker: str = "worker",
+    started_at: str = "started_at",
+    error: str = "NULL",
+    traceback: str = "NULL",
+) -> str:
+    """The job's history with one entry appended (each argument an SQL expression of this
+    module). In an UPDATE's SET, columns are the row's values before the change: those of
+    the attempt that ends, while ``outcome`` must say the status it moves to."""
+    return (
+        f"json_insert(coalesce(history, '[]'), '$[#]', json_object("
+        f"'event', '{event}', 'at', :now, 'attempt', {attempt}, 'worker', {worker}, "
+        f"'started_at', {started_at}, 'error', {error}, 'traceback', {traceback}, "
+        f"'outcome', {outcome}))"
+    )
+
+
+_FAIL_STATUS = "CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END"
+
 FAIL = f"""
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE :status END,
+SET status = {_FAIL_STATUS},
     run_at = CASE WHEN cancel_requested THEN run_at ELSE :now + :delay END,
     error = :error, traceback = :traceback, lease_until = NULL, unknown_since = NULL,
     progress_message = coalesce(:message, progress_message),
-    finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END
+    finished_at = CASE WHEN cancel_requested OR :status != 'queued' THEN :now END,
+    history = {_appended("attempt failed", _FAIL_STATUS, error=":error", traceback=":traceback")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -184,22 +208,29 @@ RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
 # attempt: back to the queue while attempts remain, else failed.
-_ABANDON_SET = """
-SET status = CASE WHEN cancel_requested THEN 'cancelled'
+_ABANDON_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
                   WHEN attempts >= max_attempts THEN 'failed'
-                  ELSE 'queued' END,
+                  ELSE 'queued' END"""
+
+
+def _abandon_set(event: str) -> str:
+    """The SET of a run that ended without an outcome, recorded in the history as ``event``."""
+    return f"""
+SET status = {_ABANDON_STATUS},
     run_at = :now, lease_until = NULL, error = :error, traceback = NULL, unknown_since = NULL,
-    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now END
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now END,
+    history = {_appended(event, _ABANDON_STATUS, error=":error")}
 """
 
+
 ABANDON = f"""
-UPDATE sqlitejobq_jobs {_ABANDON_SET}
+UPDATE sqlitejobq_jobs {_abandon_set("abandoned")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 RESCUE_EXPIRED = f"""
-UPDATE sqlitejobq_jobs {_ABANDON_SET}
+UPDATE sqlitejobq_jobs {_abandon_set("lease expired")}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
 RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id, has_dependents,
@@ -209,19 +240,27 @@ RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id, has
 # Claimed by a worker that does not know the task (an older worker during a rolling deploy):
 # back to the queue for a worker that does, the attempt not counted, until the job has
 # waited for one since ``unknown_since`` past the window; then failed with UnknownTask.
+# The history records the first hand-back and the end (failed or cancelled), not the
+# rechecks in between, which a worker that keeps handing it back would repeat for the
+# whole window.
+_GIVE_UP = "coalesce(unknown_since, :now) <= (:now - :window)"
+_DEFER_STATUS = f"""CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN {_GIVE_UP} THEN 'failed'
+                  ELSE 'queued' END"""
+_DEFER_ERROR = f"""CASE WHEN cancel_requested THEN error
+                 WHEN {_GIVE_UP} THEN :failed_error
+                 ELSE :waiting_error END"""
 DEFER_UNKNOWN = f"""
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled'
-                  WHEN coalesce(unknown_since, :now) <= (:now - :window) THEN 'failed'
-                  ELSE 'queued' END,
-    error = CASE WHEN cancel_requested THEN error
-                 WHEN coalesce(unknown_since, :now) <= (:now - :window) THEN :failed_error
-                 ELSE :waiting_error END,
-    finished_at = CASE WHEN cancel_requested OR coalesce(unknown_since, :now) <= (:now - :window)
-                       THEN :now END,
+SET status = {_DEFER_STATUS},
+    error = {_DEFER_ERROR},
+    finished_at = CASE WHEN cancel_requested OR {_GIVE_UP} THEN :now END,
     attempts = attempts - 1, run_at = :now + :recheck,
     unknown_since = coalesce(unknown_since, :now),
-    lease_until = NULL, started_at = NULL
+    lease_until = NULL, started_at = NULL,
+    history = CASE WHEN unknown_since IS NULL OR cancel_requested OR {_GIVE_UP}
+                   THEN {_appended("deferred", _DEFER_STATUS, error=_DEFER_ERROR)}
+                   ELSE history END
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -404,11 +443,19 @@ WHERE batch_id = ? AND status IN ('queued', 'processing', 'waiting')
 
 # --- operator actions -------------------------------------------------------------------
 
-CANCEL = """
+# The history records the first request only: asking again changes nothing.
+_CANCEL_STATUS = "CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE status END"
+_CANCEL_ENTRY = _appended(
+    "cancel requested", _CANCEL_STATUS, attempt="nullif(attempts, 0)",
+    worker="CASE WHEN status = 'processing' THEN worker END",
+    started_at="CASE WHEN status = 'processing' THEN started_at END",
+)  # fmt: skip
+CANCEL = f"""
 UPDATE sqlitejobq_jobs
-SET status = CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE status END,
+SET status = {_CANCEL_STATUS},
     cancel_requested = 1,
-    finished_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE finished_at END
+    finished_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE finished_at END,
+    history = CASE WHEN cancel_requested THEN history ELSE {_CANCEL_ENTRY} END
 WHERE id = :id AND status IN ('queued', 'processing', 'waiting')
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -417,11 +464,13 @@ STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE 
 
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = ?"
 
-RETRY = """
+# The history records the attempts the job had before they start again from 0.
+RETRY = f"""
 UPDATE sqlitejobq_jobs
 SET status = 'queued', attempts = 0, run_at = :now, cancel_requested = 0,
     finished_at = NULL, lease_until = NULL, progress = 0.0, progress_message = NULL,
-    unknown_since = NULL, waiting_on = 0
+    unknown_since = NULL, waiting_on = 0,
+    history = {_appended("retried", "'queued'", worker="NULL", started_at="NULL")}
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING id
 """

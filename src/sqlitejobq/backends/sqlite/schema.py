@@ -202,6 +202,29 @@ ALTER TABLE sqlitejobq_jobs ADD COLUMN watched INTEGER NOT NULL DEFAULT 0;
 """
 
 
+# What a job went through besides its last attempt (failed attempts, expired leases,
+# abandoned runs, cancel requests, operator retries, hand-backs of a task a worker did not
+# know): a JSON array, NULL until one of those happens. Only those paths append to it, so
+# the hot path (claim, complete) writes nothing more. Jobs completed and failed per minute
+# (the epoch second the minute starts), added by the workers' reports and kept a week. The
+# failed and cancelled jobs in id order, so that they are listed and retried without
+# reading the completed ones; the dependency rows by dependent, for a job's page.
+_V7_HISTORY = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN history TEXT;
+
+CREATE INDEX sqlitejobq_jobs_finished_badly ON sqlitejobq_jobs (id)
+    WHERE status IN ('failed', 'cancelled');
+
+CREATE INDEX sqlitejobq_dependencies_job ON sqlitejobq_dependencies (job_id);
+
+CREATE TABLE sqlitejobq_throughput (
+    minute    INTEGER PRIMARY KEY,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
 def _v5(conn: Any) -> None:
     """Rebuild the jobs table (new status, new columns), keeping ids and the id sequence."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sqlitejobq_jobs'").fetchone()
@@ -224,4 +247,5 @@ MIGRATIONS = [
     Migration(4, "when a job first met a worker that did not know its task", _V4_UNKNOWN_SINCE),
     Migration(5, "dependencies, limits and schedules", _v5),
     Migration(6, "jobs someone waits for", _V6_WATCHED),
+    Migration(7, "job history, throughput per minute, failed jobs by id", _V7_HISTORY),
 ]
