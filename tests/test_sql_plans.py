@@ -1,24 +1,30 @@
 """The hot statements read indexes, never the whole table: their cost stays flat.
 
 Checked on SQLite's own query plans, so it holds on any machine; the timings that go with
-it are in benchmarks/test_scale.py.
+it are in benchmarks/test_scale.py. The listing of failed jobs is also checked on
+PostgreSQL's planner, which picks its index on a populated table, in generic plans too.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sqlitejobq import Queue
 from sqlitejobq.backends.sqlite import queries as sql
 
+from .conftest import Database, only_on
+
 PARAMS = {"worker": "w", "lease_until": 1.0, "now": 1.0, "limit": 10, "q0": "a", "q1": "b", "id": 1,
           "attempts": 1,
           "q2": "c", "queue": "a", "error": "x", "cutoff": 1.0, "chunk": 10, "key": "t",
           "queues": None, "exclude": "[]", "ids": "[1]", "since": 0.0,
-          "finished": "[[1, true]]"}  # fmt: skip
+          "finished": "[[1, true]]", "status": "failed", "task": None, "batch_id": 1,
+          "before": 900, "after": None, "scan": 1000, "until": 1.0}  # fmt: skip
 
 
 def plan(db: Path, statement: str) -> list[str]:
@@ -52,6 +58,24 @@ def plan(db: Path, statement: str) -> list[str]:
         ("claim chosen limited jobs", sql.CLAIM_IDS, "PRIMARY KEY"),
         ("a key's recent starts", sql.RECENT_STARTS, "sqlitejobq_starts_key"),
         ("release dependents", sql.RELEASE_DEPENDENTS, "PRIMARY KEY"),
+        (
+            "failed jobs, newest first",
+            sql.list_jobs(False, "finished_badly"),
+            "sqlitejobq_jobs_finished_badly",
+        ),
+        (
+            "failed jobs, oldest first",
+            sql.list_jobs(True, "finished_badly"),
+            "sqlitejobq_jobs_finished_badly",
+        ),
+        ("a page of failed ids to retry", sql.FAILED_IDS, "sqlitejobq_jobs_finished_badly"),
+        ("a batch's jobs, a page", sql.list_jobs(False, "batch"), "sqlitejobq_jobs_batch"),
+        ("jobs below a cursor", sql.list_jobs(False), "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        ("jobs above a cursor", sql.list_jobs(True), "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        ("what a job waits for", sql.WAITS_ON.replace("?", "1"), "sqlitejobq_dependencies_job"),
+        ("what waits for a job", sql.WAITED_ON_BY.replace("?", "1"), "PRIMARY KEY"),
+        ("a page of batches", sql.BATCHES, "INTEGER PRIMARY KEY"),
+        ("throughput of the last minutes", sql.THROUGHPUT, "INTEGER PRIMARY KEY"),
     ],
 )
 def test_hot_statements_search_an_index(
@@ -69,3 +93,75 @@ def test_the_claim_of_one_queue_needs_no_sort(tmp_path: Path) -> None:
     db = tmp_path / "plans.db"
     Queue(db).close()
     assert not [s for s in plan(db, sql.claim_from_queues(1)) if "TEMP B-TREE" in s]
+
+
+def test_a_bare_status_filter_would_not_reach_the_partial_index(tmp_path: Path) -> None:
+    # why the listings of failed jobs carry the index's own IN term
+    db = tmp_path / "plans.db"
+    Queue(db).close()
+    bare = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id DESC LIMIT 50"
+    assert plan(db, bare) == ["SCAN sqlitejobq_jobs"]
+    steps = plan(db, sql.list_jobs(False, "finished_badly"))
+    assert not [s for s in steps if "TEMP B-TREE" in s], steps
+
+
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def _postgres_plan(conn: Any, statement: str, params: dict[str, Any], generic: bool) -> str:
+    """The plan of ``statement``: with its values (a custom plan), or as a prepared
+    statement's plan made without them (a generic plan, what a statement run often gets)."""
+    from psycopg import ClientCursor
+    from psycopg import sql as pgsql
+
+    if not generic:
+        rows = ClientCursor(conn).execute("EXPLAIN " + statement, params).fetchall()
+        return "\n".join(row[0] for row in rows)
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    conn.execute(f"PREPARE listing AS {_NAMED_PARAMETER.sub(number, statement)}")
+    try:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        values = ", ".join(pgsql.Literal(params[n]).as_string(conn) for n in names)
+        rows = conn.execute(f"EXPLAIN EXECUTE listing({values})").fetchall()
+        return "\n".join(row[0] for row in rows)
+    finally:
+        conn.execute("RESET plan_cache_mode")
+        conn.execute("DEALLOCATE listing")
+
+
+@only_on("postgres", "the PostgreSQL planner's own choice on a populated table")
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+def test_failed_jobs_are_listed_through_their_index_on_postgres(
+    target: str, database: Database, generic: bool
+) -> None:
+    from sqlitejobq.backends.postgres import queries as pg
+
+    Queue(target).close()
+    conn = database.connect()
+    try:
+        conn.execute(
+            "INSERT INTO sqlitejobq_jobs (task, payload, status, run_at, created_at, error) "
+            "SELECT 't', '{}', CASE g % 100 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' "
+            "ELSE 'completed' END, 0, 0, 'Boom ' || g FROM generate_series(1, 50000) AS g"
+        )
+        conn.execute("ANALYZE sqlitejobq_jobs")
+        params = dict.fromkeys(("queue", "task", "batch_id", "error", "before", "scan"))
+        params.update(status="failed", after=0, limit=50)
+        for statement in (
+            pg.list_jobs(False, "finished_badly"),
+            pg.list_jobs(True, "finished_badly"),
+            pg.FAILED_IDS,
+        ):
+            found = _postgres_plan(conn, statement, params, generic)
+            assert "sqlitejobq_jobs_finished_badly" in found, found
+            assert "Seq Scan on sqlitejobq_jobs" not in found, found
+        bare = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id DESC LIMIT 50"
+        assert "sqlitejobq_jobs_finished_badly" in _postgres_plan(conn, bare, {}, False)
+    finally:
+        conn.close()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from . import validation
 from .backends.base import FINISHED_STATUSES, NewJob
 from .errors import JobFailed, JobNotFound, QueueClosed, WaitTimeout
-from .job import Batch, BatchProgress, Job, JobStatus, QueueStats
+from .job import Batch, BatchProgress, Job, JobEvent, JobStatus, QueueStats, ThroughputPoint
 from .queue import Queue
 from .registry import Registry
 
@@ -230,6 +230,30 @@ class AsyncQueue:
     async def retry(self, job_id: int) -> bool:
         """Queue a failed or cancelled job again with fresh attempts."""
         return await self._run(self.queue.retry, job_id)
+
+    async def retry_failed(self, **filters: Any) -> list[int]:
+        """Retry the failed jobs matching the filters (as ``Queue.retry_failed``)."""
+        return await self._run(self.queue.retry_failed, **filters)
+
+    async def timeline(self, job_id: int) -> list[JobEvent]:
+        """The job's life in time order (as ``Queue.timeline``)."""
+        return await self._run(self.queue.timeline, job_id)
+
+    async def dependencies(self, job_id: int) -> tuple[list[int], list[int]]:
+        """What the job still waits for, and what still waits for it."""
+        return await self._run(self.queue.dependencies, job_id)
+
+    async def batches(self, limit: int = 50, before: int | None = None) -> list[BatchProgress]:
+        """Batches newest first, below ``before`` (as ``Queue.batches``)."""
+        return await self._run(self.queue.batches, limit, before)
+
+    async def throughput(self, minutes: int = 60) -> list[ThroughputPoint]:
+        """Jobs completed and failed per minute (as ``Queue.throughput``)."""
+        return await self._run(self.queue.throughput, minutes)
+
+    async def max_job_id(self) -> int | None:
+        """The newest job's id (None: no job yet)."""
+        return await self._run(self.queue.max_job_id)
 
     async def purge(self, older_than: float, **options: Any) -> int:
         """Delete jobs finished more than ``older_than`` seconds ago (as ``Queue.purge``)."""

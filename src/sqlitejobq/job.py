@@ -210,6 +210,40 @@ def job_from_values(values: tuple[Any, ...]) -> Job:
 
 
 @dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One moment of a job's life, as ``Queue.timeline`` tells it: ``event`` is "enqueued",
+    "started", "attempt failed", "lease expired", "abandoned", "deferred", "cancel
+    requested", "retried", "completed", "failed" or "cancelled"; ``outcome`` the status
+    the job moved to (None: it did not move)."""
+
+    at: float
+    event: str
+    attempt: int | None = None
+    worker: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    outcome: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputPoint:
+    """Jobs that ended in one minute (``minute``: the epoch second it starts), as the
+    workers reported them: completed, and failed for good (retried attempts not counted)."""
+
+    minute: float
+    completed: int
+    failed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Jobs enqueued together, followed as one unit."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -10,8 +11,10 @@ from typing import Any, ParamSpec, TypeVar, overload
 from . import validation
 from .backends import open_backend
 from .backends.base import (
+    FINISHED_STATUSES,
     Backend,
     Capabilities,
+    JobRecord,
     NewJob,
     limit_key_of,
     rule_for,
@@ -32,10 +35,12 @@ from .job import (
     Batch,
     BatchProgress,
     Job,
+    JobEvent,
     JobStatus,
     LimitInfo,
     QueueStats,
     ScheduleInfo,
+    ThroughputPoint,
     WorkerInfo,
 )
 from .payload import encode_json
@@ -51,6 +56,10 @@ TaskRef = str | TaskHandle[..., Any]
 
 #: A worker is counted as alive while it reported within this many seconds.
 WORKER_ALIVE_WINDOW = 60.0
+#: ``retry_failed`` retries this many jobs per transaction.
+RETRY_CHUNK = 1000
+#: The longest span ``throughput`` covers: the week the workers' reports are kept.
+THROUGHPUT_MINUTES = 7 * 24 * 60
 
 
 class Queue:
@@ -670,15 +679,37 @@ class Queue:
         log.info("job %d queued again (retry)", job_id)
         return True
 
-    def retry_failed(self) -> list[int]:
-        """Retry every failed job whose unique key is free; returns the ids re-queued."""
-        requeued = []
-        for job_id in self.backend.failed_ids():
+    def retry_failed(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        batch_id: int | None = None,
+        error: str | None = None,
+    ) -> list[int]:
+        """Retry the failed jobs matching every filter given (as ``jobs``; none: every failed
+        job), a thousand per transaction; returns the ids re-queued. A job whose unique key
+        another active job holds stays failed (logged)."""
+        filters = _filters(queue, task, batch_id, error)
+        requeued: list[int] = []
+        after = 0
+        while True:
+            ids = self.backend.failed_ids(filters, after, RETRY_CHUNK)
+            if not ids:
+                break
+            after = ids[-1]
             try:
-                if self.retry(job_id):
-                    requeued.append(job_id)
-            except DuplicateJob as exc:
-                log.warning("%s", exc)
+                requeued += self.backend.retry(ids)
+            except DuplicateJob:
+                for job_id in ids:  # the chunk again, one by one: only the held keys stay
+                    try:
+                        requeued += self.backend.retry([job_id])
+                    except DuplicateJob as exc:
+                        log.warning("%s", exc)
+            if len(ids) < RETRY_CHUNK:
+                break
+        if requeued:
+            log.info("%d failed jobs queued again (retry)", len(requeued))
         return requeued
 
     def purge(self, older_than: float) -> int:
@@ -723,10 +754,22 @@ class Queue:
         queue: str | None = None,
         task: str | None = None,
         batch_id: int | None = None,
+        error: str | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        scan: int | None = None,
         limit: int = 100,
         oldest_first: bool = False,
     ) -> list[Job]:
-        """Jobs matching every filter given, newest first (or oldest first)."""
+        """Jobs matching every filter given, newest first (or oldest first), a page at a time.
+
+        ``error``: text the error contains, in any case (on SQLite, ASCII letters only).
+        ``before`` / ``after``: only ids below / above (the cursor: the last id of the page
+        before). ``scan``: look only at the ``scan`` ids next to the cursor (below
+        ``before``, or the newest job, going newest first; above ``after``, or the oldest,
+        going oldest first), so that a page costs at most that whatever the filters; the
+        next window starts where this one ended (see ``max_job_id``).
+        """
         if status is not None:
             try:
                 status = JobStatus(status)
@@ -735,13 +778,66 @@ class Queue:
                     f"status must be one of {', '.join(s.value for s in JobStatus)}, got {status!r}"
                 ) from None
         params = {
+            **_filters(queue, task, batch_id, error),
             "status": None if status is None else status.value,
-            "queue": None if queue is None else validation.name(queue, "queue"),
-            "task": None if task is None else validation.name(task, "task"),
-            "batch_id": None if batch_id is None else validation.integer(batch_id, "batch_id"),
+            "before": _id_or_none(before, "before"),
+            "after": _id_or_none(after, "after"),
+            "scan": _id_or_none(scan, "scan"),
             "limit": validation.integer(limit, "limit", minimum=1),
         }
         return [self.cycle.job(row) for row in self.backend.list_jobs(params, oldest_first)]
+
+    def max_job_id(self) -> int | None:
+        """The newest job's id (None: no job yet): where a newest-first ``scan`` window
+        starts when no ``before`` is given. One index probe."""
+        return self.backend.max_job_id()
+
+    def timeline(self, job_id: int) -> list[JobEvent]:
+        """The job's life in time order: enqueued; each attempt that failed, expired or was
+        abandoned (its start, then its end), cancel requests, operator retries and hand-backs
+        of an unknown task, from its history; then its current attempt's start and its end.
+
+        An end already told by the history is not told twice: an attempt that failed for
+        good is its "attempt failed" event (outcome "failed"), and a queued job cancelled is
+        its "cancel requested" event (outcome "cancelled"). JobNotFound if there is no job.
+        """
+        validation.integer(job_id, "job_id")
+        found = self.backend.job_history(job_id)
+        if found is None:
+            raise JobNotFound(f"no job with id {job_id} in {self.target}")
+        return _timeline(*found)
+
+    def dependencies(self, job_id: int) -> tuple[list[int], list[int]]:
+        """The ids of the unfinished jobs this job still waits for, and the ids of the jobs
+        still waiting for it; JobNotFound if there is no such job."""
+        validation.integer(job_id, "job_id")
+        found = self.backend.dependencies(job_id)
+        if found is None:
+            raise JobNotFound(f"no job with id {job_id} in {self.target}")
+        return found
+
+    def batches(self, limit: int = 50, before: int | None = None) -> list[BatchProgress]:
+        """Batches newest first, with ids below ``before`` (the cursor: the last batch id
+        of the page before); reads ``limit`` batches whatever their number."""
+        return self.backend.batches(
+            validation.integer(limit, "limit", minimum=1), _id_or_none(before, "before")
+        )
+
+    def throughput(self, minutes: int = 60) -> list[ThroughputPoint]:
+        """Jobs completed and failed (for good) per minute, as the workers report them
+        (every ``report_interval``), for the last ``minutes`` minutes (1 to a week), oldest
+        first, ending with the current minute; a minute without any is zeros."""
+        count = validation.integer(minutes, "minutes", minimum=1)
+        if count > THROUGHPUT_MINUTES:
+            raise InvalidArgument(
+                f"minutes must be <= {THROUGHPUT_MINUTES} (a week is kept), got {count}"
+            )
+        current, rows = self.backend.throughput(count)
+        counts = {minute: (completed, failed) for minute, completed, failed in rows}
+        return [
+            ThroughputPoint(float(minute), *counts.get(minute, (0, 0)))
+            for minute in range(current - 60 * (count - 1), current + 1, 60)
+        ]
 
     def batch_progress(self, batch_id: int) -> BatchProgress:
         """Counts of the batch's jobs by status, and the percentage finished."""
@@ -808,6 +904,77 @@ class Queue:
             since = self.backend.now() - WORKER_ALIVE_WINDOW
             found = [w for w in found if w.stopped_at is None and w.last_seen >= since]
         return found
+
+
+#: The largest cursor or scan window: their sums stay within a 64-bit integer.
+_LARGEST_CURSOR = 10**18
+
+
+def _id_or_none(value: int | None, what: str) -> int | None:
+    if value is None:
+        return None
+    checked = validation.integer(value, what, minimum=1)
+    if checked > _LARGEST_CURSOR:
+        raise InvalidArgument(f"{what} must be <= {_LARGEST_CURSOR}, got {checked}")
+    return checked
+
+
+def _filters(
+    queue: str | None, task: str | None, batch_id: int | None, error: str | None
+) -> dict[str, Any]:
+    """The filters ``jobs`` and ``retry_failed`` share, checked; ``error`` as the LIKE
+    pattern of text containing it (its ``%``, ``_`` and ``\\`` escaped)."""
+    text = validation.optional_text(error, "error", max_length=200)
+    return {
+        "queue": None if queue is None else validation.name(queue, "queue"),
+        "task": None if task is None else validation.name(task, "task"),
+        "batch_id": None if batch_id is None else validation.integer(batch_id, "batch_id"),
+        "error": None if text is None else "%" + "".join(
+            "\\" + c if c in "%_\\" else c for c in text
+        ) + "%",
+    }  # fmt: skip
+
+
+#: The history events that close an attempt: a "started" event goes before each.
+_ATTEMPT_ENDS = frozenset({"attempt failed", "lease expired", "abandoned"})
+
+
+def _timeline(record: JobRecord, history: str | None) -> list[JobEvent]:
+    """A job's events from its row and its history (see ``Queue.timeline``)."""
+    try:
+        entries = json.loads(history) if history else []
+    except ValueError as exc:
+        raise PayloadError(
+            f"job {record.id}: its stored history cannot be decoded ({exc})"
+        ) from None
+    events = [JobEvent(record.created_at, "enqueued")]
+    ended: list[tuple[int | None, float]] = []  # (attempt, started_at) of attempts told
+    for entry in entries:
+        event, attempt, started = entry.get("event"), entry.get("attempt"), entry.get("started_at")
+        if event in _ATTEMPT_ENDS and started is not None:
+            events.append(JobEvent(float(started), "started", attempt, entry.get("worker")))
+            ended.append((attempt, float(started)))
+        events.append(JobEvent(
+            float(entry["at"]), str(event), attempt, entry.get("worker"), entry.get("error"),
+            entry.get("traceback"), entry.get("outcome"),
+        ))  # fmt: skip
+    status, started_at = record.status, record.started_at
+    # times in a SQLite history keep 15 significant digits: a microsecond or so apart
+    told = started_at is not None and any(
+        attempt == record.attempts and abs(at - started_at) < 1e-3 for attempt, at in ended
+    )
+    if started_at is not None and status != "queued" and status != "waiting" and not told:
+        events.append(JobEvent(started_at, "started", record.attempts, record.worker))
+    last_outcome = entries[-1].get("outcome") if entries else None
+    if status in FINISHED_STATUSES and record.finished_at is not None and last_outcome != status:
+        failed = status != "completed"
+        events.append(JobEvent(
+            record.finished_at, status, record.attempts or None,
+            record.worker if started_at is not None else None,
+            record.error if failed else None, record.traceback if failed else None, status,
+        ))  # fmt: skip
+    events.sort(key=lambda e: e.at)
+    return events
 
 
 def _dependencies(depends_on: Iterable[int] | None) -> tuple[int, ...]:

@@ -26,7 +26,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -896,7 +896,9 @@ class Worker:
                  self.lease)  # fmt: skip
 
     def _report(self, stopped: bool = False) -> None:
-        """Write the worker's row when its figures changed, or now and then to show it lives."""
+        """Write the worker's row when its figures changed, or now and then to show it lives.
+        The jobs it ended since the last report written go to the throughput with it: a
+        report that fails leaves them for the next one, none lost nor counted twice."""
         record = self._record(stopped)
         last = self._reported
         unchanged = (
@@ -905,6 +907,12 @@ class Worker:
         )  # fmt: skip
         if unchanged and not stopped and time.monotonic() - self._reported_at < _ALIVE_EVERY:
             return
+        if last is not None:
+            record = replace(
+                record,
+                completed_delta=record.jobs_completed - last.jobs_completed,
+                failed_delta=record.jobs_failed - last.jobs_failed,
+            )
         self.cycle.report_worker(record)
         self._reported, self._reported_at = record, time.monotonic()
 

@@ -268,6 +268,17 @@ def task_of_limit_key(key: str) -> str:
     return key.split(LIMIT_KEY_SEPARATOR, 1)[0]
 
 
+def listing_by(filters: dict[str, Any]) -> str:
+    """What a listing of jobs reads, every engine alike: a batch's jobs through the batch
+    index ("batch"), failed or cancelled ones through the index of those ("finished_badly"),
+    else the primary key ("id"); so that a page stays cheap however many jobs completed."""
+    if filters.get("batch_id") is not None:
+        return "batch"
+    if filters.get("status") in ("failed", "cancelled"):
+        return "finished_badly"
+    return "id"
+
+
 class LimitedDue(NamedTuple):
     """Whether a limited job could be claimed now; when a key held back by its rate frees
     a start, and when the next limited job not due yet becomes due (None: none); now."""
@@ -369,7 +380,9 @@ class ClaimRequest:
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
     """A worker's row: who it is and what it has done (counts and lock waits so far). The
-    engine stamps it with its clock; ``started_at`` (None: now) is kept from its start."""
+    engine stamps it with its clock; ``started_at`` (None: now) is kept from its start.
+    ``completed_delta`` and ``failed_delta``: the jobs it ended since its last report that
+    was written, added to the current minute's throughput in the same transaction."""
 
     id: str
     hostname: str
@@ -381,6 +394,12 @@ class WorkerRecord:
     jobs_completed: int = 0
     jobs_failed: int = 0
     lock: LockStats = field(default_factory=LockStats)
+    completed_delta: int = 0
+    failed_delta: int = 0
+
+
+#: Seconds of per-minute throughput kept: the report that adds to a minute deletes older rows.
+THROUGHPUT_KEPT = 7 * 86400
 
 
 class Step(enum.Enum):
@@ -554,11 +573,32 @@ class Backend(Protocol):
     def cancel_requested(self, job_id: int) -> bool:
         """True if someone asked to cancel the job."""
 
-    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
-        """Rows of the jobs matching ``filters`` (status, queue, task, batch_id, limit)."""
+    def job_history(self, job_id: int) -> tuple[JobRecord, str | None] | None:
+        """The job's row and its history (a JSON array as text, None: nothing recorded),
+        or None if there is no such job."""
 
-    def failed_ids(self) -> list[int]:
-        """The ids of every failed job, in enqueue order."""
+    def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
+        """Rows of the jobs matching ``filters``: status, queue, task, batch_id, error (a
+        LIKE pattern, case-insensitive), ids below ``before`` and above ``after``, within
+        ``scan`` ids of the cursor (None: unbounded), up to ``limit``."""
+
+    def failed_ids(self, filters: dict[str, Any], after: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids of failed jobs above ``after``, in id order, matching
+        ``filters`` (queue, task, batch_id, error as for ``list_jobs``)."""
+
+    def max_job_id(self) -> int | None:
+        """The newest job's id (None: no job)."""
+
+    def batches(self, limit: int, before: int | None) -> list[BatchProgress]:
+        """Up to ``limit`` batches with ids below ``before`` (None: any), newest first."""
+
+    def dependencies(self, job_id: int) -> tuple[list[int], list[int]] | None:
+        """The unfinished jobs the job waits for, and the jobs waiting for it (None: no such
+        job)."""
+
+    def throughput(self, minutes: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """The current minute (the epoch second it starts, by the engine's clock), and the
+        (minute, completed, failed) rows of the last ``minutes`` minutes up to it."""
 
     def batch(self, batch_id: int) -> BatchProgress | None:
         """The batch's counts, or None if there is no such batch."""
@@ -919,6 +959,7 @@ __all__ = [
     "LIMIT_KEY_SEPARATOR",
     "QUEUE_RULE_PREFIX",
     "STATUS_STEPS",
+    "THROUGHPUT_KEPT",
     "AppliedMigration",
     "Backend",
     "Capabilities",
@@ -943,6 +984,7 @@ __all__ = [
     "dependency_outcome",
     "keys_for_unkeyed",
     "limit_key_of",
+    "listing_by",
     "plan_limited_claim",
     "plan_limited_in",
     "rule_for",

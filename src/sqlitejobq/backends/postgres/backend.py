@@ -22,6 +22,7 @@ from ..base import (
     HOOK,
     HOOK_FAILED,
     STATUS_STEPS,
+    THROUGHPUT_KEPT,
     Capabilities,
     ClaimRequest,
     JobRecord,
@@ -38,6 +39,7 @@ from ..base import (
     WorkerRecord,
     dependency_outcome,
     keys_for_unkeyed,
+    listing_by,
     pending,
     plan_limited_in,
     task_of_limit_key,
@@ -565,14 +567,53 @@ class PostgresBackend:
         row = self.connections.read_one(sql.CANCEL_REQUESTED, {"id": job_id})
         return bool(row and row[0])
 
+    def job_history(self, job_id: int) -> tuple[JobRecord, str | None] | None:
+        """The job's row and its history (JSON text, None: nothing recorded), or None."""
+        row = self.connections.read_one(sql.JOB_WITH_HISTORY, {"id": job_id})
+        return None if row is None else (JobRecord._make(row[:22]), row[22])
+
     def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
         """Rows of the jobs matching every filter given, by id in either direction."""
-        statement = sql.LIST_JOBS_OLDEST_FIRST if oldest_first else sql.LIST_JOBS_NEWEST_FIRST
+        statement = sql.list_jobs(oldest_first, listing_by(filters))
         return [JobRecord._make(row) for row in self.connections.read_all(statement, filters)]
 
-    def failed_ids(self) -> list[int]:
-        """The ids of every failed job, in enqueue order."""
-        return [int(row[0]) for row in self.connections.read_all(sql.FAILED_IDS)]
+    def failed_ids(self, filters: dict[str, Any], after: int, limit: int) -> list[int]:
+        """A page of failed jobs' ids after ``after``, in id order, matching ``filters``."""
+        rows = self.connections.read_all(
+            sql.FAILED_IDS, {**filters, "after": after, "limit": limit}
+        )
+        return [int(row[0]) for row in rows]
+
+    def max_job_id(self) -> int | None:
+        """The newest job's id, or None."""
+        row = self.connections.read_one(sql.MAX_JOB_ID)
+        return None if row is None or row[0] is None else int(row[0])
+
+    def batches(self, limit: int, before: int | None) -> list[BatchProgress]:
+        """Batches below ``before`` (None: any), newest first, their shards summed."""
+        rows = self.connections.read_all(sql.BATCHES, {"limit": limit, "before": before})
+        return [BatchProgress(*row) for row in rows]
+
+    def dependencies(self, job_id: int) -> tuple[list[int], list[int]] | None:
+        """What a job waits for and what waits for it; None if there is no such job."""
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[int], list[int]] | None:
+            params = {"id": job_id}
+            if conn.execute(sql.JOB_STATUS, params).fetchone() is None:
+                return None
+            waits_on = [int(row[0]) for row in conn.execute(sql.WAITS_ON, params)]
+            waited_by = [int(row[0]) for row in conn.execute(sql.WAITED_ON_BY, params)]
+            return waits_on, waited_by
+
+        result: tuple[list[int], list[int]] | None = self.connections.read(read, "dependencies")
+        return result
+
+    def throughput(self, minutes: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """The current minute by the database's clock, and the rows of the last ``minutes``
+        minutes up to it."""
+        rows = self.connections.read_all(sql.THROUGHPUT, {"minutes": minutes, "now": self._now()})
+        current = int(rows[0][0])
+        return current, [(int(r[1]), int(r[2]), int(r[3])) for r in rows if r[1] is not None]
 
     def batch(self, batch_id: int) -> BatchProgress | None:
         """The batch's counts, its shards summed, or None."""
@@ -729,7 +770,8 @@ class PostgresBackend:
         }), "register worker")  # fmt: skip
 
     def report_worker(self, worker: WorkerRecord) -> None:
-        """Update a worker's row; write it anew if it is missing (purged while it ran)."""
+        """Update a worker's row; write it anew if it is missing (purged while it ran). Its
+        deltas go to the current minute's throughput in the same transaction."""
 
         def body(conn: psycopg.Connection[Any]) -> None:
             now = self._now()
@@ -746,6 +788,12 @@ class PostgresBackend:
                 "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
                 "busy_errors": worker.lock.busy_errors,
             })  # fmt: skip
+            if worker.completed_delta or worker.failed_delta:
+                conn.execute(sql.ADD_THROUGHPUT, {
+                    "completed": worker.completed_delta, "failed": worker.failed_delta,
+                    "now": now,
+                })  # fmt: skip
+                conn.execute(sql.FORGET_THROUGHPUT, {"keep": THROUGHPUT_KEPT, "now": now})
 
         self.connections.write(body, "report worker")
 

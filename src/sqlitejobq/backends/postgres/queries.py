@@ -22,6 +22,7 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from psycopg import sql as pgsql
 
@@ -737,7 +738,17 @@ WITH old AS MATERIALIZED (
 SELECT id, status, queue, batch_id FROM retried ORDER BY id
 """
 
-FAILED_IDS = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id"
+# A page of failed jobs' ids after %(after)s, through the index of failed and cancelled jobs
+# (the IN term makes that partial index usable in a generic plan too), filtered as LIST_JOBS.
+FAILED_IDS = """
+SELECT id FROM sqlitejobq_jobs
+WHERE status IN ('failed', 'cancelled') AND status = 'failed' AND id > %(after)s::bigint
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(batch_id)s::bigint IS NULL OR batch_id = %(batch_id)s::bigint)
+  AND (%(error)s::text IS NULL OR error ILIKE %(error)s::text ESCAPE '\\')
+ORDER BY id LIMIT %(limit)s::integer
+"""
 
 # One chunk of finished jobs older than %(cutoff)s, oldest first; rows held elsewhere are
 # skipped. The ORDER BY keeps the finished index in a generic plan too (psycopg prepares a
@@ -833,6 +844,12 @@ ORDER BY queue, status
 
 GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
 
+JOB_WITH_HISTORY = (
+    f"SELECT {JOB_COLUMNS}, history::text FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+)
+
+MAX_JOB_ID = "SELECT max(id) FROM sqlitejobq_jobs"
+
 JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
 
 CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
@@ -851,21 +868,70 @@ GROUP BY b.id
 
 LATEST_BATCH_ID = "SELECT max(id) FROM sqlitejobq_batches"
 
+# Newest first, below %(before)s (NULL: any), in BatchProgress field order, shards summed:
+# the batches come from a range of the primary key, then their counts.
+BATCHES = """
+SELECT b.id, b.name, coalesce(sum(c.total), 0)::bigint, coalesce(sum(c.queued), 0)::bigint,
+       coalesce(sum(c.processing), 0)::bigint, coalesce(sum(c.completed), 0)::bigint,
+       coalesce(sum(c.failed), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint, b.created_at,
+       coalesce(sum(c.waiting), 0)::bigint
+FROM (SELECT id, name, created_at FROM sqlitejobq_batches
+      WHERE id < coalesce(%(before)s::bigint, 9223372036854775807)
+      ORDER BY id DESC LIMIT %(limit)s::integer) AS b
+LEFT JOIN sqlitejobq_batch_counts AS c ON c.batch_id = b.id
+GROUP BY b.id, b.name, b.created_at
+ORDER BY b.id DESC
+"""
+
 BATCH_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = %(batch_id)s::bigint ORDER BY id
 """
 
 _LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+WHERE {{status}}
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(batch_id)s::bigint IS NULL OR batch_id = %(batch_id)s::bigint)
+  AND {{batch}}
+  AND (%(error)s::text IS NULL OR error ILIKE %(error)s::text ESCAPE '\\')
+  AND id >= {{lowest}} AND id <= {{highest}}
 ORDER BY id {{order}} LIMIT %(limit)s::integer
 """
 
-LIST_JOBS_NEWEST_FIRST = _LIST_JOBS.format(order="DESC")
-LIST_JOBS_OLDEST_FIRST = _LIST_JOBS.format(order="ASC")
+# The ids a page may read, as on SQLite: past its cursor, and within %(scan)s ids of it
+# (NULL: no window); one lower and one upper bound, each a constant of the statement.
+_AFTER = "coalesce(%(after)s::bigint + 1, 0)"
+_BEFORE = "coalesce(%(before)s::bigint - 1, 9223372036854775807)"
+_NEWEST_LOWEST = (
+    f"greatest({_AFTER}, coalesce(coalesce(%(before)s::bigint, "
+    f"(SELECT max(id) FROM sqlitejobq_jobs) + 1) - %(scan)s::bigint, 0))"
+)
+_OLDEST_HIGHEST = (
+    f"least({_BEFORE}, coalesce(coalesce(%(after)s::bigint, "
+    f"(SELECT min(id) FROM sqlitejobq_jobs) - 1) + %(scan)s::bigint, 9223372036854775807))"
+)
+
+#: What a listing reads, as on SQLite (``base.listing_by``): here the SQL only says so (the
+#: equality on batch_id, the IN term of the failed-and-cancelled index) and the planner
+#: picks the index, in generic plans too.
+LIST_JOBS_BY = ("id", "batch", "finished_badly")
+
+
+@lru_cache(maxsize=2 * len(LIST_JOBS_BY))
+def list_jobs(oldest_first: bool, by: str = "id") -> str:
+    """The listing of jobs by id (see LIST_JOBS_BY for ``by``), newest or oldest first."""
+    if by not in LIST_JOBS_BY:
+        raise ValueError(f"by must be one of {LIST_JOBS_BY}, got {by!r}")
+    return _LIST_JOBS.format(
+        status="status IN ('failed', 'cancelled') AND status = %(status)s::text"
+        if by == "finished_badly" else "(%(status)s::text IS NULL OR status = %(status)s::text)",
+        batch="batch_id = %(batch_id)s::bigint" if by == "batch"
+        else "(%(batch_id)s::bigint IS NULL OR batch_id = %(batch_id)s::bigint)",
+        lowest=_AFTER if oldest_first else _NEWEST_LOWEST,
+        highest=_OLDEST_HIGHEST if oldest_first else _BEFORE,
+        order="ASC" if oldest_first else "DESC",
+    )  # fmt: skip
+
 
 # The earliest run_at of queued jobs (due or not) and the statement's now. No index of its
 # own: the claim index is ordered (queue, priority DESC, run_at), so the earliest run_at of
@@ -975,6 +1041,52 @@ LIST_WORKERS = """
 SELECT id, hostname, pid, queues, concurrency, started_at, last_seen, stopped_at,
        jobs_completed, jobs_failed, writes, lock_retries, lock_wait_seconds, busy_errors
 FROM sqlitejobq_workers ORDER BY started_at DESC LIMIT %(limit)s::integer
+"""
+
+# --- a job's dependencies ------------------------------------------------------------------
+
+# As on SQLite: what a waiting job still waits for (the index by dependent), and the waiting
+# jobs that wait for a job (the primary key).
+WAITS_ON = """
+SELECT d.depends_on FROM sqlitejobq_dependencies AS d
+JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
+WHERE d.job_id = %(id)s::bigint AND j.status = 'waiting'
+ORDER BY d.depends_on
+"""
+
+WAITED_ON_BY = """
+SELECT d.job_id FROM sqlitejobq_dependencies AS d
+JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
+WHERE d.depends_on = %(id)s::bigint AND j.status = 'waiting'
+ORDER BY d.job_id
+"""
+
+# --- throughput -----------------------------------------------------------------------------
+
+#: The epoch second that starts the statement's minute.
+_MINUTE = f"(floor({NOW} / 60) * 60)::bigint"
+
+# A worker's jobs ended since its last report, added to the current minute's row in the
+# report's transaction: one row, so concurrent reports wait for each other and never
+# deadlock. Then rows older than %(keep)s seconds go (a range of the primary key).
+ADD_THROUGHPUT = f"""
+INSERT INTO sqlitejobq_throughput AS t (minute, completed, failed)
+VALUES ({_MINUTE}, %(completed)s::bigint, %(failed)s::bigint)
+ON CONFLICT (minute) DO UPDATE
+SET completed = t.completed + excluded.completed, failed = t.failed + excluded.failed
+"""
+
+FORGET_THROUGHPUT = f"""
+DELETE FROM sqlitejobq_throughput WHERE minute < {_MINUTE} - %(keep)s::bigint
+"""
+
+# The current minute, then the rows of the %(minutes)s minutes up to it (if any).
+THROUGHPUT = f"""
+WITH clock AS MATERIALIZED (SELECT {_MINUTE} AS minute)
+SELECT clock.minute, t.minute, t.completed, t.failed
+FROM clock LEFT JOIN sqlitejobq_throughput AS t
+    ON t.minute > clock.minute - 60 * %(minutes)s::bigint AND t.minute <= clock.minute
+ORDER BY t.minute
 """
 
 # --- wake-ups ---------------------------------------------------------------------------

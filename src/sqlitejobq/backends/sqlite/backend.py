@@ -31,6 +31,7 @@ from ..base import (
     HOOK,
     HOOK_FAILED,
     STATUS_STEPS,
+    THROUGHPUT_KEPT,
     Capabilities,
     ClaimRequest,
     JobRecord,
@@ -47,6 +48,7 @@ from ..base import (
     WorkerRecord,
     dependency_outcome,
     keys_for_unkeyed,
+    listing_by,
     options_of,
     pending,
     plan_limited_in,
@@ -649,14 +651,47 @@ class SqliteBackend:
         row = self.read_one(sql.CANCEL_REQUESTED, (job_id,))
         return bool(row and row[0])
 
+    def job_history(self, job_id: int) -> tuple[JobRecord, str | None] | None:
+        """The job's row and its history (JSON text, None: nothing recorded), or None."""
+        row = self.read_one(sql.JOB_WITH_HISTORY, (job_id,))
+        return None if row is None else (_record(row), row[22])
+
     def list_jobs(self, filters: dict[str, Any], oldest_first: bool) -> list[JobRecord]:
         """Rows of the jobs matching every filter given, by id in either direction."""
-        statement = sql.LIST_JOBS_OLDEST_FIRST if oldest_first else sql.LIST_JOBS_NEWEST_FIRST
+        statement = sql.list_jobs(oldest_first, listing_by(filters))
         return [_record(row) for row in self.read_all(statement, filters)]
 
-    def failed_ids(self) -> list[int]:
-        """The ids of every failed job, in enqueue order."""
-        return [int(row[0]) for row in self.read_all(sql.FAILED_IDS)]
+    def failed_ids(self, filters: dict[str, Any], after: int, limit: int) -> list[int]:
+        """A page of failed jobs' ids after ``after``, in id order, matching ``filters``."""
+        params = {**filters, "after": after, "limit": limit}
+        return [int(row[0]) for row in self.read_all(sql.FAILED_IDS, params)]
+
+    def max_job_id(self) -> int | None:
+        """The newest job's id, or None."""
+        return _scalar(self.read_one(sql.MAX_JOB_ID), int)
+
+    def batches(self, limit: int, before: int | None) -> list[BatchProgress]:
+        """Batches below ``before`` (None: any), newest first."""
+        rows = self.read_all(sql.BATCHES, {"limit": limit, "before": before})
+        return [BatchProgress(*row) for row in rows]
+
+    def dependencies(self, job_id: int) -> tuple[list[int], list[int]] | None:
+        """What a job waits for and what waits for it; None if there is no such job."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[int], list[int]] | None:
+            if conn.execute(sql.JOB_STATUS, (job_id,)).fetchone() is None:
+                return None
+            waits_on = [int(row[0]) for row in conn.execute(sql.WAITS_ON, (job_id,))]
+            waited_by = [int(row[0]) for row in conn.execute(sql.WAITED_ON_BY, (job_id,))]
+            return waits_on, waited_by
+
+        return self.read(read)
+
+    def throughput(self, minutes: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """The current minute, and the rows of the last ``minutes`` minutes up to it."""
+        current = _minute(self.clock())
+        rows = self.read_all(sql.THROUGHPUT, {"since": current - 60 * minutes, "until": current})
+        return current, [(int(m), int(c), int(f)) for m, c, f in rows]
 
     def batch(self, batch_id: int) -> BatchProgress | None:
         """The batch's counts, or None."""
@@ -712,19 +747,31 @@ class SqliteBackend:
 
     def report_worker(self, worker: WorkerRecord) -> None:
         """Update a worker's row (last seen, counts, lock waits, stop time); write it anew
-        if it is missing (purged while the worker ran)."""
+        if it is missing (purged while the worker ran). Its deltas go to the current
+        minute's throughput in the same transaction, and rows past a week go."""
         now = self.clock()
-        self.write(lambda conn: conn.execute(sql.REPORT_WORKER, {
-            "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
-            "queues": worker.queues, "concurrency": worker.concurrency,
-            "started_at": worker.started_at if worker.started_at is not None else now,
-            "now": now, "stopped_at": now if worker.stopped else None,
-            "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
-            "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
-            "lock_wait_seconds": worker.lock.lock_wait_seconds,
-            "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
-            "busy_errors": worker.lock.busy_errors,
-        }), "report worker")  # fmt: skip
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(sql.REPORT_WORKER, {
+                "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
+                "queues": worker.queues, "concurrency": worker.concurrency,
+                "started_at": worker.started_at if worker.started_at is not None else now,
+                "now": now, "stopped_at": now if worker.stopped else None,
+                "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
+                "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
+                "lock_wait_seconds": worker.lock.lock_wait_seconds,
+                "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
+                "busy_errors": worker.lock.busy_errors,
+            })  # fmt: skip
+            if worker.completed_delta or worker.failed_delta:
+                minute = _minute(now)
+                conn.execute(sql.ADD_THROUGHPUT, {
+                    "minute": minute, "completed": worker.completed_delta,
+                    "failed": worker.failed_delta,
+                })  # fmt: skip
+                conn.execute(sql.FORGET_THROUGHPUT, {"before": minute - THROUGHPUT_KEPT})
+
+        self.write(body, "report worker")
 
     def workers(self, limit: int) -> list[WorkerInfo]:
         """The workers, most recently started first."""
@@ -938,6 +985,11 @@ def _claim_plain(
         params["exclude"] = json.dumps(claim.exclude)
     statement = sql.claim_from_queues(len(names), bool(claim.exclude))
     return [_record(row) for row in conn.execute(statement, params)]
+
+
+def _minute(now: float) -> int:
+    """The epoch second that starts the minute of ``now``."""
+    return int(now // 60) * 60
 
 
 def _scalar(row: Row | None, kind: Callable[[Any], T]) -> T | None:

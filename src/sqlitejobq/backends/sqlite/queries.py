@@ -475,7 +475,17 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING id
 """
 
-FAILED_IDS = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id"
+# A page of failed jobs' ids after :after, read through the index of failed and cancelled
+# jobs (the IN term lets SQLite use that partial index), with the filters of LIST_JOBS.
+FAILED_IDS = """
+SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_finished_badly
+WHERE status IN ('failed', 'cancelled') AND status = 'failed' AND id > :after
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:batch_id IS NULL OR batch_id = :batch_id)
+  AND (:error IS NULL OR error LIKE :error ESCAPE '\\')
+ORDER BY id LIMIT :limit
+"""
 
 PURGE_FINISHED = """
 DELETE FROM sqlitejobq_jobs WHERE id IN (
@@ -502,6 +512,8 @@ WHERE last_seen < :cutoff AND (stopped_at IS NOT NULL OR last_seen < :dead_befor
 # --- reads ------------------------------------------------------------------------------
 
 GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = ?"
+
+JOB_WITH_HISTORY = f"SELECT {JOB_COLUMNS}, history FROM sqlitejobq_jobs WHERE id = ?"
 
 JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = ?"
 
@@ -572,23 +584,109 @@ FROM sqlitejobq_batches WHERE id = ?
 
 LATEST_BATCH_ID = "SELECT max(id) FROM sqlitejobq_batches"
 
+# Newest first, below :before (NULL: any): a range of the primary key, :limit rows.
+BATCHES = """
+SELECT id, name, total, queued, processing, completed, failed, cancelled, created_at, waiting
+FROM sqlitejobq_batches
+WHERE id < coalesce(:before, 9223372036854775807)
+ORDER BY id DESC LIMIT :limit
+"""
+
 BATCH_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = ? ORDER BY id
 """
 
 _LIST_JOBS = f"""
-SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs
-WHERE (:status IS NULL OR status = :status)
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs{{indexed}}
+WHERE {{status}}
   AND (:queue IS NULL OR queue = :queue)
   AND (:task IS NULL OR task = :task)
-  AND (:batch_id IS NULL OR batch_id = :batch_id)
+  AND {{batch}}
+  AND (:error IS NULL OR error LIKE :error ESCAPE '\\')
+  AND id >= {{lowest}} AND id <= {{highest}}
 ORDER BY id {{order}} LIMIT :limit
 """
 
-LIST_JOBS_NEWEST_FIRST = _LIST_JOBS.format(order="DESC")
-LIST_JOBS_OLDEST_FIRST = _LIST_JOBS.format(order="ASC")
+# The ids a page may read: past its cursor (below :before, above :after), and within :scan
+# ids of it (going newest first, below :before or from the newest job; oldest first, above
+# :after or from the oldest), so that a page with selective filters reads at most :scan
+# rows whatever the size of the table (NULL :scan: no window). One lower and one upper
+# bound, each a constant of the statement: the search range of the index.
+_AFTER = "coalesce(:after + 1, 0)"
+_BEFORE = "coalesce(:before - 1, 9223372036854775807)"
+_NEWEST_LOWEST = (
+    f"max({_AFTER}, coalesce(coalesce(:before, (SELECT max(id) FROM sqlitejobq_jobs) + 1) "
+    f"- :scan, 0))"
+)
+_OLDEST_HIGHEST = (
+    f"min({_BEFORE}, coalesce(coalesce(:after, (SELECT min(id) FROM sqlitejobq_jobs) - 1) "
+    f"+ :scan, 9223372036854775807))"
+)
+
+#: What a listing reads: the primary key, a batch's jobs through the batch index, or the
+#: failed and cancelled jobs through theirs (the IN term makes that partial index usable
+#: whatever :status holds; the caller picks it only for those two statuses).
+LIST_JOBS_BY = ("id", "batch", "finished_badly")
+
+
+@lru_cache(maxsize=2 * len(LIST_JOBS_BY))
+def list_jobs(oldest_first: bool, by: str = "id") -> str:
+    """The listing of jobs by id (see LIST_JOBS_BY for ``by``), newest or oldest first."""
+    if by not in LIST_JOBS_BY:
+        raise ValueError(f"by must be one of {LIST_JOBS_BY}, got {by!r}")
+    return _LIST_JOBS.format(
+        indexed={
+            "id": "", "batch": " INDEXED BY sqlitejobq_jobs_batch",
+            "finished_badly": " INDEXED BY sqlitejobq_jobs_finished_badly",
+        }[by],
+        status="status IN ('failed', 'cancelled') AND status = :status" if by == "finished_badly"
+        else "(:status IS NULL OR status = :status)",
+        batch="batch_id = :batch_id" if by == "batch"
+        else "(:batch_id IS NULL OR batch_id = :batch_id)",
+        lowest=_AFTER if oldest_first else _NEWEST_LOWEST,
+        highest=_OLDEST_HIGHEST if oldest_first else _BEFORE,
+        order="ASC" if oldest_first else "DESC",
+    )  # fmt: skip
+
 
 DATA_VERSION = "PRAGMA data_version"
+
+# --- a job's dependencies ---------------------------------------------------------------------
+
+# The jobs a waiting job still waits for (through the index by dependent), and the waiting
+# jobs that wait for a job (the primary key): rows of a dependent that is no longer waiting
+# (cancelled, retried) are left for the dependency's end to delete, so they are skipped.
+WAITS_ON = """
+SELECT d.depends_on FROM sqlitejobq_dependencies AS d
+JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
+WHERE d.job_id = ? AND j.status = 'waiting'
+ORDER BY d.depends_on
+"""
+
+WAITED_ON_BY = """
+SELECT d.job_id FROM sqlitejobq_dependencies AS d
+JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
+WHERE d.depends_on = ? AND j.status = 'waiting'
+ORDER BY d.job_id
+"""
+
+# --- throughput -----------------------------------------------------------------------------
+
+# Jobs a worker ended since its last report, added to the minute's row (:minute, the epoch
+# second it starts) in the report's transaction; rows older than :before go with it.
+ADD_THROUGHPUT = """
+INSERT INTO sqlitejobq_throughput (minute, completed, failed)
+VALUES (:minute, :completed, :failed)
+ON CONFLICT (minute) DO UPDATE
+SET completed = completed + excluded.completed, failed = failed + excluded.failed
+"""
+
+FORGET_THROUGHPUT = "DELETE FROM sqlitejobq_throughput WHERE minute < :before"
+
+THROUGHPUT = """
+SELECT minute, completed, failed FROM sqlitejobq_throughput
+WHERE minute > :since AND minute <= :until ORDER BY minute
+"""
 
 # --- workers ----------------------------------------------------------------------------
 
