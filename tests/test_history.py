@@ -3,12 +3,14 @@ and filtered retries, on every engine."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from sqlitejobq import (
+    AsyncQueue,
     DatabaseBusy,
     InvalidArgument,
     InvalidArgumentType,
@@ -629,3 +631,25 @@ def test_retry_failed_refuses_bad_filters(queue: Queue) -> None:
         queue.retry_failed(batch_id="1")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="error must be 1-200 characters, got 0"):
         queue.retry_failed(error="")
+
+
+# --- the same reads for asyncio -------------------------------------------------------------
+
+
+def test_async_queue_offers_the_same_reads_and_retries(target: str) -> None:
+    async def main() -> None:
+        async with AsyncQueue(target, retry_backoff=0.0) as queue:
+            first = await queue.enqueue("t", max_attempts=1)
+            then = await queue.enqueue("t", depends_on=[first])
+            batch = await queue.enqueue_batch("t", [1, 2])
+            assert await queue.dependencies(first) == ([], [then])
+            assert [b.batch_id for b in await queue.batches(limit=5)] == [batch.id]
+            assert await queue.max_job_id() == batch.job_ids[-1]
+            [job] = queue.queue.claim("w")
+            queue.queue.fail(job, "KeyError: 'x'")
+            assert [e.event for e in await queue.timeline(first)][-1] == "attempt failed"
+            assert [j.id for j in await queue.jobs(error="keyerror", before=then)] == [first]
+            assert len(await queue.throughput(3)) == 3
+            assert await queue.retry_failed(error="KeyError") == [first]
+
+    asyncio.run(main())
