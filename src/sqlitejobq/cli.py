@@ -28,6 +28,8 @@ from .queue import Queue
 from .registry import Registry
 from .supervisor import Supervisor, signal_alive_to_supervisor, worker_command
 from .transfer import copy_queue
+from .web import Auth, dashboard
+from .web.server import make as make_server
 from .worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
 DB_ENV = "SQLITEJOBQ_DB"
@@ -284,6 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-size", type=_positive_int, default=1000, metavar="N",
         help="jobs copied per transaction (default: 1000)",
     )  # fmt: skip
+    web = commands.add_parser(
+        "web", parents=[common],
+        help="serve the web dashboard (127.0.0.1 unless authentication is configured)",
+        description="Serve the dashboard: counts, throughput, jobs, batches with live "
+        "progress, workers, schedules and limits, with retry, cancel and purge. It binds "
+        "127.0.0.1; another address needs credentials, from $SQLITEJOBQ_WEB_PASSWORD "
+        "(user $SQLITEJOBQ_WEB_USER, default admin), $SQLITEJOBQ_WEB_TOKEN, or --auth-file.",
+    )  # fmt: skip
+    web.add_argument("--host", default="127.0.0.1",
+                     help="the address to bind (default: 127.0.0.1)")  # fmt: skip
+    web.add_argument("--port", type=int, default=8080, help="the port (default: 8080; 0: any)")
+    web.add_argument("--read-only", action="store_true", help="show no action")
+    web.add_argument("--auth-file", metavar="PATH",
+                     help="a file of one line, user:password or a token (mode 600)")  # fmt: skip
+    web.add_argument("--app", default=None, metavar="MODULE:ATTR",
+                     help="the app's Registry or Queue: shows its schedules' next runs and "
+                     "its limits")  # fmt: skip
+    web.add_argument("--redact", action="append", metavar="FIELD",
+                     help="mask this payload field (repeat; replaces the default list of "
+                     "password, token, secret, ...)")  # fmt: skip
+    web.add_argument("--hide-payloads", action="store_true",
+                     help="show no payload and no result")  # fmt: skip
+    web.add_argument("--max-queued-age", type=_duration, default=300.0, metavar="DURATION",
+                     help="/healthz fails when a due job waited longer (default: 300)")  # fmt: skip
     return parser
 
 
@@ -359,9 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "worker" and args.json:
-        parser.error("--json is not an option of worker: it prints no table")
-    level = args.log_level or ("INFO" if args.command == "worker" else "WARNING")
+    if args.command in ("worker", "web") and args.json:
+        parser.error(f"--json is not an option of {args.command}: it prints no table")
+    level = args.log_level or ("INFO" if args.command in ("worker", "web") else "WARNING")
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -723,6 +749,29 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """``sqlitejobq web``: serve the dashboard until interrupted."""
+    try:
+        auth = Auth.from_file(args.auth_file) if args.auth_file else Auth.from_env()
+        queue = _queue_for_app(args) if args.app else _open(args)
+        app = dashboard(queue, read_only=args.read_only, auth=auth, redact=args.redact,
+                        show_payloads=not args.hide_payloads,
+                        max_queued_age=args.max_queued_age)  # fmt: skip
+        server = make_server(app, args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    mode = ", read-only" if args.read_only else ""
+    print(f"sqlitejobq dashboard of {queue.target} on http://{host}:{server.server_port}/"
+          f"{mode} (Ctrl+C stops it)", flush=True)  # fmt: skip
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        queue.close()
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
@@ -735,6 +784,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "purge": cmd_purge,
     "migrate": cmd_migrate,
     "copy": cmd_copy,
+    "web": cmd_web,
 }
 
 

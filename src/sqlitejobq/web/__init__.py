@@ -1,0 +1,10 @@
+"""A web dashboard for a queue: see and fix what is in it from a browser.
+
+``dashboard(queue)`` is a WSGI and ASGI application; ``sqlitejobq web --db PATH`` serves it.
+"""
+
+from .app import DEFAULT_REDACT, Dashboard, dashboard
+from .auth import Auth
+from .server import serve
+
+__all__ = ["DEFAULT_REDACT", "Auth", "Dashboard", "dashboard", "serve"]
