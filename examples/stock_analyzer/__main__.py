@@ -4,14 +4,21 @@
     python -m examples.stock_analyzer --source yfinance --symbols TCS.NS,INFY.NS
     python -m examples.stock_analyzer --processes 2       # workers in separate processes
     python -m examples.stock_analyzer --db 'postgresql://app@db/app?schema=stocks'
+    python -m examples.stock_analyzer --charts charts     # and a PNG chart per stock
+    python -m examples.stock_analyzer --batch latest --format csv > results.csv
 
-After the results table comes the batch's ranking by signal score, which its summary job
-stored in the table batch_summaries. Loads from yfinance start at most 2 per second (see
-``tasks``); the sample and CSV sources are not limited.
+The results table fits the terminal without cutting a value: a narrow one gets the most
+important columns and a note naming the others (``--columns`` chooses them); output that
+is not a terminal gets them all. ``--format csv`` and ``json`` print the stored values
+for scripts, the rest going to stderr. After the table comes the batch's ranking by
+signal score, which its summary job stored in the table batch_summaries. ``--batch``
+prints a stored batch again instead of starting one. Loads from yfinance start at most 2
+per second (see ``tasks``); the sample and CSV sources are not limited.
 
 Exit status 0 when every symbol was analyzed and the batch summarized, 1 otherwise (the
-failures are listed) or when the database cannot be opened (one line on stderr, starting
-``error:``), 2 on bad usage.
+failures are listed) or when an input is missing or unusable: the database, the price
+folder, a symbol the sample or folder has no prices for, the charts folder (one line on
+stderr, starting ``error:``, before anything is written); 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -38,14 +46,24 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
-from sqlitejobq import Job, Queue, SqliteJobQError, Worker
+from sqlitejobq import Job, JobNotFound, Queue, SqliteJobQError, Worker
 from sqlitejobq.backends import is_postgres_target
 from sqlitejobq.cli import DB_ENV
 
-from .indicators import SIGNAL_ORDER
-from .prices import SAMPLE_SYMBOLS, SOURCE_NAMES
+from .output import (
+    COLUMNS,
+    FORMATS,
+    Column,
+    fit_table,
+    left_out_note,
+    parse_columns,
+    print_table,
+    sort_results,
+    write_csv,
+    write_json,
+)
+from .prices import SAMPLE_SYMBOLS, SOURCE_NAMES, PriceDataError, UnknownSymbol
 from .service import (
     DEFAULT_DB,
     AppQueue,
@@ -53,17 +71,27 @@ from .service import (
     app_worker,
     batch_report,
     batch_summary,
+    check_available,
     check_symbols,
     describe,
     open_queue,
+    prices_of_analysis,
     results_of_batch,
     start_analysis,
+    summary_job_id,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: A ranking this long or shorter is printed whole; a longer one, its top and bottom few.
 RANKING_IN_FULL = 8
 RANKING_ENDS = 3
+#: The width of output that is not a terminal (logs, CI, a file): wider if the table is.
+PIPE_WIDTH = 160
+
+
+class InputError(Exception):
+    """An input that names something missing or unusable here (not bad usage): one line
+    on stderr, exit status 1, nothing written."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -98,45 +126,160 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.0,
         help="pretend network time per symbol, in seconds (for demos)",
     )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (default), or csv or json on stdout for scripts (progress and messages "
+        "go to stderr)",
+    )
+    parser.add_argument(
+        "--columns",
+        help=f"comma-separated columns of the table and the CSV, in this order (the symbol "
+        f"always first): {','.join(c.name for c in COLUMNS)} (default: all that fit)",
+    )
+    parser.add_argument(
+        "--charts",
+        metavar="DIR",
+        help="write a PNG chart per stock to DIR/<SYMBOL>.png (created if missing)",
+    )
+    parser.add_argument(
+        "--batch",
+        metavar="ID",
+        help="print batch ID stored in --db ('latest': the newest) instead of starting one",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every job's steps")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.processes < 0:
         parser.error("--workers must be >= 1 and --processes >= 0")
+    if args.batch is not None:
+        if args.batch != "latest" and not args.batch.isdigit():
+            parser.error(f"--batch takes a batch id or 'latest', got {args.batch!r}")
+        if args.symbols or args.folder:
+            parser.error("--batch prints a stored batch: --symbols and --folder start a new one")
     try:  # bad usage, exit status 2: options that cannot work, whatever the database
-        args.source_config = SourceConfig(args.source, args.folder, args.delay)
+        args.columns = None if args.columns is None else parse_columns(args.columns)
         args.symbols = check_symbols(args.symbols.split(",") if args.symbols else SAMPLE_SYMBOLS)
+        if args.folder is not None and not Path(args.folder).is_dir():
+            # a folder missing here is not bad usage: status 1, as a missing database
+            raise InputError(f"price folder {args.folder!r} is not a directory")
+        args.source_config = SourceConfig(args.source, args.folder, args.delay)
     except ValueError as exc:
         parser.error(str(exc))
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+        if args.batch is None:  # symbols the sample or the folder lacks: before any job
+            check_available(args.symbols, args.source_config)
+        charts = None if args.charts is None else _chart_folder(args.charts)
+    except (InputError, UnknownSymbol) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     # the driver reports each failed connection attempt; the one-line error says it once
     logging.getLogger("psycopg").setLevel(logging.ERROR)
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    source: SourceConfig = args.source_config
+    width = _terminal_width(sys.stdout)
+    console = Console(width=width or PIPE_WIDTH)
+    # csv and json: the data alone on stdout, what people read on stderr
+    info = console if args.format == "table" else Console(
+        stderr=True, width=_terminal_width(sys.stderr) or PIPE_WIDTH)  # fmt: skip
     try:
+        if args.batch is not None and not is_postgres_target(args.db) and not Path(
+                args.db).is_file():  # fmt: skip
+            raise InputError(f"no database {args.db}: nothing was analyzed there yet")
         queue = open_queue(args.db)
-    except (SqliteJobQError, OSError) as exc:  # no such directory, not a database, no server
+    except (InputError, SqliteJobQError, OSError) as exc:  # no such directory, no server
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, as the CLI
         return 1
     with queue:
-        batch = start_analysis(queue, args.symbols, source)
-        where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
-        console.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
-                      f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
-        started = time.monotonic()
-        with _workers(queue, args) as workers:
-            _show_progress(queue, batch.id, console)
-            summary_job = _wait_for(queue, batch.then_id, workers)
-        elapsed = time.monotonic() - started
-        _print_results(queue, batch.id, elapsed, console)
-        summarized = _print_ranking(queue, batch.id, summary_job, console)
-        code = _print_outcome(queue, batch.id, console)
-        return code if summarized else 1
+        elapsed: float | None = None
+        if args.batch is None:
+            batch_id, elapsed, summary_job = _analyze(queue, args, info)
+        else:
+            try:
+                batch_id, summary_job = _stored_batch(queue, args.batch)
+            except InputError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        results = sort_results(results_of_batch(queue, batch_id))
+        if args.format == "table":
+            took = "" if elapsed is None else f" in {elapsed:.2f}s"
+            title = f"Batch {batch_id}: {len(results)} stocks analyzed{took}"
+            _print_results(results, args.columns, title, width, console)
+        elif args.format == "csv":
+            write_csv(sys.stdout, results, args.columns or COLUMNS)
+        else:
+            write_json(sys.stdout, batch_id, results, _failures(queue, batch_id))
+        summarized = _print_ranking(queue, batch_id, summary_job, info)
+        drawn = True if charts is None else _write_charts(queue, results, charts, info)
+        code = _print_outcome(queue, batch_id, info)
+        return code if summarized and drawn else 1
+
+
+def _analyze(
+    queue: AppQueue, args: argparse.Namespace, info: Console
+) -> tuple[int, float, Job | None]:
+    """Run a new batch to its end, showing its progress: its id, the seconds it took and
+    its summary job as it ended."""
+    source: SourceConfig = args.source_config
+    batch = start_analysis(queue, args.symbols, source)
+    where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
+    info.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
+               f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
+    started = time.monotonic()
+    with _workers(queue, args) as workers:
+        _show_progress(queue, batch.id, info)
+        summary_job = _wait_for(queue, batch.then_id, workers)
+    return batch.id, time.monotonic() - started, summary_job
+
+
+def _stored_batch(queue: Queue, which: str) -> tuple[int, Job | None]:
+    """The id of a stored batch (a number, or 'latest') and its summary job, if any."""
+    batch_id = queue.latest_batch_id() if which == "latest" else int(which)
+    if batch_id is None:
+        raise InputError(f"no batch in {describe(queue)}: nothing was analyzed there yet")
+    try:
+        queue.batch_progress(batch_id)
+    except JobNotFound:
+        raise InputError(f"no batch with id {batch_id} in {describe(queue)}") from None
+    job_id = summary_job_id(queue, batch_id)
+    try:
+        return batch_id, None if job_id is None else queue.get(job_id)
+    except JobNotFound:
+        return batch_id, None
+
+
+def _terminal_width(stream: TextIO) -> int | None:
+    """The width of the terminal ``stream`` writes to ($COLUMNS first, as for any program),
+    or None when it is not a terminal. Measured on that stream: rich would measure stdin
+    first, which may be another terminal, or none."""
+    if not stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
+
+
+def _chart_folder(path: str) -> Path:
+    """The charts folder, made if missing, once a file was seen to be writable in it."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"cannot write charts to {path}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write charts to {path}: {exc.strerror or exc}") from None
+    return folder
 
 
 class _workers:
@@ -238,25 +381,51 @@ def _wait_for(queue: Queue, job_id: int | None, workers: _workers) -> Job | None
         time.sleep(0.05)
 
 
-def _print_results(queue: Queue, batch_id: int, elapsed: float, console: Console) -> None:
-    results = sorted(
-        results_of_batch(queue, batch_id),
-        key=lambda r: (SIGNAL_ORDER.get(r["signal"], 99), -r["score"], r["symbol"]),
-    )
-    table = Table(title=f"Batch {batch_id}: {len(results)} stocks analyzed in {elapsed:.2f}s")
-    table.add_column("symbol", no_wrap=True)
-    table.add_column("signal", no_wrap=True)
-    for name in ("score", "close", "1w %", "1m %", "1y %", "SMA50", "SMA200", "RSI14",
-                 "MACD hist", "vol %", "max DD %"):  # fmt: skip
-        table.add_column(name, justify="right", no_wrap=True)
-    for r in results:
-        table.add_row(
-            r["symbol"], r["signal"], f"{r['score']:+d}", _num(r["last_close"]),
-            _num(r["return_1w_pct"]), _num(r["return_1m_pct"]), _num(r["return_1y_pct"]),
-            _num(r["sma_50"]), _num(r["sma_200"]), _num(r["rsi_14"]), _num(r["macd_hist"]),
-            _num(r["volatility_annual_pct"]), _num(r["max_drawdown_pct"]),
-        )  # fmt: skip
-    console.print(table)
+def _print_results(
+    results: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column] | None,
+    title: str,
+    width: int | None,
+    console: Console,
+) -> None:
+    """The table, uncut: in a terminal, the columns that fit its ``width`` and a note
+    naming the others; elsewhere (``width`` None), every column."""
+    fitted = fit_table(console, results, columns, width=width, title=title)
+    print_table(console, fitted)
+    note = None if width is None else left_out_note(fitted, width)
+    if note:
+        console.print(note, markup=False, highlight=False)
+
+
+def _failures(queue: Queue, batch_id: int) -> list[dict[str, Any]]:
+    """The symbols of the batch that have no analysis: their job, its status and error."""
+    return [{key: entry[key] for key in ("symbol", "job_id", "status", "error")}
+            for entry in batch_report(queue, batch_id)["symbols"]
+            if entry["status"] != "completed"]  # fmt: skip
+
+
+def _write_charts(
+    queue: Queue, results: Sequence[Mapping[str, Any]], folder: Path, console: Console
+) -> bool:
+    """A chart per stored analysis in ``folder``, each written whole; False if any could
+    not be drawn (each such symbol is named, with why)."""
+    from .charts import render_chart, write_chart  # matplotlib: only when charts are asked for
+
+    failed: list[str] = []
+    for analysis in results:
+        try:
+            png = render_chart(prices_of_analysis(queue, analysis), analysis)
+            write_chart(png, folder, analysis["symbol"])
+        except (UnknownSymbol, PriceDataError, OSError) as exc:
+            failed.append(f"  {analysis['symbol']}: {' '.join(str(exc).split())}")
+    written = len(results) - len(failed)
+    console.print(f"Charts of {written} stocks written to {folder}{os.sep} "
+                  f"(<SYMBOL>.png)", markup=False)  # fmt: skip
+    if failed:
+        console.print(f"[red]{len(failed)} charts not drawn:[/red]")
+        for line in failed:
+            console.print(line, markup=False, soft_wrap=True)
+    return not failed
 
 
 def _print_ranking(queue: Queue, batch_id: int, job: Job | None, console: Console) -> bool:
@@ -290,6 +459,10 @@ def _print_ranking(queue: Queue, batch_id: int, job: Job | None, console: Consol
 def _print_outcome(queue: Queue, batch_id: int, console: Console) -> int:
     """The failures, or that every symbol was analyzed; the exit status."""
     report = batch_report(queue, batch_id)
+    if not report["done"]:  # a stored batch (--batch) that workers elsewhere still run
+        console.print(f"Batch {batch_id} is still {report['status']}: {report['finished']} of "
+                      f"{report['total']} symbols finished.")  # fmt: skip
+        return 1
     failures = [s for s in report["symbols"] if s["status"] != "completed"]
     if failures:
         console.print(f"[red]{len(failures)} of {report['total']} symbols failed:[/red]")
@@ -301,10 +474,6 @@ def _print_outcome(queue: Queue, batch_id: int, console: Console) -> int:
     console.print(f"All {report['total']} symbols analyzed; results stored in "
                   f"{queue.target} (table analysis_results).")  # fmt: skip
     return 0
-
-
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:,.2f}"
 
 
 if __name__ == "__main__":

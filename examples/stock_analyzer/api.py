@@ -6,7 +6,9 @@
 Endpoints: POST /api/stocks/analyze-all-stocks starts a batch; GET
 /api/all-stocks/progress follows it (with ``summary_job_id``, the job that ranks it once it
 has finished); GET /api/batches/{batch_id}/summary serves that ranking; GET
-/api/stocks/{symbol}/analysis the newest analysis of a symbol; GET /api/jobs/{job_id} a job.
+/api/stocks/{symbol}/analysis the newest analysis of a symbol; GET
+/api/stocks/{symbol}/chart.png its chart (drawn once per stored analysis, then cached); GET
+/api/jobs/{job_id} a job.
 
 The endpoints are coroutines on an ``AsyncQueue``: the queue's reads run on its threads,
 the app's own tables are read in threads (``asyncio.to_thread``), and a batch is started in
@@ -34,12 +36,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from sqlitejobq import AsyncQueue, JobNotFound, SqliteJobQError
+from sqlitejobq import AsyncQueue, JobNotFound, Queue, SqliteJobQError
 
-from .prices import SOURCE_NAMES, validate_symbol
+from .charts import ChartCache, render_chart
+from .prices import SOURCE_NAMES, PriceDataError, UnknownSymbol, is_transient, validate_symbol
 from .service import (
     DEFAULT_DB,
     MAX_SYMBOLS,
@@ -50,6 +53,7 @@ from .service import (
     check_symbols,
     latest_analysis,
     open_queue,
+    prices_of_analysis,
     start_analysis_async,
     summary_job_id,
 )
@@ -154,6 +158,32 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet")
         return found
 
+    charts = ChartCache()
+
+    @app.get(
+        "/api/stocks/{symbol}/chart.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the chart, a PNG"}},
+    )
+    async def stock_chart(symbol: str) -> Response:
+        try:
+            checked = validate_symbol(symbol)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        found = await asyncio.to_thread(latest_analysis, queue().queue, checked)
+        if found is None:
+            raise HTTPException(
+                status_code=404,
+                detail=f"no analysis of {checked} yet, so no chart: analyze it with "
+                "POST /api/stocks/analyze-all-stocks",
+            )
+        key = (checked, found["job_id"], found["analyzed_at"])  # the stored analysis it shows
+        png = charts.get(key)
+        if png is None:
+            png = await _chart_of(queue(), found)
+            charts.put(key, png)
+        return Response(png, media_type="image/png")
+
     @app.get("/api/jobs/{job_id}")
     async def job(job_id: int) -> dict[str, Any]:
         try:
@@ -162,6 +192,28 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no job with id {job_id}") from None
 
     return app
+
+
+async def _chart_of(queue: AsyncQueue, analysis: dict[str, Any]) -> bytes:
+    """The PNG of a stored analysis, over the prices it was computed from (in a thread:
+    loading them and drawing block); HTTPException when they cannot be had."""
+    symbol = analysis["symbol"]
+    try:
+        return await asyncio.to_thread(_draw_chart, queue.queue, analysis)
+    except (UnknownSymbol, PriceDataError) as exc:
+        raise HTTPException(status_code=404, detail=f"no chart of {symbol}: {exc}") from None
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise HTTPException(status_code=503, detail=f"no chart of {symbol} now: its prices "
+                            f"could not be loaded ({exc}); try again") from None  # fmt: skip
+
+
+def _draw_chart(queue: Queue, analysis: dict[str, Any]) -> bytes:
+    png = render_chart(prices_of_analysis(queue, analysis), analysis)
+    log.info("drew the chart of %s (the analysis of job %s)", analysis["symbol"],
+             analysis["job_id"])  # fmt: skip
+    return png
 
 
 async def _no_summary_yet(queue: AsyncQueue, batch_id: int) -> str:

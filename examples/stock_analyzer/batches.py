@@ -10,6 +10,7 @@ are attached to its jobs when they are enqueued.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from sqlitejobq import AsyncQueue, Batch, Queue
 
 from .database import app_transaction
-from .prices import SOURCE_NAMES, validate_symbol
+from .prices import SOURCE_NAMES, CsvFolderSource, sample_source, validate_symbol
 
 ANALYZE_STOCK = "analyze_stock"
 ANALYZE_STOCK_ONLINE = "analyze_stock_online"
@@ -49,8 +50,11 @@ class SourceConfig:
             raise ValueError(f"source must be one of {', '.join(SOURCE_NAMES)}, got {self.name!r}")
         if self.name == "csv" and not self.folder:
             raise ValueError("the csv source needs a folder of <SYMBOL>.csv files")
-        if self.folder is not None and not Path(self.folder).is_dir():
-            raise ValueError(f"price folder {self.folder!r} is not a directory")
+        if self.folder is not None:
+            if not Path(self.folder).is_dir():
+                raise ValueError(f"price folder {self.folder!r} is not a directory")
+            # absolute: workers started elsewhere, and a chart drawn later, find it too
+            object.__setattr__(self, "folder", os.path.abspath(self.folder))
         if not 0.0 <= self.delay <= 60.0:
             raise ValueError(f"delay must be between 0 and 60 seconds, got {self.delay}")
 
@@ -69,6 +73,17 @@ def check_symbols(symbols: Sequence[object]) -> list[str]:
     if len(symbols) > MAX_SYMBOLS:
         raise ValueError(f"at most {MAX_SYMBOLS} symbols per batch, got {len(symbols)}")
     return list(dict.fromkeys(validate_symbol(s) for s in symbols))
+
+
+def check_available(symbols: Sequence[str], source: SourceConfig) -> None:
+    """UnknownSymbol naming the symbols an offline source has no prices for, before any
+    job is enqueued (yfinance knows its symbols only when asked: those jobs fail instead)."""
+    if source.name == "yfinance":
+        return
+    folder = sample_source() if source.name == "sample" else CsvFolderSource(str(source.folder))
+    missing = folder.missing(symbols)
+    if missing:
+        raise folder.unknown(missing)
 
 
 def start_analysis(queue: Queue, symbols: Sequence[object], source: SourceConfig) -> Batch:

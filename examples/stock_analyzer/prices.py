@@ -10,7 +10,7 @@ import importlib
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,11 +97,19 @@ _TRANSIENT_NAMES = frozenset(
 
 
 class UnknownSymbol(LookupError):
-    """A source has no prices for a symbol (unknown, delisted, or no file for it)."""
+    """A source has no prices for a symbol, or for several (unknown, delisted, or no file)."""
 
-    def __init__(self, symbol: str, source: str, hint: str = "unknown or delisted symbol?") -> None:
-        super().__init__(f"no price data for {symbol!r} from {source} ({hint})")
-        self.symbol = symbol
+    def __init__(
+        self,
+        symbol: str | Sequence[str],
+        source: str,
+        hint: str = "unknown or delisted symbol?",
+    ) -> None:
+        symbols = (symbol,) if isinstance(symbol, str) else tuple(symbol)
+        super().__init__(f"no price data for {', '.join(map(repr, symbols))} from {source} "
+                         f"({hint})")  # fmt: skip
+        self.symbol = symbols[0]
+        self.symbols = symbols
         self.source = source
 
 
@@ -348,7 +356,7 @@ class CsvFolderSource:
         symbol = validate_symbol(symbol)
         path = self.path(symbol)
         if not path.is_file():
-            raise self._unknown(symbol, path)
+            raise self.unknown([symbol])
         try:
             raw = pd.read_csv(path)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -361,19 +369,23 @@ class CsvFolderSource:
             raise UnknownSymbol(symbol, f"{self.name} folder {str(self.folder)!r}", "no rows")
         return prices
 
-    def _unknown(self, symbol: str, path: Path) -> UnknownSymbol:
-        """The error for a symbol without a file, naming the symbols the folder has."""
+    def missing(self, symbols: Iterable[str]) -> list[str]:
+        """Those of ``symbols`` this folder has no file for, in their order."""
+        return [symbol for symbol in symbols if not self.path(symbol).is_file()]
+
+    def unknown(self, symbols: Sequence[str]) -> UnknownSymbol:
+        """The error for symbols without a file, naming the symbols the folder has."""
         held = self.symbols()
         listing = ", ".join(held[:LISTED_SYMBOLS])
         if len(held) > LISTED_SYMBOLS:
             listing += f" and {len(held) - LISTED_SYMBOLS} more"
         if self.name == "sample":
-            return UnknownSymbol(symbol, "the bundled sample", f"it holds only {listing}; "
+            return UnknownSymbol(symbols, "the bundled sample", f"it holds only {listing}; "
                                  f"--source yfinance or csv for other symbols")  # fmt: skip
         has = f"it has {listing}" if held else "it has no <SYMBOL>.csv file"
-        return UnknownSymbol(
-            symbol, f"{self.name} folder {str(self.folder)!r}", f"no {path.name}; {has}"
-        )
+        files = ", ".join(self.path(symbol).name for symbol in symbols)
+        return UnknownSymbol(symbols, f"{self.name} folder {str(self.folder)!r}",
+                             f"no {files}; {has}")  # fmt: skip
 
     def __repr__(self) -> str:
         return f"CsvFolderSource({str(self.folder)!r}, name={self.name!r})"

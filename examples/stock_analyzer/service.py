@@ -9,21 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlitejobq import AsyncQueue, BatchProgress, Job, JobStatus, Queue
+import pandas as pd
+
+from sqlitejobq import AsyncQueue, BatchProgress, Job, JobNotFound, JobStatus, Queue
 from sqlitejobq.backends import is_postgres_target
 
 from .batches import (
     MAX_SYMBOLS,
     SourceConfig,
+    check_available,
     check_symbols,
     start_analysis,
     start_analysis_async,
 )
 from .database import AppQueue, app_worker, open_app_queue, read_rows
-from .prices import validate_symbol
+from .prices import PriceDataError, get_source, validate_symbol
 from .tasks import registry
 
 __all__ = [
@@ -35,10 +39,12 @@ __all__ = [
     "batch_report",
     "batch_report_async",
     "batch_summary",
+    "check_available",
     "check_symbols",
     "describe",
     "latest_analysis",
     "open_queue",
+    "prices_of_analysis",
     "results_of_batch",
     "start_analysis",
     "start_analysis_async",
@@ -57,9 +63,10 @@ _LATEST = {
     "WHERE symbol = %s ORDER BY analyzed_at DESC LIMIT 1",
 }
 _OF_BATCH = {
-    "sqlite": "SELECT result FROM analysis_results WHERE batch_id = ? ORDER BY symbol",
-    "postgres": "SELECT result FROM analysis_results WHERE batch_id = %s "
-    'ORDER BY symbol COLLATE "C"',
+    "sqlite": "SELECT result, job_id, batch_id, analyzed_at FROM analysis_results "
+    "WHERE batch_id = ? ORDER BY symbol",
+    "postgres": "SELECT result, job_id, batch_id, analyzed_at FROM analysis_results "
+    'WHERE batch_id = %s ORDER BY symbol COLLATE "C"',
 }
 _SUMMARY_JOB = {
     "sqlite": "SELECT summary_job_id FROM analysis_batches WHERE batch_id = ?",
@@ -133,16 +140,60 @@ def symbol_report(job: Job) -> dict[str, Any]:
 def latest_analysis(queue: Queue, symbol: str) -> dict[str, Any] | None:
     """The newest stored analysis of ``symbol``, or None."""
     rows = read_rows(queue, _LATEST, (validate_symbol(symbol),))
-    if not rows:
-        return None
-    row = rows[0]
-    return {**json.loads(row[0]), "job_id": row[1], "batch_id": row[2], "analyzed_at": row[3]}
+    return _stored(rows[0]) if rows else None
 
 
 def results_of_batch(queue: Queue, batch_id: int) -> list[dict[str, Any]]:
-    """The analyses the batch stored, one per completed job."""
-    rows = read_rows(queue, _OF_BATCH, (batch_id,))
-    return [json.loads(row[0]) for row in rows]
+    """The analyses the batch stored, one per completed job, by symbol."""
+    return [_stored(row) for row in read_rows(queue, _OF_BATCH, (batch_id,))]
+
+
+def _stored(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of ``analysis_results`` as one dict: the analysis (its ``result``) and the job
+    that stored it, its batch and when."""
+    result, job_id, batch_id, analyzed_at = row
+    return {**json.loads(result), "job_id": job_id, "batch_id": batch_id,
+            "analyzed_at": analyzed_at}  # fmt: skip
+
+
+def prices_of_analysis(queue: Queue, analysis: Mapping[str, Any]) -> pd.DataFrame:
+    """The prices a stored ``analysis`` was computed from, loaded again from its source:
+    its ``rows`` days up to its ``as_of`` date (blocking: asyncio code runs it in a thread).
+
+    UnknownSymbol if the source has no prices for the symbol any more; PriceDataError if
+    they are no longer those the analysis saw (another last close: analyze it again).
+    """
+    symbol, as_of = str(analysis["symbol"]), str(analysis["as_of"])
+    source = get_source(str(analysis.get("source", "sample")), _folder_of(queue, analysis))
+    prices = source.load(symbol)
+    end = pd.Timestamp(as_of)
+    kept = prices.loc[:end].tail(int(analysis["rows"]))
+    close = None if kept.empty or kept.index[-1] != end else round(float(kept["Close"].iloc[-1]), 2)
+    if close is None or close != analysis["last_close"]:
+        found = "none that day" if close is None else f"close {close}"
+        raise PriceDataError(
+            f"the prices of {symbol} from {source.name} are not those of its analysis as of "
+            f"{as_of} (close {analysis['last_close']}; {found} now): analyze it again"
+        )
+    return kept
+
+
+def _folder_of(queue: Queue, analysis: Mapping[str, Any]) -> str | None:
+    """The CSV folder of an analysis from the csv source: stored with it, or, for one
+    stored before analyses kept it, its job's."""
+    if analysis.get("source") != "csv":
+        return None
+    if analysis.get("folder"):
+        return str(analysis["folder"])
+    try:
+        payload = queue.get(int(analysis["job_id"])).payload
+    except JobNotFound:
+        raise PriceDataError(
+            f"the CSV folder of the analysis of {analysis['symbol']} is unknown: its job "
+            f"{analysis['job_id']} was purged; analyze it again"
+        ) from None
+    folder = payload.get("folder") if isinstance(payload, dict) else None
+    return None if folder is None else str(folder)
 
 
 def summary_job_id(queue: Queue, batch_id: int) -> int | None:

@@ -147,6 +147,8 @@ async def analyze_stock(job: AsyncJob) -> dict[str, Any]:
     await job.set_progress(0.7, f"computing indicators over {len(prices)} days")
     result = await asyncio.to_thread(analyze, prices, symbol)  # pandas: CPU, off the loop
     result["source"] = source_name
+    if source_name == "csv":  # where to find these prices again (a chart of the analysis)
+        result["folder"] = payload.get("folder")
     return result
 
 

@@ -41,7 +41,8 @@ def running_api(db: str, log: Path, *options: str) -> Iterator[ApiServer]:
             [sys.executable, "-m", "examples.stock_analyzer.api", "--db", db,
              "--port", str(port), *options],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(  # this checkout's library
+                [str(ROOT), str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])},
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"

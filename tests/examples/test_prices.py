@@ -479,3 +479,15 @@ def test_write_sample_round_trips_through_a_csv_folder(tmp_path: Path) -> None:
     loaded = CsvFolderSource(tmp_path).load("SBIN.NS")
     expected = generate_prices("SBIN.NS", days=40).astype("float64")
     pd.testing.assert_frame_equal(loaded, expected, check_freq=False)
+
+
+def test_symbols_a_folder_lacks_are_named_together(tmp_path: Path) -> None:
+    write_csv(tmp_path, "TCS.NS", CSV_TEXT)
+    folder = CsvFolderSource(tmp_path)
+    assert folder.missing(["A.NS", "TCS.NS", "B.NS"]) == ["A.NS", "B.NS"]
+    error = folder.unknown(["A.NS", "B.NS"])
+    assert (error.symbol, error.symbols) == ("A.NS", ("A.NS", "B.NS"))
+    assert str(error) == (
+        f"no price data for 'A.NS', 'B.NS' from csv folder {str(tmp_path)!r} "
+        f"(no A.NS.csv, B.NS.csv; it has TCS.NS)"
+    )

@@ -206,15 +206,33 @@ def test_the_script_analyzes_the_sample_and_prints_the_table(
 def test_the_script_lists_failures_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = script_main(["--db", str(tmp_path / "s.db"), "--symbols", "TCS.NS,MISSING.NS"])
+    folder = tmp_path / "prices"
+    write_sample(folder, ["TCS.NS"])
+    short = (folder / "TCS.NS.csv").read_text().splitlines()[:6]  # a header and 5 days
+    (folder / "SHORT.NS.csv").write_text("\n".join(short) + "\n")
+    code = script_main(["--db", str(tmp_path / "s.db"), "--source", "csv", "--folder",
+                        str(folder), "--symbols", "TCS.NS,SHORT.NS"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1
-    assert "1 of 2 symbols failed" in out and "MISSING.NS: failed" in out
-    assert "    1. TCS.NS " in out and "  not ranked, failed: MISSING.NS" in out
-    # the sample has no such symbol: the error says which it has
-    [line] = [line for line in out.splitlines() if line.startswith("  MISSING.NS: failed")]
-    assert "no price data for 'MISSING.NS' from the bundled sample (it holds only " in line
-    assert ", ".join(sorted(SAMPLE_SYMBOLS)) in line
+    assert "1 of 2 symbols failed" in out and "SHORT.NS: failed" in out
+    assert "    1. TCS.NS " in out and "  not ranked, failed: SHORT.NS" in out
+    [line] = [line for line in out.splitlines() if line.startswith("  SHORT.NS: failed")]
+    assert "not enough prices to analyze 'SHORT.NS': need at least 30 rows, got 5" in line
+
+
+def test_the_script_refuses_symbols_the_sample_lacks_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "untouched.db"
+    code = script_main(["--db", str(db), "--symbols", "TCS.NS,MISSING.NS,NOPE.NS"])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    assert captured.err == (
+        f"error: no price data for 'MISSING.NS', 'NOPE.NS' from the bundled sample (it holds "
+        f"only {', '.join(sorted(SAMPLE_SYMBOLS))}; --source yfinance or csv for other "
+        f"symbols)\n"
+    )
+    assert not db.exists()
 
 
 def test_the_script_says_a_database_it_cannot_open_in_one_line_and_exits_1(
