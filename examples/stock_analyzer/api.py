@@ -8,7 +8,8 @@ Endpoints: POST /api/stocks/analyze-all-stocks starts a batch; GET
 has finished); GET /api/batches/{batch_id}/summary serves that ranking; GET
 /api/stocks/{symbol}/analysis the newest analysis of a symbol; GET
 /api/stocks/{symbol}/chart.png its chart (drawn once per stored analysis, then cached); GET
-/api/jobs/{job_id} a job.
+/api/jobs/{job_id} a job. The queue's web dashboard is mounted at /dashboard/: batches
+with live progress bars, jobs with their errors and timelines, workers; retry and cancel.
 
 The endpoints are coroutines on an ``AsyncQueue``: the queue's reads run on its threads,
 the app's own tables are read in threads (``asyncio.to_thread``), and a batch is started in
@@ -40,6 +41,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from sqlitejobq import AsyncQueue, JobNotFound, Queue, SqliteJobQError
+from sqlitejobq.web import Auth, Dashboard, dashboard
 
 from .charts import ChartCache, render_chart
 from .prices import SOURCE_NAMES, PriceDataError, UnknownSymbol, is_transient, validate_symbol
@@ -75,11 +77,14 @@ def create_app(
     runs that many worker threads while it serves."""
     source = source or SourceConfig()
     state: dict[str, AsyncQueue] = {}
+    dashboards: dict[str, Dashboard] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = await asyncio.to_thread(open_queue, db)  # migrations: not on the loop
         state["queue"] = AsyncQueue(queue=queue)
+        # credentials for it, if any, from $SQLITEJOBQ_WEB_PASSWORD or $SQLITEJOBQ_WEB_TOKEN
+        dashboards["jobs"] = dashboard(queue, auth=Auth.from_env(), title="Stock analyzer jobs")
         worker = thread = None
         if workers:  # long-running, not burst: they also fire the daily refresh
             worker = app_worker(queue, concurrency=workers)
@@ -96,6 +101,12 @@ def create_app(
             await asyncio.to_thread(queue.close)
 
     app = FastAPI(title="Stock analyzer", lifespan=lifespan)
+
+    async def jobs_dashboard(scope: Any, receive: Any, send: Any) -> None:
+        """The queue's dashboard at /dashboard/: batches with live progress, jobs, workers."""
+        await dashboards["jobs"](scope, receive, send)
+
+    app.mount("/dashboard", jobs_dashboard)
 
     def queue() -> AsyncQueue:
         return state["queue"]

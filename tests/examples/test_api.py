@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,29 @@ def test_a_batch_of_40_moves_from_queued_through_processing_to_completed(
     summary_job = httpx.get(f"{base}/api/jobs/{summary_job_id}").json()
     assert summary_job["status"] == "completed" and summary_job["result"]["ranking"] == ranking
     assert "database is locked" not in log.read_text()
+
+
+def test_the_dashboard_is_mounted_and_shows_a_batch_as_it_runs(server: tuple[str, Path]) -> None:
+    base, _ = server
+    started = httpx.post(f"{base}/api/stocks/analyze-all-stocks", json={"symbols": SYMBOLS})
+    batch_id = started.json()["batch_id"]
+    labels = set()
+    deadline = time.monotonic() + 120
+    while True:
+        page = httpx.get(f"{base}/dashboard/batches/{batch_id}")
+        assert page.status_code == 200
+        label = re.search(r'class="label">(\d+/40, \d+%)<', page.text)
+        assert label, page.text[:500]
+        labels.add(label[1])
+        if label[1] == "40/40, 100%":
+            break
+        assert time.monotonic() < deadline, "the batch did not finish"
+        time.sleep(0.05)
+    assert len(labels) >= 2, labels
+    overview = httpx.get(f"{base}/dashboard/")
+    assert overview.status_code == 200 and "Stock analyzer jobs" in overview.text
+    assert f'href="/dashboard/batches/{batch_id}"' in overview.text
+    assert "analyze_stock" in httpx.get(f"{base}/dashboard/jobs").text
 
 
 def wait_for_summary(base: str, batch_id: int) -> dict[str, Any]:
