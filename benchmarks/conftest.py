@@ -7,11 +7,13 @@ latency percentiles) in ``benchmark.extra_info``; the session ends with a table 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,41 @@ import pytest
 from sqlitejobq import Queue
 
 QUICK = os.environ.get("SQLITEJOBQ_BENCH_QUICK") == "1"
+PG_DSN = os.environ.get("SQLITEJOBQ_PG_DSN")
 ROOT = Path(__file__).resolve().parents[1]
 SYNCHRONOUS = ("NORMAL", "FULL")
 #: The handlers worker processes run: the same as the integration tests', which log each run.
 APP = "tests.integration.apps:registry"
 
 _figures: list[tuple[str, dict[str, Any]]] = []
+
+
+def postgres_dsn() -> str:
+    """``$SQLITEJOBQ_PG_DSN``; without it a PostgreSQL benchmark skips (fails under CI)."""
+    if PG_DSN:
+        return PG_DSN
+    reason = "set $SQLITEJOBQ_PG_DSN to a PostgreSQL database to run these"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the PostgreSQL benchmarks: {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def engine_target(engine: str, folder: Path, name: str) -> Iterator[str]:
+    """A queue target on ``engine``: a SQLite file in ``folder``, or a schema of its own in
+    the PostgreSQL database (dropped afterwards)."""
+    if engine == "sqlite":
+        yield str(folder / f"{name}.db")
+        return
+    dsn = postgres_dsn()
+    schema = f"b_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    finally:
+        import psycopg  # the postgres extra: only where PostgreSQL runs
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def size(full: int, quick: int) -> int:

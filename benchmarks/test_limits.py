@@ -13,20 +13,17 @@ Each round claims one job and releases it (the release is part of the figure, as
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.conftest import median, record, size, timed
+from benchmarks.conftest import engine_target, median, record, size, timed
 from sqlitejobq import Queue, Registry
 
 JOBS = size(100_000, 10_000)
 SCENARIOS = ("off", "held", "limited", "per_key_100")
-DSN = os.environ.get("SQLITEJOBQ_PG_DSN")
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -57,20 +54,8 @@ def _fill(queue: Queue, scenario: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "limits.db")
-        return
-    if not DSN:
-        reason = "set $SQLITEJOBQ_PG_DSN to a PostgreSQL database to run these"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the PostgreSQL benchmarks: {reason}")
-        pytest.skip(reason)
-    schema = f"b_{uuid.uuid4().hex[:12]}"
-    yield f"{DSN}{'&' if '?' in DSN else '?'}schema={schema}"
-    import psycopg
-
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with engine_target(request.param, tmp_path, "limits") as found:
+        yield found
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

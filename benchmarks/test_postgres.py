@@ -12,15 +12,13 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
-from benchmarks.conftest import record, size, timed
+from benchmarks.conftest import postgres_dsn, record, size, timed
 from benchmarks.peers_pg import MEASUREMENTS, PEERS, run_workload
 
-DSN = os.environ.get("SQLITEJOBQ_PG_DSN")
 JOBS = size(10_000, 200)
 SAMPLES = size(200, 20)
 
@@ -29,12 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def dsn() -> str:
-    if DSN:
-        return DSN
-    reason = "set $SQLITEJOBQ_PG_DSN to a PostgreSQL database to run these"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the PostgreSQL benchmarks: {reason}")
-    pytest.skip(reason)
+    return postgres_dsn()
 
 
 @pytest.mark.parametrize("measurement", MEASUREMENTS, ids=[m[0] for m in MEASUREMENTS])

@@ -158,16 +158,20 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no batch with id {batch_id}") from None
         raise HTTPException(status_code=404, detail=await _no_summary_yet(queue(), batch_id))
 
-    @app.get("/api/stocks/{symbol}/analysis")
-    async def stock_analysis(symbol: str) -> dict[str, Any]:
+    async def newest(symbol: str, missing: str = "") -> dict[str, Any]:
+        """The newest stored analysis of a symbol; 422 for a bad symbol, 404 for none."""
         try:
             checked = validate_symbol(symbol)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         found = await asyncio.to_thread(latest_analysis, queue().queue, checked)
         if found is None:
-            raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet")
+            raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet{missing}")
         return found
+
+    @app.get("/api/stocks/{symbol}/analysis")
+    async def stock_analysis(symbol: str) -> dict[str, Any]:
+        return await newest(symbol)
 
     charts = ChartCache()
 
@@ -177,18 +181,10 @@ def create_app(
         responses={200: {"content": {"image/png": {}}, "description": "the chart, a PNG"}},
     )
     async def stock_chart(symbol: str) -> Response:
-        try:
-            checked = validate_symbol(symbol)
-        except ValueError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
-        found = await asyncio.to_thread(latest_analysis, queue().queue, checked)
-        if found is None:
-            raise HTTPException(
-                status_code=404,
-                detail=f"no analysis of {checked} yet, so no chart: analyze it with "
-                "POST /api/stocks/analyze-all-stocks",
-            )
-        key = (checked, found["job_id"], found["analyzed_at"])  # the stored analysis it shows
+        found = await newest(symbol, ", so no chart: analyze it with "
+                             "POST /api/stocks/analyze-all-stocks")  # fmt: skip
+        # the stored analysis it shows
+        key = (found["symbol"], found["job_id"], found["analyzed_at"])
         png = charts.get(key)
         if png is None:
             png = await _chart_of(queue(), found)

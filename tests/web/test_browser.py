@@ -57,7 +57,7 @@ def browser() -> Iterator[Any]:
         "--hide-scrollbars",
         "--force-device-scale-factor=1",
     ):
-        options.add_argument(arg)
+        options.add_argument(arg)  # fmt: skip
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -73,6 +73,14 @@ def shots(tmp_path: Path) -> Path:
     folder = Path(keep) if keep else tmp_path / "shots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def queue(target: str) -> Iterator[Queue]:
+    """A queue of producers: the worker process knows the tasks."""
+    opened = Queue(target, strict_tasks=False)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
@@ -108,81 +116,77 @@ def _text(browser: Any, css: str) -> str:
 
 
 def test_a_live_batch_progress_bar_moves_in_the_browser(
-    target: str, browser: Any, worker_process: Any, shots: Path, serve: Any
+    queue: Queue, browser: Any, worker_process: Any, shots: Path, serve: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    queue = Queue(target, strict_tasks=False)
-    try:
-        web: Served = serve(queue, refresh=0.4)
-        batch = queue.enqueue_batch("step", [{"n": i, "seconds": 0.4} for i in range(24)],
-                                    name="nightly prices")  # fmt: skip
-        browser.get(f"{web.url}/batches")
-        bar = f'[data-batch="{batch.id}"] .label'
-        first = _text(browser, bar)
-        labels = {first}
-        loaded = browser.execute_script("return performance.timeOrigin")
+    web: Served = serve(queue, refresh=0.4)
+    batch = queue.enqueue_batch("step", [{"n": i, "seconds": 0.4} for i in range(24)],
+                                name="nightly prices")  # fmt: skip
+    browser.get(f"{web.url}/batches")
+    bar = f'[data-batch="{batch.id}"] .label'
+    first = _text(browser, bar)
+    labels = {first}
+    loaded = browser.execute_script("return performance.timeOrigin")
 
-        def moved() -> bool:
-            labels.add(_text(browser, bar))
-            return len(labels) >= 3
+    def moved() -> bool:
+        labels.add(_text(browser, bar))
+        return len(labels) >= 3
 
-        _wait_for(moved, 60, "the batch's bar to move twice")
-        assert browser.execute_script("return performance.timeOrigin") == loaded, "reloaded"
-        browser.save_screenshot(str(shots / "dashboard-batches.png"))
-        done = "24/24, 100%"
-        _wait_for(lambda: _text(browser, bar) == done, 90,
-                  "the batch to finish on the page")  # fmt: skip
-        assert queue.batch_progress(batch.id).completed == 24
-        browser.get(f"{web.url}/")
-        assert "24" in _text(browser, "#overview-cards")
-        # the worker adds its finished jobs to the minute's row when it reports (every 10 s)
-        _wait_for(lambda: "24 completed" in _text(browser, "#overview-chart"), 40,
-                  "the throughput chart to count the batch")  # fmt: skip
-        assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")
-        browser.save_screenshot(str(shots / "dashboard-overview.png"))
-        for path in ("/jobs", f"/jobs/{batch.job_ids[0]}", f"/batches/{batch.id}", "/workers",
-                     "/schedules"):  # fmt: skip
-            browser.get(web.url + path)
-            assert browser.find_element(By.TAG_NAME, "h1").text
-            errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-            assert not errors, errors
-    finally:
-        queue.close()
+    _wait_for(moved, 60, "the batch's bar to move twice")
+    assert browser.execute_script("return performance.timeOrigin") == loaded, "reloaded"
+    browser.get(f"{web.url}/batches/{batch.id}")
+    _wait_for(lambda: _text(browser, "#batch-jobs .bar[aria-valuenow] + .label"), 30,
+              "a running job's progress on the batch's page")  # fmt: skip
+    browser.save_screenshot(str(shots / "dashboard-batch.png"))
+    browser.get(f"{web.url}/batches")
+    done = "24/24, 100%"
+    _wait_for(lambda: _text(browser, bar) == done, 90,
+              "the batch to finish on the page")  # fmt: skip
+    assert queue.batch_progress(batch.id).completed == 24
+    browser.get(f"{web.url}/")
+    assert "24" in _text(browser, "#overview-cards")
+    # the worker adds its finished jobs to the minute's row when it reports (every 10 s)
+    _wait_for(lambda: "24 completed" in _text(browser, "#overview-chart"), 40,
+              "the throughput chart to count the batch")  # fmt: skip
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")
+    browser.save_screenshot(str(shots / "dashboard-overview.png"))
+    for path in ("/jobs", f"/jobs/{batch.job_ids[0]}", f"/batches/{batch.id}", "/workers",
+                 "/schedules"):  # fmt: skip
+        browser.get(web.url + path)
+        assert browser.find_element(By.TAG_NAME, "h1").text
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
 
 
 def test_retry_and_cancel_through_the_buttons(
-    target: str, browser: Any, worker_process: Any, shots: Path, serve: Any
+    queue: Queue, browser: Any, worker_process: Any, shots: Path, serve: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    queue = Queue(target, strict_tasks=False)
-    try:
-        web: Served = serve(queue, refresh=0.5)
-        failing = queue.enqueue("boom", {"symbol": "TCS.NS", "api_key": "k-123"})
-        _wait_for(lambda: queue.get(failing).status is JobStatus.FAILED, 60, "the job to fail")
-        browser.get(f"{web.url}/jobs/{failing}")
-        assert "bad input on attempt 2" in browser.page_source
-        assert "k-123" not in browser.page_source
-        browser.set_window_size(1280, 1180)
-        browser.save_screenshot(str(shots / "dashboard-job.png"))
-        browser.set_window_size(1280, 860)
-        browser.find_element(By.XPATH, "//button[text()='Retry']").click()
-        browser.switch_to.alert.accept()
-        _wait_for(lambda: "Retried." in browser.page_source, 20, "the retry notice")
-        _wait_for(lambda: queue.get(failing).attempts >= 1 and queue.get(failing).status
-                  is JobStatus.FAILED and len(queue.timeline(failing)) > 6, 60,
-                  "the retried job to run again")  # fmt: skip
+    web: Served = serve(queue, refresh=0.5)
+    failing = queue.enqueue("boom", {"symbol": "TCS.NS", "api_key": "k-123"})
+    _wait_for(lambda: queue.get(failing).status is JobStatus.FAILED, 60, "the job to fail")
+    browser.get(f"{web.url}/jobs/{failing}")
+    assert "bad input on attempt 2" in browser.page_source
+    assert "k-123" not in browser.page_source
+    browser.set_window_size(1280, 1180)
+    browser.save_screenshot(str(shots / "dashboard-job.png"))
+    browser.set_window_size(1280, 860)
+    browser.find_element(By.XPATH, "//button[text()='Retry']").click()
+    browser.switch_to.alert.accept()
+    _wait_for(lambda: "Retried." in browser.page_source, 20, "the retry notice")
+    _wait_for(lambda: queue.get(failing).attempts >= 1 and queue.get(failing).status
+              is JobStatus.FAILED and len(queue.timeline(failing)) > 6, 60,
+              "the retried job to run again")  # fmt: skip
 
-        later = queue.enqueue("step", {"n": 1}, delay=3600)
-        browser.get(f"{web.url}/jobs/{later}")
-        browser.find_element(By.XPATH, "//button[text()='Cancel']").click()
-        browser.switch_to.alert.dismiss()  # asked first: nothing happens
-        assert queue.get(later).status is JobStatus.QUEUED
-        browser.find_element(By.XPATH, "//button[text()='Cancel']").click()
-        browser.switch_to.alert.accept()
-        _wait_for(lambda: "Cancelled" in browser.page_source, 20, "the cancel notice")
-        assert queue.get(later).status is JobStatus.CANCELLED
-        assert browser.find_elements(By.XPATH, "//button[text()='Retry']")
-    finally:
-        queue.close()
+    later = queue.enqueue("step", {"n": 1}, delay=3600)
+    browser.get(f"{web.url}/jobs/{later}")
+    browser.find_element(By.XPATH, "//button[text()='Cancel']").click()
+    browser.switch_to.alert.dismiss()  # asked first: nothing happens
+    assert queue.get(later).status is JobStatus.QUEUED
+    browser.find_element(By.XPATH, "//button[text()='Cancel']").click()
+    browser.switch_to.alert.accept()
+    _wait_for(lambda: "Cancelled" in browser.page_source, 20, "the cancel notice")
+    assert queue.get(later).status is JobStatus.CANCELLED
+    assert browser.find_elements(By.XPATH, "//button[text()='Retry']")

@@ -253,3 +253,19 @@ def test_healthz_fails_when_due_jobs_wait_without_a_live_worker(full: Queue, ser
     sick = web.get("/healthz")
     assert sick.status_code == 503
     assert sick.json()["checks"]["workers"]["ok"] is False
+
+
+def test_a_batch_page_lists_its_jobs_in_enqueue_order_a_page_at_a_time(full: Queue, serve) -> None:
+    batch = full.enqueue_batch("ok", [{"n": i} for i in range(120)])
+    web = serve(full)
+    seen: list[int] = []
+    path = f"/batches/{batch.id}"
+    for _ in range(5):
+        page = web.get(path).text
+        listed = page[page.index('id="batch-jobs"') :]
+        seen += [int(x) for x in re.findall(r'data-job="(\d+)"', listed)]
+        following = re.search(r'href="([^"]*after=\d+[^"]*)">next', page)
+        if following is None:
+            break
+        path = following[1].replace("&amp;", "&")
+    assert seen == batch.job_ids

@@ -397,6 +397,20 @@ class WorkerRecord:
     completed_delta: int = 0
     failed_delta: int = 0
 
+    def row(self, started_at: float | None, now: float | None,
+            stopped_at: float | None) -> dict[str, Any]:  # fmt: skip
+        """The parameters of an engine's REPORT_WORKER statement (the same names on each)."""
+        return {
+            "id": self.id, "hostname": self.hostname, "pid": self.pid, "queues": self.queues,
+            "concurrency": self.concurrency, "started_at": started_at, "now": now,
+            "stopped_at": stopped_at, "jobs_completed": self.jobs_completed,
+            "jobs_failed": self.jobs_failed, "writes": self.lock.writes,
+            "lock_retries": self.lock.lock_retries,
+            "lock_wait_seconds": self.lock.lock_wait_seconds,
+            "lock_wait_max_seconds": self.lock.lock_wait_max_seconds,
+            "busy_errors": self.lock.busy_errors,
+        }  # fmt: skip
+
 
 #: Seconds of per-minute throughput kept: the report that adds to a minute deletes older rows.
 THROUGHPUT_KEPT = 7 * 86400

@@ -88,7 +88,15 @@ class Request:
 
 
 class Dashboard:
-    """The web dashboard of one queue (see ``dashboard()``)."""
+    """The web dashboard of a queue, as a WSGI and ASGI application.
+
+    ``queue``: a ``Queue``, an ``AsyncQueue``, or a target to open. ``read_only`` hides
+    every action; ``auth`` asks for credentials (``Auth``; needed to serve beyond this
+    machine); ``redact``: field names masked in payloads and results (default: common
+    secret names such as password and token), or a function applied to each payload and
+    result; ``show_payloads=False`` shows neither. ``refresh``: seconds between live
+    updates (0: none). ``max_queued_age``: the backlog age past which ``/healthz`` fails.
+    """
 
     def __init__(
         self,
@@ -324,28 +332,8 @@ class Dashboard:
         return Response(status, pages.message(view, title, text, status=status).encode())
 
 
-def dashboard(
-    queue: Queue | AsyncQueue | str | os.PathLike[str],
-    *,
-    read_only: bool = False,
-    auth: Auth | None = None,
-    redact: Iterable[str] | Callable[[Any], Any] | None = None,
-    show_payloads: bool = True,
-    refresh: float = 2.0,
-    max_queued_age: float = 300.0,
-    title: str = "sqlitejobq",
-) -> Dashboard:
-    """The web dashboard of a queue, as a WSGI and ASGI application.
-
-    ``read_only`` hides every action; ``auth`` asks for credentials (``Auth``; needed to
-    serve beyond this machine); ``redact``: field names masked in payloads and results
-    (default: common secret names such as password and token), or a function applied to
-    each payload and result; ``show_payloads=False`` shows neither. ``max_queued_age`` is
-    the backlog age past which ``/healthz`` fails.
-    """
-    return Dashboard(queue, read_only=read_only, auth=auth, redact=redact,
-                     show_payloads=show_payloads, refresh=refresh,
-                     max_queued_age=max_queued_age, title=title)  # fmt: skip
+#: ``dashboard(queue, ...)``: the web dashboard of a queue (a ``Dashboard``).
+dashboard = Dashboard
 
 
 # --- requests and responses ---------------------------------------------------------------

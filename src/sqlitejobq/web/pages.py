@@ -1,8 +1,10 @@
 """The dashboard's pages, rendered on the server from the queue's own reads.
 
 Every read is bounded: counts come from the count rows, lists are pages of at most
-``PAGE`` rows, and a filtered job list examines at most ``SCAN`` ids per request (the page
-says where it stopped and links to the older ids), so no page scans the whole table.
+``PAGE`` rows read along an index, and a job list filtered by what no index serves
+(queue, task, error text, a status among many) examines at most ``SCAN`` ids per request
+(the page says where it stopped and links to the older ids), so no page scans the whole
+table.
 """
 
 from __future__ import annotations
@@ -189,8 +191,9 @@ def jobs(view: View, params: dict[str, str]) -> str:
     q = view.queue
     newest = q.max_job_id()
     start = before if before is not None else (newest or 0) + 1
-    found = q.jobs(**filters, before=start, scan=SCAN, limit=PAGE)
-    floor = max(1, start - SCAN)
+    scan = None if _index_served(filters) else SCAN
+    found = q.jobs(**filters, before=start, scan=scan, limit=PAGE)
+    floor = 1 if scan is None else max(1, start - scan)
     status_opts = "".join(
         f"<option{' selected' if params.get('status') == s else ''}>{h(s)}</option>"
         for s in STATUSES
@@ -300,7 +303,7 @@ def job(view: View, job_id: int) -> str:
         facts.append(("progress", job_progress(j.progress, j.progress_message)))
     dl = "".join(f"<dt>{h(k)}</dt><dd>{v}</dd>" for k, v in facts)
     if view.settings.show_payloads:
-        payload = (f"<details><summary>Payload</summary>"
+        payload = (f"<details><summary>show</summary>"
                    f"<pre>{pretty(view.shown(j.payload))}</pre></details>")  # fmt: skip
     else:
         payload = '<p class="muted">Payloads are hidden on this dashboard.</p>'
@@ -387,8 +390,8 @@ def batch(view: View, batch_id: int, params: dict[str, str]) -> str:
     except JobNotFound:
         raise NotFound(f"no batch with id {batch_id}") from None
     failures = q.jobs(batch_id=batch_id, status="failed", limit=PAGE)
-    before = _int(params, "before")
-    members = q.jobs(batch_id=batch_id, limit=PAGE, before=before)
+    after = _int(params, "after")  # in enqueue order: the batch's work front is near the top
+    members = q.jobs(batch_id=batch_id, limit=PAGE, after=after, oldest_first=True)
     retry = ""
     if b.failed:
         retry = view.action("/actions/retry-failed", f"Retry the {b.failed} failed jobs",
@@ -396,7 +399,7 @@ def batch(view: View, batch_id: int, params: dict[str, str]) -> str:
                             fields={"batch": b.batch_id})  # fmt: skip
     pager = ""
     if len(members) == PAGE:
-        pager = f'<a href="{view.url(f"/batches/{batch_id}", before=members[-1].id)}">older »</a>'
+        pager = f'<a href="{view.url(f"/batches/{batch_id}", after=members[-1].id)}">next »</a>'
     summary = (
         f"{batch_progress(b)}<p>{number(b.total)} jobs: {number(b.queued)} queued, "
         f"{number(b.processing)} processing, {number(b.waiting)} waiting, "
@@ -407,7 +410,8 @@ def batch(view: View, batch_id: int, params: dict[str, str]) -> str:
         f'<div id="batch-summary" data-live>{summary}</div><div class="actions">{retry}</div>'
         f'<div id="batch-failures" data-live><h2>Failures</h2>'
         f"{_job_table(view, failures) if failures else '<p class=muted>None.</p>'}</div>"
-        f'<div id="batch-jobs" data-live><h2>Jobs</h2>{_job_table(view, members)}</div>'
+        f'<div id="batch-jobs" data-live><h2>Jobs, in enqueue order</h2>'
+        f"{_job_table(view, members)}</div>"
         f'<div class="pager">{pager}</div>'
     )
     name = f" ({b.name})" if b.name else ""
@@ -431,36 +435,12 @@ def workers(view: View) -> str:
         f'<td class="num">{number(w.busy_errors)}</td></tr>'
         for w in found
     ]
+    figures = ["pid", "threads", "completed", "failed", "writes", "busy retries",
+               "lock wait s", "gave up"]  # fmt: skip
+    headers = ["worker", "state", "host", "pid", "queues", "threads", "started", "last seen",
+               *figures[2:]]  # fmt: skip
     listing = (
-        table(
-            [
-                "worker",
-                "state",
-                "host",
-                "pid",
-                "queues",
-                "threads",
-                "started",
-                "last seen",
-                "completed",
-                "failed",
-                "writes",
-                "busy retries",
-                "lock wait s",
-                "gave up",
-            ],
-            rows,
-            numeric=[
-                "pid",
-                "threads",
-                "completed",
-                "failed",
-                "writes",
-                "busy retries",
-                "lock wait s",
-                "gave up",
-            ],
-        )
+        table(headers, rows, numeric=figures)
         if rows
         else '<p class="muted">No worker has run on this database yet.</p>'
     )
@@ -569,6 +549,15 @@ def _job_filters(params: dict[str, str]) -> dict[str, Any]:
         filters[key] = params.get(key) or None
     filters["batch_id"] = _int(params, "batch")
     return filters
+
+
+def _index_served(filters: dict[str, Any]) -> bool:
+    """Whether an index walks straight to the matches, a page's worth of rows and no more:
+    no filter (the newest ids), failed or cancelled jobs (their own index), one batch (the
+    batch index); a filter on queue, task or error text examines rows, so it gets a window."""
+    if filters["queue"] or filters["task"] or filters["error"]:
+        return False
+    return filters["status"] in (None, "failed", "cancelled") or filters["batch_id"] is not None
 
 
 def job_filters(params: dict[str, str]) -> dict[str, Any]:

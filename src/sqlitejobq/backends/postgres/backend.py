@@ -778,16 +778,7 @@ class PostgresBackend:
             stopped_at = (
                 (now if now is not None else database_now(conn)) if worker.stopped else None
             )
-            conn.execute(sql.REPORT_WORKER, {
-                "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
-                "queues": worker.queues, "concurrency": worker.concurrency,
-                "started_at": worker.started_at, "now": now, "stopped_at": stopped_at,
-                "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
-                "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
-                "lock_wait_seconds": worker.lock.lock_wait_seconds,
-                "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
-                "busy_errors": worker.lock.busy_errors,
-            })  # fmt: skip
+            conn.execute(sql.REPORT_WORKER, worker.row(worker.started_at, now, stopped_at))
             if worker.completed_delta or worker.failed_delta:
                 conn.execute(sql.ADD_THROUGHPUT, {
                     "completed": worker.completed_delta, "failed": worker.failed_delta,

@@ -752,17 +752,9 @@ class SqliteBackend:
         now = self.clock()
 
         def body(conn: sqlite3.Connection) -> None:
-            conn.execute(sql.REPORT_WORKER, {
-                "id": worker.id, "hostname": worker.hostname, "pid": worker.pid,
-                "queues": worker.queues, "concurrency": worker.concurrency,
-                "started_at": worker.started_at if worker.started_at is not None else now,
-                "now": now, "stopped_at": now if worker.stopped else None,
-                "jobs_completed": worker.jobs_completed, "jobs_failed": worker.jobs_failed,
-                "writes": worker.lock.writes, "lock_retries": worker.lock.lock_retries,
-                "lock_wait_seconds": worker.lock.lock_wait_seconds,
-                "lock_wait_max_seconds": worker.lock.lock_wait_max_seconds,
-                "busy_errors": worker.lock.busy_errors,
-            })  # fmt: skip
+            started_at = worker.started_at if worker.started_at is not None else now
+            stopped_at = now if worker.stopped else None
+            conn.execute(sql.REPORT_WORKER, worker.row(started_at, now, stopped_at))
             if worker.completed_delta or worker.failed_delta:
                 minute = _minute(now)
                 conn.execute(sql.ADD_THROUGHPUT, {
