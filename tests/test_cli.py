@@ -18,7 +18,7 @@ from .integration import limited_apps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
-            "purge", "migrate", "copy"]  # fmt: skip
+            "purge", "migrate", "copy", "web"]  # fmt: skip
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -392,7 +392,7 @@ def test_every_command_has_help() -> None:
         text = subcommands.choices[command].format_help()  # type: ignore[index]
         assert text.startswith(f"usage: sqlitejobq {command}") and "--db" in text
         assert "--log-level" in text
-        assert ("--json" in text) is (command != "worker")
+        assert ("--json" in text) is (command not in ("worker", "web"))  # they print no table
 
 
 def test_the_main_help_shows_the_global_options() -> None:
