@@ -5,6 +5,5 @@
 
 from .app import DEFAULT_REDACT, Dashboard, dashboard
 from .auth import Auth
-from .server import serve
 
-__all__ = ["DEFAULT_REDACT", "Auth", "Dashboard", "dashboard", "serve"]
+__all__ = ["DEFAULT_REDACT", "Auth", "Dashboard", "dashboard"]

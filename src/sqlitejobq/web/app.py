@@ -9,6 +9,7 @@ Nothing beyond the standard library.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ..queue import Queue
 from . import pages
 from .auth import Auth
 from .html import h, query
+from .html import redact as mask_fields
 from .metrics import health, prometheus
 
 log = logging.getLogger("sqlitejobq.web")
@@ -117,23 +119,20 @@ class Dashboard:
         if auth is not None and not isinstance(auth, Auth):
             raise InvalidArgument(f"auth must be an Auth, got {type(auth).__name__}")
         self.auth = auth
-        redactor: Callable[[Any], Any] | None = None
-        keys: frozenset[str]
+        redactor: Callable[[Any], Any]
         if callable(redact):
-            redactor, keys = redact, frozenset()
-        elif redact is None:
-            keys = DEFAULT_REDACT
+            redactor = redact
         elif isinstance(redact, str):
             raise InvalidArgument("redact must be a list of field names, not one string")
         else:
-            keys = frozenset(str(k).lower() for k in redact)
+            keys = DEFAULT_REDACT if redact is None else frozenset(str(k).lower() for k in redact)
+            redactor = functools.partial(mask_fields, keys=keys)
         if refresh < 0:
             raise InvalidArgument(f"refresh must be >= 0 seconds, got {refresh}")
         if max_queued_age <= 0:
             raise InvalidArgument(f"max_queued_age must be > 0 seconds, got {max_queued_age}")
         self.settings = pages.Settings(
-            read_only=bool(read_only), show_payloads=bool(show_payloads), redact=keys,
-            redactor=redactor,
+            read_only=bool(read_only), show_payloads=bool(show_payloads), redactor=redactor,
             refresh=float(refresh), max_queued_age=float(max_queued_age), title=title,
         )  # fmt: skip
         self._static = {

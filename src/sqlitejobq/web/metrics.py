@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..job import JobStatus, WorkerInfo
-from ..queue import Queue
+from ..queue import WORKER_ALIVE_WINDOW, Queue
 
-ALIVE_WINDOW = 60.0
 _WORKERS_SHOWN = 200
 
 
@@ -37,7 +36,7 @@ def worker_state(w: WorkerInfo, now: float) -> str:
     """alive (reported within a minute), stopped (said so), or dead (went silent)."""
     if w.stopped_at is not None:
         return "stopped"
-    return "alive" if now - w.last_seen <= ALIVE_WINDOW else "dead"
+    return "alive" if now - w.last_seen <= WORKER_ALIVE_WINDOW else "dead"
 
 
 def prometheus(queue: Queue) -> str:

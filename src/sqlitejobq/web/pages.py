@@ -26,7 +26,6 @@ from .html import (
     number,
     pretty,
     query,
-    redact,
     table,
     throughput_chart,
     when,
@@ -52,8 +51,8 @@ class Settings:
 
     read_only: bool = False
     show_payloads: bool = True
-    redact: frozenset[str] = frozenset()
-    redactor: Callable[[Any], Any] | None = None
+    #: Applied to every payload and result shown (masks fields named like secrets).
+    redactor: Callable[[Any], Any] = lambda value: value
     refresh: float = 2.0
     max_queued_age: float = 300.0
     title: str = "sqlitejobq"
@@ -71,9 +70,7 @@ class View:
 
     def shown(self, value: Any) -> Any:
         """A payload or result as the operator allows it to be shown."""
-        if self.settings.redactor is not None:
-            return self.settings.redactor(value)
-        return redact(value, self.settings.redact)
+        return self.settings.redactor(value)
 
     def url(self, path: str, **params: Any) -> str:
         """A link under the dashboard's prefix, escaped for an attribute."""
@@ -127,19 +124,17 @@ def overview(view: View) -> str:
     """Counts, backlog age, workers, lock waits, the last hour's throughput, batches."""
     q = view.queue
     stats = q.stats()
-    totals = {s: stats.total(s) for s in (s.value for s in JobStatus)}
-    waiting = sum(by.get("waiting", 0) for by in stats.counts.values())
+    totals = {s.value: stats.total(s) for s in JobStatus}
     workers = q.workers(limit=200)
     alive = [w for w in workers if worker_state(w, view.now) == "alive"]
     dead = [w for w in workers if worker_state(w, view.now) == "dead"]
     age = stats.oldest_queued_age
     lock = stats.workers_lock
     cards = [
-        (number(totals["queued"]), "queued", view.url("/jobs", status="queued")),
-        (number(totals["processing"]), "processing", view.url("/jobs", status="processing")),
-        (number(waiting), "waiting for dependencies", view.url("/jobs", status="waiting")),
-        (number(totals["failed"]), "failed", view.url("/jobs", status="failed")),
-        (number(totals["completed"]), "completed", view.url("/jobs", status="completed")),
+        *((number(totals[status]), label, view.url("/jobs", status=status))
+          for status, label in (("queued", "queued"), ("processing", "processing"),
+                                ("waiting", "waiting for dependencies"), ("failed", "failed"),
+                                ("completed", "completed"))),
         ("-" if age is None else ago(age), "oldest due job waiting", None),
         (f"{len(alive)} / {len(dead)}", "workers alive / dead", view.url("/workers")),
         (f"{lock.lock_wait_seconds:.2f} s", f"lock waits ({number(lock.lock_retries)} busy "
@@ -186,7 +181,7 @@ def overview(view: View) -> str:
 
 def jobs(view: View, params: dict[str, str]) -> str:
     """Jobs matching the filters, newest first, a page at a time by id cursor."""
-    filters = _job_filters(params)
+    filters = job_filters(params)
     before = _int(params, "before")
     q = view.queue
     newest = q.max_job_id()
@@ -539,7 +534,8 @@ def message(view: View, title: str, text: str, *, status: int = 200) -> str:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _job_filters(params: dict[str, str]) -> dict[str, Any]:
+def job_filters(params: dict[str, str]) -> dict[str, Any]:
+    """The filters of a jobs page or bulk action, checked (BadRequest names a bad one)."""
     filters: dict[str, Any] = {}
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
@@ -558,11 +554,6 @@ def _index_served(filters: dict[str, Any]) -> bool:
     if filters["queue"] or filters["task"] or filters["error"]:
         return False
     return filters["status"] in (None, "failed", "cancelled") or filters["batch_id"] is not None
-
-
-def job_filters(params: dict[str, str]) -> dict[str, Any]:
-    """The filters of a jobs page or bulk action, checked (BadRequest names a bad one)."""
-    return _job_filters(params)
 
 
 def _int(params: dict[str, str], key: str) -> int | None:

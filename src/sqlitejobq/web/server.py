@@ -1,10 +1,9 @@
-"""``sqlitejobq web``: the dashboard on the standard library's threaded WSGI server."""
+"""The dashboard on the standard library's threaded WSGI server (``sqlitejobq web``)."""
 
 from __future__ import annotations
 
 import logging
 import socket
-import threading
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -48,16 +47,3 @@ def make(app: Dashboard, host: str = "127.0.0.1", port: int = 8080) -> WSGIServe
     server_class = _V6Server if ":" in host else _Server
     return make_server(host.strip("[]"), port, app, server_class=server_class,
                        handler_class=_QuietHandler)  # fmt: skip
-
-
-def serve(app: Dashboard, host: str = "127.0.0.1", port: int = 8080,
-          ready: threading.Event | None = None) -> None:  # fmt: skip
-    """Serve the dashboard until interrupted."""
-    server = make(app, host, port)
-    log.info("dashboard of %s on http://%s:%d/", app.queue.target, host, server.server_port)
-    if ready is not None:
-        ready.set()
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
