@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
-from .backends import is_postgres_target, library_schema
+from .backends import is_postgres_target, library_schema, redact_target
 from .errors import SqliteJobQError
 from .job import Job, JobStatus
 from .migrations import Migration, migrate
@@ -418,12 +418,8 @@ def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
 
 def _same_database(given: str, target: str) -> bool:
     if is_postgres_target(given):
-        return _without_password(given) == target
+        return redact_target(given) == target
     return os.path.realpath(given) == os.path.realpath(target)
-
-
-def _without_password(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", url)
 
 
 def load_app(spec: str) -> Any:

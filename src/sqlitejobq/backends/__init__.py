@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from ..errors import InvalidArgumentType, SqliteJobQError
 from .base import Backend, Migration, MigrationRunner
@@ -28,6 +30,35 @@ def is_postgres_target(target: object) -> bool:
     if isinstance(target, str):
         return target.startswith(POSTGRES_SCHEMES)
     return type(target).__module__.split(".")[0] == "psycopg"
+
+
+#: Query parameters of a URL whose values are credentials (libpq's ``password``,
+#: ``sslpassword``, and anything named like a secret).
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|auth|credential|(^|_)key$", re.IGNORECASE)
+
+
+def redact_target(target: object) -> str:
+    """``target`` as it may be shown or logged: a URL without its credentials (the password
+    of its user part and every query parameter that carries one), a path as it is."""
+    text = os.fspath(target) if isinstance(target, str | os.PathLike) else repr(target)
+    if not is_postgres_target(text):
+        return str(text)
+    try:
+        parts = urlsplit(text)
+        netloc = parts.netloc
+        if "@" in netloc:  # user:password@host: only the user is kept
+            user, _, host = netloc.rpartition("@")
+            name = user.split(":", 1)[0]
+            netloc = f"{name}@{host}" if name else host
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = "&".join(
+            f"{quote(key, safe='')}="
+            + ("***" if _SECRET_PARAMETER.search(key) else quote(value, safe="/:,"))
+            for key, value in pairs
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not a URL urllib can split (a bad port, say): show no part of it
+        return f"{text.split('://', 1)[0]}://(a URL that cannot be read)"
 
 
 def open_backend(
@@ -93,4 +124,5 @@ __all__ = [
     "library_schema",
     "migration_runner",
     "open_backend",
+    "redact_target",
 ]

@@ -34,6 +34,7 @@ from ...errors import (
     SqliteJobQError,
     StorageError,
 )
+from .. import redact_target
 from ..base import LockMetrics, RetryPolicy, options_of
 from . import queries as sql
 
@@ -109,15 +110,8 @@ def split_schema(url: str) -> tuple[str, str | None]:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and ``Queue.target``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + host))
+    """The URL without its credentials, for messages and ``Queue.target``."""
+    return redact_target(url)
 
 
 def is_transient(exc: BaseException) -> bool:
