@@ -15,7 +15,9 @@ offline allows (see :func:`test_the_shell_blocks_of_the_newcomer_pages_run`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import os
 import re
 import shlex
@@ -456,3 +458,138 @@ def test_the_shell_blocks_of_the_newcomer_pages_run(
             f"{document}:{line}: {shlex.join(command)} (run as python {shlex.join(run)}) "
             f"exited with status {done.returncode}:\n{done.stdout}{done.stderr}"
         )
+
+
+# --- the options tables -------------------------------------------------------------------
+
+#: A table of options is announced by this comment on the line before it; ``of`` names what
+#: its first column must list, exactly (see :func:`option_sources`).
+_OPTIONS_MARK = re.compile(r"^<!-- options-of: (?P<of>[\w.]+) -->$")
+_NAME_IN_CELL = re.compile(r"`([A-Za-z_]\w*)`")
+
+
+def _keyword_only(function: object) -> set[str]:
+    """The parameters of ``function`` that are passed by keyword only (``**`` not included)."""
+    parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _fields(cls: type) -> set[str]:
+    return {field.name for field in dataclasses.fields(cls)}
+
+
+def option_sources() -> dict[str, set[str]]:
+    """What each options table must list, read from the code: the keyword parameters of the
+    call it documents, or an engine's options (its ``OPTIONS`` and its settings' fields;
+    ``retry_timeout`` is the queue's own)."""
+    from sqlitejobq import Queue, Registry, Worker
+    from sqlitejobq.backends.postgres.connection import OPTIONS as POSTGRES_OPTIONS
+    from sqlitejobq.backends.postgres.connection import PgSettings
+    from sqlitejobq.backends.sqlite.backend import OPTIONS as SQLITE_OPTIONS
+    from sqlitejobq.backends.sqlite.backend import Settings
+
+    enqueue = _keyword_only(Queue.enqueue)
+    return {
+        "Registry.task": _keyword_only(Registry.task),
+        "Queue": _keyword_only(Queue.__init__),
+        "sqlite": (set(SQLITE_OPTIONS) | _fields(Settings)) - {"retry_timeout"},
+        "postgres": (set(POSTGRES_OPTIONS) | _fields(PgSettings)) - {"retry_timeout"},
+        "Queue.enqueue": enqueue,
+        "Queue.enqueue_batch": _keyword_only(Queue.enqueue_batch) - enqueue,
+        "Worker": _keyword_only(Worker.__init__),
+    }
+
+
+def options_tables(text: str) -> list[tuple[str, int, list[tuple[int, list[str]]]]]:
+    """Every options table of Markdown ``text``: (what it documents, line of its mark, and
+    per row its line and the names its first cell holds in backticks)."""
+    lines = text.splitlines()
+    tables = []
+    for index, line in enumerate(lines):
+        mark = _OPTIONS_MARK.match(line.strip())
+        if mark is None:
+            continue
+        rows: list[tuple[int, list[str]]] = []
+        for number in range(index + 1, len(lines)):
+            row = lines[number].strip()
+            if not row.startswith("|"):
+                break
+            rows.append((number + 1, _NAME_IN_CELL.findall(row.split("|")[1])))
+        tables.append((mark["of"], index + 1, rows[2:]))  # past the header and the rule
+    return tables
+
+
+def options_table_problems(
+    where: str, of: str, rows: list[tuple[int, list[str]]], expected: set[str]
+) -> list[str]:
+    """What is wrong with one options table: rows that name no option or one that does not
+    exist, options that no row names."""
+    problems = []
+    named: set[str] = set()
+    for line, names in rows:
+        if not names:
+            problems.append(f"{where}:{line}: a row of the {of} options names no `option`")
+        for name in names:
+            if name not in expected:
+                problems.append(f"{where}:{line}: `{name}` is not an option of {of}")
+        named.update(names)
+    if not rows:
+        problems.append(f"{where}: the {of} options mark is not followed by a table")
+    for name in sorted(expected - named):
+        problems.append(f"{where}: the table of {of} options lacks `{name}`")
+    return problems
+
+
+def test_options_table_problems_name_the_missing_and_the_stale() -> None:
+    text = (
+        "<!-- options-of: Worker -->\n| option | meaning |\n|---|---|\n"
+        "| `lease`, `grace` | ... |\n| `gone` | no longer there |\n| a row | without a name |\n"
+    )
+    [(of, line, rows)] = options_tables(text)
+    assert (of, line) == ("Worker", 1)
+    assert options_table_problems("x.md", of, rows, {"lease", "grace", "concurrency"}) == [
+        "x.md:5: `gone` is not an option of Worker",
+        "x.md:6: a row of the Worker options names no `option`",
+        "x.md: the table of Worker options lacks `concurrency`",
+    ]
+
+
+def test_every_options_table_lists_exactly_the_options_of_the_code() -> None:
+    sources = option_sources()
+    problems: list[str] = []
+    marked: list[str] = []
+    for path in _documents():
+        where = path.relative_to(ROOT).as_posix()
+        text = path.read_text(encoding="utf-8")
+        for of, line, rows in options_tables(text):
+            marked.append(of)
+            if of not in sources:
+                problems.append(f"{where}:{line}: no options of {of!r} are known to this test")
+                continue
+            problems += options_table_problems(where, of, rows, sources[of])
+        # a table headed "option" without the mark would escape the check
+        for number, line_text in enumerate(text.splitlines(), 1):
+            if re.match(r"^\|\s*option\s*\|", line_text) and not _OPTIONS_MARK.match(
+                text.splitlines()[number - 2].strip() if number > 1 else ""
+            ):
+                problems.append(f"{where}:{number}: an options table without an options-of mark")
+    for of in sorted(set(sources) - set(marked)):
+        problems.append(f"no page has the table of {of} options")
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_calls_that_share_a_table_take_the_same_options() -> None:
+    """The pages document one table for calls that take the same options: the task options
+    of ``Registry.task`` (and so ``TaskOptions``) and ``Queue.task``, the enqueue options of
+    ``enqueue``, ``enqueue_many``, the handles' and the batch's."""
+    from sqlitejobq import Queue, Registry, TaskHandle, TaskOptions
+
+    task = _keyword_only(Registry.task)
+    assert _keyword_only(Queue.task) == task
+    assert _fields(TaskOptions) <= task, sorted(_fields(TaskOptions) - task)
+    enqueue = _keyword_only(Queue.enqueue)
+    assert _keyword_only(Queue.enqueue_many) == enqueue
+    assert _keyword_only(Queue.enqueue_batch) >= enqueue
+    assert _keyword_only(TaskHandle.enqueue) == enqueue
+    assert _keyword_only(TaskHandle.enqueue_many) == enqueue
+    assert _keyword_only(TaskHandle.enqueue_batch) == _keyword_only(Queue.enqueue_batch)
