@@ -742,6 +742,9 @@ class RetryPolicy:
             if not self.transient(exc):
                 raise self.translate(exc, what) from exc
             self.metrics.record_first_busy()
+            if time.monotonic() >= deadline:  # the first attempt spent the bound: no second
+                self.metrics.record_busy_error()
+                raise self._gave_up(exc, what, 1) from exc
         wait = self._retrying.wait
         before_retry, after_retries = self.waits_for(conn)
 
@@ -761,17 +764,22 @@ class RetryPolicy:
         except RetryError as exc:
             self.metrics.record_busy_error()
             last = exc.last_attempt.exception()
-            if last is not None and self.unreachable is not None and self.unreachable(last):
-                raise self.translate(last, what) from last  # not busy: gone
-            raise DatabaseBusy(
-                f"{what}: {self.exhausted} for more than {self.timeout:g}s "
-                f"({exc.last_attempt.attempt_number + 1} attempts; last error: {last})"
-            ) from last
+            assert last is not None  # a RetryError ends a run of failed attempts
+            raise self._gave_up(last, what, exc.last_attempt.attempt_number + 1) from last
         except self.engine_errors as exc:
             raise self.translate(exc, what) from exc
         finally:
             if after_retries is not None:
                 after_retries()
+
+    def _gave_up(self, last: BaseException, what: str, attempts: int) -> SqliteJobQError:
+        """The error once the bound is spent: the database is gone, or it stayed busy."""
+        if self.unreachable is not None and self.unreachable(last):
+            return self.translate(last, what)  # not busy: gone
+        return DatabaseBusy(
+            f"{what}: {self.exhausted} for more than {self.timeout:g}s "
+            f"({attempts} attempt{'s' if attempts != 1 else ''}; last error: {last})"
+        )
 
     def waits_for(
         self, conn: Any

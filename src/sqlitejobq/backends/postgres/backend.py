@@ -50,10 +50,11 @@ from .connection import (
     Connections,
     PgSettings,
     TransactionConnection,
+    connect_kwargs,
     database_now,
     is_transient,
     server_error,
-    split_schema,
+    with_url_options,
 )
 from .migrate import PostgresMigrationRunner, applied
 from .wakeup import PgWaker
@@ -85,17 +86,21 @@ class PostgresBackend:
         self.metrics = LockMetrics()
         self.connections = Connections(url, settings, self.metrics)
         self.target = self.connections.target
-        if settings.schema != "public":
-            self.target += ("&" if "?" in self.target else "?") + f"schema={settings.schema}"
+        shown = {"schema": settings.schema if settings.schema != "public" else None,
+                 "pooler": settings.pooler}  # fmt: skip
+        for key, value in shown.items():
+            if value is not None:
+                self.target += ("&" if "?" in self.target else "?") + f"{key}={value}"
         self.capabilities = Capabilities(
-            is_file=False, database_clock=True, listener=not settings.poll_only
+            is_file=False, database_clock=True, listener=settings.listens
         )
         self.waker = PgWaker(
-            url,
-            self.connections.connect_kwargs(),
+            settings.listen_url or url,
+            connect_kwargs(settings),
             sql.channel_name(settings.schema),
-            poll_only=settings.poll_only,
+            poll_only=not settings.listens,
             debounce=settings.notify_debounce,
+            notifies=not settings.poll_only,
         )
 
     @classmethod
@@ -108,15 +113,10 @@ class PostgresBackend:
         options: dict[str, Any],
     ) -> PostgresBackend:
         """The backend for a ``postgresql://`` URL and the queue's PostgreSQL options; the
-        URL may name the schema too (``...?schema=jobs``), as the CLI's ``--db`` does."""
-        url, schema_name = split_schema(url)
-        if schema_name is not None:
-            if options.get("schema", schema_name) != schema_name:
-                raise SqliteJobQError(
-                    f"the URL names schema {schema_name!r} and the options {options['schema']!r}"
-                )
-            options = {**options, "schema": schema_name}
-        return cls(url, PgSettings.checked(retry_timeout, options), clock)
+        URL may name the schema and the pooler too (``...?schema=jobs&pooler=transaction``),
+        as the CLI's ``--db`` does."""
+        plain, options = with_url_options(url, options)
+        return cls(plain, PgSettings.checked(retry_timeout, options), clock)
 
     def _now(self) -> float | None:
         """The time to bind as ``now``: the injected clock's, or None for the server's."""

@@ -21,7 +21,15 @@ from ..base import JobRecord, LockMetrics, Migration, Tally, pending
 from . import queries as sql
 from . import schema
 from .backend import PostgresBackend, write_tally
-from .connection import PgSettings, redact, retry_policy, server_error, split_schema
+from .connection import (
+    PgSettings,
+    open_connection,
+    redact,
+    retry_policy,
+    server_error,
+    session_settings,
+    url_options,
+)
 from .migrate import applied
 
 T = TypeVar("T")
@@ -199,10 +207,10 @@ GROUP BY b.id
 
 
 def migration_target(target: str) -> tuple[str, dict[str, Any]]:
-    """What ``sqlitejobq.migrations.migrate`` takes to reach ``target``: the URL without its
-    ``schema`` parameter (libpq does not know it), and the schema as an option."""
-    url, schema_name = split_schema(target)
-    return url, ({} if schema_name is None else {"schema": schema_name})
+    """What ``sqlitejobq.migrations.migrate`` takes to reach ``target``: the URL without the
+    queue's own parameters (libpq does not know them), and those (schema, pooler) as
+    options."""
+    return url_options(target)
 
 
 def database_identity(conn: psycopg.Connection[Any]) -> str | None:
@@ -418,14 +426,13 @@ class PostgresCopySource:
     one snapshot from the first read to ``close``, on a connection of its own."""
 
     def __init__(self, url: str, *, retry_timeout: float) -> None:
-        plain, schema_name = split_schema(url)
-        settings = PgSettings.checked(retry_timeout, {"schema": schema_name or "public"})
+        plain, options = url_options(url)
+        self.settings = PgSettings.checked(retry_timeout, options)
         self.label = redact(url)
         self._retry = retry_policy(retry_timeout, LockMetrics(), self.label)
-        self._conn: psycopg.Connection[Any] = self._retry(lambda: psycopg.connect(
-            plain, autocommit=True, connect_timeout=max(1, round(settings.connect_timeout)),
-            options=f"-c search_path={settings.schema}", application_name="sqlitejobq copy",
-        ), "open the source")  # fmt: skip
+        self._conn: psycopg.Connection[Any] = self._retry(
+            lambda: open_connection(plain, self.settings, "sqlitejobq copy"), "open the source"
+        )
         try:
             self.identity = self._read(self._begin)
         except BaseException:
@@ -434,6 +441,7 @@ class PostgresCopySource:
 
     def _begin(self, conn: psycopg.Connection[Any]) -> str:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(session_settings(self.settings.schema, None, local=True), prepare=False)
         identity = database_identity(conn) if self._has_queue(conn) else None
         if identity is None:
             raise NotAQueueDatabase(

@@ -16,11 +16,12 @@ from .connection import (
     PgSettings,
     TransactionConnection,
     is_transient,
+    open_connection,
     redact,
     retry_policy,
     server_error,
-    split_schema,
     transaction_control,
+    with_url_options,
 )
 
 log = logging.getLogger("sqlitejobq")
@@ -94,22 +95,14 @@ class PostgresMigrationRunner:
     opened on a URL for the runner's life."""
 
     def __init__(self, db: Any, *, retry_timeout: float, options: dict[str, Any]) -> None:
-        if isinstance(db, str):  # the URL may name the schema, as a queue's does
-            db, named = split_schema(db)
-            if named is not None:
-                if options.get("schema", named) != named:
-                    raise MigrationError(
-                        f"the URL names schema {named!r} and the options {options['schema']!r}"
-                    )
-                options = {**options, "schema": named}
+        if isinstance(db, str):  # the URL may name the schema and pooler, as a queue's does
+            db, options = with_url_options(db, options, MigrationError)
         settings = PgSettings.checked(retry_timeout, options)
         self.schema = settings.schema
         if isinstance(db, str):
             self.target = redact(db)
             try:
-                self._conn = psycopg.connect(
-                    db, autocommit=True, connect_timeout=round(settings.connect_timeout)
-                )
+                self._conn = open_connection(db, settings)
             except psycopg.Error as exc:
                 raise server_error(exc, self.target, "migrate") from exc
             self._owned = True

@@ -7,8 +7,10 @@ delivered when (and only if) it commits; a process sends at most one per queue e
 While a worker listens, one connection of the process, outside the pool, waits in
 ``LISTEN`` and wakes the workers. A worker woken by a notification looks at the queue again
 for a short while after it, so that a job whose notification was left out by the debounce
-is found too. Without a listener (``poll_only``, for PgBouncer's transaction pooling, or
-while the listening connection is down) the workers look once a second.
+is found too. Without a listener (``poll_only``; behind a pooler in transaction mode with
+no direct ``listen_url``; or while the listening connection is down) the workers look once
+a second. Enqueues notify unless ``poll_only`` says nobody listens: behind a transaction
+pooler, workers elsewhere may listen on a direct connection.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ class PgWaker:
 
     def __init__(
         self, url: str, connect_kwargs: dict[str, Any], channel: str, *, poll_only: bool,
-        debounce: float,
+        debounce: float, notifies: bool = True,
     ) -> None:  # fmt: skip
         self.url = url
         self.connect_kwargs = connect_kwargs
         self.channel = channel
         self.poll_only = poll_only
+        #: Whether enqueues send NOTIFY: other processes may listen where this one cannot
+        #: (behind a transaction pooler, workers listen on a direct connection).
+        self.notifies = notifies
         self.debounce = debounce
         self.enqueued = 0
         self.signals = 0
@@ -64,7 +69,7 @@ class PgWaker:
     def channels_to_notify(self, queues: set[str]) -> list[str]:
         """The queues of an enqueue that this process has not notified in the last
         ``notify_debounce`` seconds (the others' workers are awake already)."""
-        if self.poll_only:
+        if not self.notifies:
             return []
         now = time.monotonic()
         due = [q for q in sorted(queues) if now - self._sent.get(q, -1e9) >= self.debounce]
