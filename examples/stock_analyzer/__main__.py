@@ -80,6 +80,7 @@ from .service import (
     start_analysis,
     summary_job_id,
 )
+from .words import count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: A ranking this long or shorter is printed whole; a longer one, its top and bottom few.
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = sort_results(results_of_batch(queue, batch_id))
         if args.format == "table":
             took = "" if elapsed is None else f" in {elapsed:.2f}s"
-            title = f"Batch {batch_id}: {len(results)} stocks analyzed{took}"
+            title = f"Batch {batch_id}: {count(len(results), 'stock')} analyzed{took}"
             _print_results(results, args.columns, title, width, console)
         elif args.format == "csv":
             write_csv(sys.stdout, results, args.columns or COLUMNS)
@@ -227,8 +228,9 @@ def _analyze(
     its summary job as it ended."""
     source: SourceConfig = args.source_config
     batch = start_analysis(queue, args.symbols, source)
-    where = f"{args.processes} processes" if args.processes else f"{args.workers} threads"
-    info.print(f"Analyzing {len(batch.job_ids)} stocks from the {source.name} source as "
+    where = (count(args.processes, "process", "processes") if args.processes
+             else count(args.workers, "thread"))  # fmt: skip
+    info.print(f"Analyzing {count(len(batch.job_ids), 'stock')} from the {source.name} source as "
                f"batch {batch.id} in {describe(queue)}, workers: {where}")  # fmt: skip
     started = time.monotonic()
     with _workers(queue, args) as workers:
@@ -419,10 +421,10 @@ def _write_charts(
         except (UnknownSymbol, PriceDataError, OSError) as exc:
             failed.append(f"  {analysis['symbol']}: {' '.join(str(exc).split())}")
     written = len(results) - len(failed)
-    console.print(f"Charts of {written} stocks written to {folder}{os.sep} "
+    console.print(f"Charts of {count(written, 'stock')} written to {folder}{os.sep} "
                   f"(<SYMBOL>.png)", markup=False)  # fmt: skip
     if failed:
-        console.print(f"[red]{len(failed)} charts not drawn:[/red]")
+        console.print(f"[red]{count(len(failed), 'chart')} not drawn:[/red]")
         for line in failed:
             console.print(line, markup=False, soft_wrap=True)
     return not failed
@@ -461,17 +463,19 @@ def _print_outcome(queue: Queue, batch_id: int, console: Console) -> int:
     report = batch_report(queue, batch_id)
     if not report["done"]:  # a stored batch (--batch) that workers elsewhere still run
         console.print(f"Batch {batch_id} is still {report['status']}: {report['finished']} of "
-                      f"{report['total']} symbols finished.")  # fmt: skip
+                      f"{count(report['total'], 'symbol')} finished.")  # fmt: skip
         return 1
     failures = [s for s in report["symbols"] if s["status"] != "completed"]
     if failures:
-        console.print(f"[red]{len(failures)} of {report['total']} symbols failed:[/red]")
+        console.print(f"[red]{len(failures)} of {count(report['total'], 'symbol')} "
+                      f"failed:[/red]")  # fmt: skip
         for failure in failures:  # one line each, however long the error
             why = f": {failure['error']}" if failure["error"] else ""
             console.print(f"  {failure['symbol']}: {failure['status']}{escape(why)}",
                           soft_wrap=True)  # fmt: skip
         return 1
-    console.print(f"All {report['total']} symbols analyzed; results stored in "
+    analyzed = "1 symbol" if report["total"] == 1 else f"All {report['total']} symbols"
+    console.print(f"{analyzed} analyzed; results stored in "
                   f"{queue.target} (table analysis_results).")  # fmt: skip
     return 0
 

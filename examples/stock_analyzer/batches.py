@@ -20,6 +20,7 @@ from sqlitejobq import AsyncQueue, Batch, Queue
 
 from .database import app_transaction
 from .prices import SOURCE_NAMES, CsvFolderSource, sample_source, validate_symbol
+from .words import count
 
 ANALYZE_STOCK = "analyze_stock"
 ANALYZE_STOCK_ONLINE = "analyze_stock_online"
@@ -96,7 +97,7 @@ def start_analysis(queue: Queue, symbols: Sequence[object], source: SourceConfig
     ]
     with app_transaction(queue) as (conn, dialect):
         batch = queue.enqueue_batch(
-            source.task, payloads, name=f"analyze {len(checked)} stocks",
+            source.task, payloads, name=f"analyze {count(len(checked), 'stock')}",
             then=SUMMARIZE_BATCH, connection=conn,
         )  # fmt: skip
         conn.execute(_RECORD[dialect], (batch.id, source.name, batch.then_id, time.time()))

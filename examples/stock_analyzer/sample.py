@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .prices import PRICE_COLUMNS, SAMPLE_DIR, SAMPLE_SYMBOLS, validate_symbol
+from .words import count
 
 __all__ = ["PROFILES", "Profile", "generate_prices", "main", "profile_for", "write_sample"]
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args[0]) if args else SAMPLE_DIR
     paths = write_sample(folder, SAMPLE_SYMBOLS)
     size = sum(p.stat().st_size for p in paths)
-    print(f"wrote {len(paths)} files ({size / 1024:.0f} KiB) to {folder}")
+    print(f"wrote {count(len(paths), 'file')} ({size / 1024:.0f} KiB) to {folder}")
     return 0
 
 

@@ -43,6 +43,7 @@ from .database import handler_queue, read_rows
 from .indicators import analyze
 from .prices import SAMPLE_SYMBOLS, PriceDataError, UnknownSymbol, get_source
 from .summary import summarize
+from .words import count
 
 __all__ = [
     "ANALYZE_STOCK",
@@ -144,7 +145,7 @@ async def analyze_stock(job: AsyncJob) -> dict[str, Any]:
         raise PermanentFailure(str(exc)) from exc  # retrying will not make the data appear
     # pretend network time (demos): a cancel of the job interrupts it (CancelledError)
     await asyncio.sleep(float(payload.get("delay", 0.0)))
-    await job.set_progress(0.7, f"computing indicators over {len(prices)} days")
+    await job.set_progress(0.7, f"computing indicators over {count(len(prices), 'day')}")
     result = await asyncio.to_thread(analyze, prices, symbol)  # pandas: CPU, off the loop
     result["source"] = source_name
     if source_name == "csv":  # where to find these prices again (a chart of the analysis)

@@ -158,6 +158,21 @@ def test_the_script_prints_the_same_table_as_on_sqlite(
     assert len(stored(pg_url)) == 12
 
 
+def test_the_script_speaks_of_one_stock_in_the_singular(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert script_main(["--db", pg_url, "--symbols", "TCS.NS", "--workers", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # a long URL wraps lines
+    assert out.startswith(f"Analyzing 1 stock from the sample source as batch 1 in "
+                          f"{redact(pg_url)}, workers: 1 thread progress:")  # fmt: skip
+    assert re.search(r"Batch 1: 1 stock analyzed in \d+\.\d\ds", out), out
+    assert f"1 symbol analyzed; results stored in {redact(pg_url)} (table" in out
+    assert not re.search(r"\b1 (stocks|symbols|threads|jobs)\b", out), out
+    queue = open_queue(pg_url)
+    assert queue.batch_progress(1).name == "analyze 1 stock"
+    queue.close()
+
+
 def test_the_script_with_worker_processes_stores_each_analysis_once(pg_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "examples.stock_analyzer", "--db", pg_url, "--processes", "2",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -306,16 +307,24 @@ def test_the_sqlite_migrations_never_change() -> None:
     ]  # fmt: skip
 
 
-def test_the_script_names_the_sqlite_file_as_before(
+def test_the_script_names_the_sqlite_file_as_before_and_one_stock_in_the_singular(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "named.db"
-    assert script_main(["--db", str(db), "--symbols", "TCS.NS", "--workers", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    charts = tmp_path / "charts"
+    assert script_main(["--db", str(db), "--symbols", "TCS.NS", "--workers", "1", "--charts",
+                        str(charts)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    lines = out.splitlines()
     assert lines[0] == (
-        "Analyzing 1 stocks from the sample source as batch 1 in named.db, workers: 1 threads"
+        "Analyzing 1 stock from the sample source as batch 1 in named.db, workers: 1 thread"
     )
-    assert lines[-1] == f"All 1 symbols analyzed; results stored in {db} (table analysis_results)."
+    assert re.search(r"Batch 1: 1 stock analyzed in \d+\.\d\ds", out), out
+    assert f"Charts of 1 stock written to {charts}/" in out
+    assert lines[-1] == f"1 symbol analyzed; results stored in {db} (table analysis_results)."
+    assert not re.search(r"\b1 (stocks|symbols|threads|charts|jobs)\b", out), out
+    with Queue(db) as queue:
+        assert queue.batch_progress(1).name == "analyze 1 stock"
 
 
 def test_the_script_says_when_the_summary_failed_and_exits_1(
@@ -329,4 +338,4 @@ def test_the_script_says_when_the_summary_failed_and_exits_1(
     out = capsys.readouterr().out
     assert code == 1
     assert "no summary of batch 1: summary job failed: PermanentFailure: ranking [broken]" in out
-    assert "All 1 symbols analyzed" in out  # the analyses themselves are fine
+    assert "1 symbol analyzed; results stored" in out  # the analyses themselves are fine
