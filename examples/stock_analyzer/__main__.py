@@ -176,8 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch is None:  # symbols the sample or the folder lacks: before any job
             check_available(args.symbols, args.source_config)
         charts = None if args.charts is None else _chart_folder(args.charts)
-    except (InputError, UnknownSymbol) as exc:
+    except InputError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except UnknownSymbol as exc:
+        # advice on flags is the script's own: the error itself also reaches job errors and
+        # the API's answers, where no flag means anything
+        said = exc
+        if args.source == "sample":
+            advice = f"{exc.hint}; --source yfinance or csv for other symbols"
+            said = UnknownSymbol(exc.symbols, exc.source, advice)
+        print(f"error: {' '.join(str(said).split())}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip

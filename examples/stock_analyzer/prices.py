@@ -23,6 +23,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from .words import shown
+
 __all__ = [
     "PRICE_COLUMNS",
     "SAMPLE_DIR",
@@ -97,13 +99,20 @@ _TRANSIENT_NAMES = frozenset(
 
 
 class UnknownSymbol(LookupError):
-    """A source has no prices for a symbol, or for several (unknown, delisted, or no file)."""
+    """A source has no prices for a symbol, or for several (unknown, delisted, or no file).
+
+    ``available`` holds the symbols an offline source has (empty for yfinance). The message
+    speaks of the data only: it reaches job errors and API answers as well as the script,
+    which adds its own advice on flags.
+    """
 
     def __init__(
         self,
         symbol: str | Sequence[str],
         source: str,
         hint: str = "unknown or delisted symbol?",
+        *,
+        available: Sequence[str] = (),
     ) -> None:
         symbols = (symbol,) if isinstance(symbol, str) else tuple(symbol)
         super().__init__(f"no price data for {', '.join(map(repr, symbols))} from {source} "
@@ -111,6 +120,8 @@ class UnknownSymbol(LookupError):
         self.symbol = symbols[0]
         self.symbols = symbols
         self.source = source
+        self.hint = hint
+        self.available = tuple(available)
 
 
 class PriceDataError(ValueError):
@@ -131,12 +142,12 @@ def validate_symbol(symbol: object) -> str:
     Symbols become file names and URL parts, so only letters, digits and ``. & _ -`` pass.
     """
     if not isinstance(symbol, str):
-        raise ValueError(f"symbol must be a string, got {symbol!r} ({type(symbol).__name__})")
+        raise ValueError(f"symbol must be a string, got {shown(symbol)} ({type(symbol).__name__})")
     normalized = symbol.strip().upper()
     if not _SYMBOL.fullmatch(normalized):
         raise ValueError(
-            f"invalid symbol {symbol!r}: expected 1-20 characters, letters, digits and . & _ -,"
-            " starting with a letter or digit (e.g. 'TCS.NS', 'M&M.NS')"
+            f"invalid symbol {shown(symbol)}: expected 1-20 characters, letters, digits and "
+            ". & _ -, starting with a letter or digit (e.g. 'TCS.NS', 'M&M.NS')"
         )
     return normalized
 
@@ -380,12 +391,12 @@ class CsvFolderSource:
         if len(held) > LISTED_SYMBOLS:
             listing += f" and {len(held) - LISTED_SYMBOLS} more"
         if self.name == "sample":
-            return UnknownSymbol(symbols, "the bundled sample", f"it holds only {listing}; "
-                                 f"--source yfinance or csv for other symbols")  # fmt: skip
+            return UnknownSymbol(symbols, "the bundled sample", f"it holds only {listing}",
+                                 available=held)  # fmt: skip
         has = f"it has {listing}" if held else "it has no <SYMBOL>.csv file"
         files = ", ".join(self.path(symbol).name for symbol in symbols)
         return UnknownSymbol(symbols, f"{self.name} folder {str(self.folder)!r}",
-                             f"no {files}; {has}")  # fmt: skip
+                             f"no {files}; {has}", available=held)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"CsvFolderSource({str(self.folder)!r}, name={self.name!r})"

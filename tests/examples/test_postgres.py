@@ -134,6 +134,11 @@ def test_an_unknown_symbol_fails_its_job_only_and_stores_nothing(pg_url: str) ->
     report = batch_report(queue, batch.id)
     assert report["status"] == "completed_with_errors"
     assert (report["completed"], report["failed"]) == (2, 1)
+    [failed] = [s for s in report["symbols"] if s["status"] == "failed"]
+    assert failed["error"] == (
+        f"PermanentFailure: no price data for 'NOSUCH.NS' from the bundled sample (it holds "
+        f"only {', '.join(sorted(SAMPLE_SYMBOLS))})"
+    )  # no advice on flags: API users read it too
     assert sorted(symbol for _, symbol in stored(pg_url)) == ["INFY.NS", "TCS.NS"]
     summary = batch_summary(queue, batch.id)
     assert summary is not None and (summary["completed"], summary["failed"]) == (2, 1)

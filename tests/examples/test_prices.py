@@ -33,6 +33,7 @@ from examples.stock_analyzer.prices import (
     validate_symbol,
 )
 from examples.stock_analyzer.sample import PROFILES, generate_prices, write_sample
+from examples.stock_analyzer.words import shown
 
 ROOT = Path(__file__).resolve().parents[2]
 DATES = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
@@ -325,13 +326,16 @@ def test_an_unknown_symbol_names_the_symbols_the_folder_has(tmp_path: Path) -> N
     assert str(raised.value).endswith(f"(no XYZ.NS.csv; it has {listed} and 5 more)")
 
 
-def test_an_unknown_symbol_of_the_sample_lists_the_sample(tmp_path: Path) -> None:
+def test_an_unknown_symbol_of_the_sample_lists_the_sample_and_no_flag(tmp_path: Path) -> None:
+    # the error reaches job errors and the API's answers: advice on flags is the script's
     with pytest.raises(UnknownSymbol) as raised:
         sample_source().load("FOO.NS")
     assert str(raised.value) == (
         f"no price data for 'FOO.NS' from the bundled sample (it holds only "
-        f"{', '.join(sorted(SAMPLE_SYMBOLS))}; --source yfinance or csv for other symbols)"
+        f"{', '.join(sorted(SAMPLE_SYMBOLS))})"
     )
+    assert raised.value.symbols == ("FOO.NS",)
+    assert raised.value.available == tuple(sorted(SAMPLE_SYMBOLS))
 
 
 def test_csv_folder_missing_columns_name_the_file(tmp_path: Path) -> None:
@@ -398,7 +402,14 @@ def test_validate_symbol_accepts_and_normalizes(given: str, expected: str) -> No
 def test_validate_symbol_rejects_and_names_the_value(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid symbol") as raised:
         validate_symbol(bad)
-    assert repr(bad) in str(raised.value)
+    assert shown(bad) in str(raised.value)
+
+
+def test_a_huge_symbol_is_named_cut_short() -> None:
+    with pytest.raises(ValueError) as raised:
+        validate_symbol("X" * 1_000_000)
+    assert str(raised.value).startswith(f"invalid symbol '{'X' * 39}... (cut, 1000000 characters)")
+    assert len(str(raised.value)) < 300
 
 
 @pytest.mark.parametrize("bad", [None, 123, b"TCS.NS", ["TCS.NS"]])

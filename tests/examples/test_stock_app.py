@@ -94,7 +94,10 @@ def test_an_unknown_symbol_fails_its_job_only_and_is_not_retried(tmp_path: Path)
     assert (report["completed"], report["failed"]) == (2, 1)
     [failed] = [s for s in report["symbols"] if s["status"] == "failed"]
     assert failed["symbol"] == "NOSUCH.NS" and failed["attempts"] == 1
-    assert "no price data for 'NOSUCH.NS'" in failed["error"]
+    assert failed["error"] == (
+        f"PermanentFailure: no price data for 'NOSUCH.NS' from the bundled sample (it holds "
+        f"only {', '.join(sorted(SAMPLE_SYMBOLS))})"
+    )  # no advice on flags: API users read it too
     assert [symbol for _, symbol in stored(db)] == ["TCS.NS", "INFY.NS"]
     summary = batch_summary(queue, batch.id)
     assert summary is not None and (summary["completed"], summary["failed"]) == (2, 1)
