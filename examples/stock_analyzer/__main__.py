@@ -66,12 +66,14 @@ from .output import (
 from .prices import SAMPLE_SYMBOLS, SOURCE_NAMES, PriceDataError, UnknownSymbol
 from .service import (
     DEFAULT_DB,
+    MAX_ID,
     AppQueue,
     SourceConfig,
     app_worker,
     batch_report,
     batch_summary,
     check_available,
+    check_id,
     check_symbols,
     describe,
     open_queue,
@@ -80,7 +82,7 @@ from .service import (
     start_analysis,
     summary_job_id,
 )
-from .words import count
+from .words import count, shown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: A ranking this long or shorter is printed whole; a longer one, its top and bottom few.
@@ -154,8 +156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.workers < 1 or args.processes < 0:
         parser.error("--workers must be >= 1 and --processes >= 0")
     if args.batch is not None:
-        if args.batch != "latest" and not args.batch.isdigit():
-            parser.error(f"--batch takes a batch id or 'latest', got {args.batch!r}")
+        if args.batch != "latest":
+            try:
+                check_id(args.batch, "--batch")
+            except ValueError:
+                parser.error(f"--batch takes a batch id (a whole number from 1 to {MAX_ID}) "
+                             f"or 'latest', got {shown(args.batch)}")  # fmt: skip
         if args.symbols or args.folder:
             parser.error("--batch prints a stored batch: --symbols and --folder start a new one")
     try:  # bad usage, exit status 2: options that cannot work, whatever the database

@@ -11,6 +11,10 @@ has finished); GET /api/batches/{batch_id}/summary serves that ranking; GET
 /api/jobs/{job_id} a job. The queue's web dashboard is mounted at /dashboard/: batches
 with live progress bars, jobs with their errors and timelines, workers; retry and cancel.
 
+Bad input is refused by the request that brings it, before anything is stored: 422 (415
+for a body that is not JSON, 413 for one too large) with a JSON ``detail`` naming the value
+and what is expected (``api_input``); the README lists the errors.
+
 The endpoints are coroutines on an ``AsyncQueue``: the queue's reads run on its threads,
 the app's own tables are read in threads (``asyncio.to_thread``), and a batch is started in
 a thread (its jobs and the app's record of it share one transaction); the event loop never
@@ -28,21 +32,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from sqlitejobq import AsyncQueue, JobNotFound, Queue, SqliteJobQError
+from sqlitejobq.errors import InvalidArgument
 from sqlitejobq.web import Auth, Dashboard, dashboard
+from sqlitejobq.web.auth import PASSWORD_ENV, TOKEN_ENV, USER_ENV
 
+from .api_input import ApiError, BatchId, JobId, only_query, read_body, symbols_of_body
 from .charts import ChartCache, render_chart
 from .prices import SOURCE_NAMES, PriceDataError, UnknownSymbol, is_transient, validate_symbol
 from .service import (
@@ -52,30 +60,56 @@ from .service import (
     app_worker,
     batch_report_async,
     batch_summary,
-    check_symbols,
+    check_available,
     latest_analysis,
     open_queue,
     prices_of_analysis,
     start_analysis_async,
     summary_job_id,
 )
+from .words import shown
 
 log = logging.getLogger("stock_analyzer.api")
 
 
 class AnalyzeRequest(BaseModel):
-    """Body of POST /api/stocks/analyze-all-stocks."""
+    """Body of POST /api/stocks/analyze-all-stocks, as the API's documentation shows it (the
+    body is read and checked by ``symbols_of_body``, whose errors say more)."""
 
     model_config = ConfigDict(extra="forbid")
     symbols: list[StrictStr] = Field(min_length=1, max_length=MAX_SYMBOLS)
+
+
+class StartupError(Exception):
+    """A setting the API cannot start with: one line on stderr, exit status 1."""
+
+
+def dashboard_auth(environ: Mapping[str, str] | None = None) -> Auth | None:
+    """The dashboard's credentials from ``$SQLITEJOBQ_WEB_PASSWORD`` (and ``_USER``) or
+    ``$SQLITEJOBQ_WEB_TOKEN``, if set; StartupError naming the variable that is refused."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        return Auth.from_env(env)
+    except InvalidArgument as exc:
+        refused = str(exc)
+    # which variable: each way of logging in alone (the library's error does not name it)
+    for names in ((PASSWORD_ENV, USER_ENV), (TOKEN_ENV,)):
+        try:
+            Auth.from_env({name: env[name] for name in names if name in env})
+        except InvalidArgument as exc:
+            raise StartupError(f"${names[0]}: {exc} (it protects the dashboard at "
+                               f"/dashboard/)") from None  # fmt: skip
+    raise StartupError(f"${PASSWORD_ENV} or ${TOKEN_ENV}: {refused}")
 
 
 def create_app(
     db: str = DEFAULT_DB, *, source: SourceConfig | None = None, workers: int = 4
 ) -> FastAPI:
     """The app on ``db`` (a SQLite file or a postgresql:// URL); with ``workers`` > 0 it
-    runs that many worker threads while it serves."""
+    runs that many worker threads while it serves. StartupError for refused dashboard
+    credentials in the environment: read here, before any server starts."""
     source = source or SourceConfig()
+    auth = dashboard_auth()
     state: dict[str, AsyncQueue] = {}
     dashboards: dict[str, Dashboard] = {}
 
@@ -83,8 +117,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = await asyncio.to_thread(open_queue, db)  # migrations: not on the loop
         state["queue"] = AsyncQueue(queue=queue)
-        # credentials for it, if any, from $SQLITEJOBQ_WEB_PASSWORD or $SQLITEJOBQ_WEB_TOKEN
-        dashboards["jobs"] = dashboard(queue, auth=Auth.from_env(), title="Stock analyzer jobs")
+        dashboards["jobs"] = dashboard(queue, auth=auth, title="Stock analyzer jobs")
         worker = thread = None
         if workers:  # long-running, not burst: they also fire the daily refresh
             worker = app_worker(queue, concurrency=workers)
@@ -111,28 +144,39 @@ def create_app(
     def queue() -> AsyncQueue:
         return state["queue"]
 
+    @app.exception_handler(ApiError)
+    async def refused(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.content())
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        return JSONResponse(status_code=422, content={"detail": problems})
+        return JSONResponse(status_code=422, content={
+            "detail": "; ".join(_problem(error) for error in exc.errors())})  # fmt: skip
 
-    @app.post("/api/stocks/analyze-all-stocks", status_code=202)
-    async def analyze_all_stocks(body: AnalyzeRequest) -> dict[str, Any]:
-        try:
-            symbols = check_symbols(body.symbols)
-        except ValueError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+    no_query = [Depends(only_query())]
+
+    @app.post(
+        "/api/stocks/analyze-all-stocks",
+        status_code=202,
+        dependencies=no_query,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": AnalyzeRequest.model_json_schema()}}}},
+    )  # fmt: skip
+    async def analyze_all_stocks(request: Request) -> dict[str, Any]:
+        symbols = symbols_of_body(await read_body(request), request.headers.get("content-type"))
+        try:  # a stat per symbol on an offline source: in a thread, off the loop
+            await asyncio.to_thread(check_available, symbols, source)
+        except UnknownSymbol as exc:
+            raise ApiError(422, f"{exc}: no batch was started", missing=list(exc.symbols),
+                           available=list(exc.available)) from None  # fmt: skip
         batch = await start_analysis_async(queue(), symbols, source)
         return {"batch_id": batch.id, "total": len(batch.job_ids), "job_ids": batch.job_ids,
                 "summary_job_id": batch.then_id,
                 "progress_url": f"/api/all-stocks/progress?batch_id={batch.id}",
                 "summary_url": f"/api/batches/{batch.id}/summary"}  # fmt: skip
 
-    @app.get("/api/all-stocks/progress")
-    async def all_stocks_progress(batch_id: int | None = None) -> dict[str, Any]:
+    @app.get("/api/all-stocks/progress", dependencies=[Depends(only_query("batch_id"))])
+    async def all_stocks_progress(batch_id: BatchId | None = None) -> dict[str, Any]:
         target = batch_id
         if target is None:
             target = await asyncio.to_thread(queue().queue.latest_batch_id)
@@ -147,8 +191,8 @@ def create_app(
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no batch with id {target}") from None
 
-    @app.get("/api/batches/{batch_id}/summary")
-    async def summary_of_batch(batch_id: int) -> dict[str, Any]:
+    @app.get("/api/batches/{batch_id}/summary", dependencies=no_query)
+    async def summary_of_batch(batch_id: BatchId) -> dict[str, Any]:
         found = await asyncio.to_thread(batch_summary, queue().queue, batch_id)
         if found is not None:
             return found
@@ -169,7 +213,7 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no analysis of {checked} yet{missing}")
         return found
 
-    @app.get("/api/stocks/{symbol}/analysis")
+    @app.get("/api/stocks/{symbol}/analysis", dependencies=no_query)
     async def stock_analysis(symbol: str) -> dict[str, Any]:
         return await newest(symbol)
 
@@ -177,6 +221,7 @@ def create_app(
 
     @app.get(
         "/api/stocks/{symbol}/chart.png",
+        dependencies=no_query,
         response_class=Response,
         responses={200: {"content": {"image/png": {}}, "description": "the chart, a PNG"}},
     )
@@ -191,14 +236,24 @@ def create_app(
             charts.put(key, png)
         return Response(png, media_type="image/png")
 
-    @app.get("/api/jobs/{job_id}")
-    async def job(job_id: int) -> dict[str, Any]:
+    @app.get("/api/jobs/{job_id}", dependencies=no_query)
+    async def job(job_id: JobId) -> dict[str, Any]:
         try:
             return (await queue().get(job_id)).as_dict()
         except JobNotFound:
             raise HTTPException(status_code=404, detail=f"no job with id {job_id}") from None
 
     return app
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One refused parameter in words: the app's own checks name the value and what is
+    expected; any other, where it was and what pydantic says of it."""
+    cause = (error.get("ctx") or {}).get("error")
+    if error["type"] == "value_error" and cause is not None:
+        return str(cause)
+    where = " ".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}, got {shown(error.get('input'))}"
 
 
 async def _chart_of(queue: AsyncQueue, analysis: dict[str, Any]) -> bytes:
@@ -247,10 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(default: {DEFAULT_DB})",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=_number(1, 65535), default=8000, help="1 to 65535")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_number(0, 1000),
         default=4,
         help="worker threads in this process (0: run workers apart)",
     )
@@ -269,14 +324,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     logging.getLogger("psycopg").setLevel(logging.ERROR)  # the error below says it once
-    try:  # a database that cannot open is one line before the server starts, not a traceback
+    # what cannot work is one line before the server starts, not a traceback from it; the
+    # environment first, so a refused setting leaves the database untouched
+    try:
+        app = create_app(args.db, source=source, workers=args.workers)
         open_queue(args.db).close()
-    except (SqliteJobQError, OSError) as exc:
+    except (StartupError, SqliteJobQError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    app = create_app(args.db, source=source, workers=args.workers)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _number(low: int, high: int) -> Any:
+    """An argparse type: a whole number from ``low`` to ``high``, refused saying so (exit
+    status 2) rather than failing later (a port past 65535 would wrap around)."""
+
+    def number(text: str) -> int:
+        digits = text.isascii() and text.isdigit() and len(text) <= len(str(high))
+        if not digits or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {shown(text)}"
+            )
+        return int(text)
+
+    return number
 
 
 if __name__ == "__main__":

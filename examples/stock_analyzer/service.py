@@ -29,9 +29,11 @@ from .batches import (
 from .database import AppQueue, app_worker, open_app_queue, read_rows
 from .prices import PriceDataError, get_source, validate_symbol
 from .tasks import registry
+from .words import shown
 
 __all__ = [
     "DEFAULT_DB",
+    "MAX_ID",
     "MAX_SYMBOLS",
     "AppQueue",
     "SourceConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "batch_report_async",
     "batch_summary",
     "check_available",
+    "check_id",
     "check_symbols",
     "describe",
     "latest_analysis",
@@ -53,6 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_DB = "stock_analysis.db"
+#: Job and batch ids are counted from 1 in 64-bit integers, on both engines.
+MAX_ID = 2**63 - 1
 
 #: The app's reads, in each engine's SQL: sqlite3 takes ``?``, psycopg ``%s``; symbols sort
 #: by code point on both (PostgreSQL would otherwise follow the database's collation).
@@ -78,6 +83,20 @@ _SUMMARY = {
     "postgres": "SELECT job_id, created_at, completed, failed, best_symbol, ranking, failures "
     "FROM batch_summaries WHERE batch_id = %s",
 }
+
+
+def check_id(value: object, what: str) -> int:
+    """``value`` as a job or batch id: an int, or decimal digits as a URL or a command line
+    gives them; ValueError naming ``what``, the value and the range if no id can be it."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        # the length first: int() of thousands of digits is slow, then refused by Python
+        number = int(value) if len(value) <= len(str(MAX_ID)) else MAX_ID + 1
+    if number is None or not 1 <= number <= MAX_ID:
+        raise ValueError(f"{what} must be a whole number from 1 to {MAX_ID}, got {shown(value)}")
+    return number
 
 
 def describe(queue: Queue) -> str:
@@ -145,7 +164,8 @@ def latest_analysis(queue: Queue, symbol: str) -> dict[str, Any] | None:
 
 def results_of_batch(queue: Queue, batch_id: int) -> list[dict[str, Any]]:
     """The analyses the batch stored, one per completed job, by symbol."""
-    return [_stored(row) for row in read_rows(queue, _OF_BATCH, (batch_id,))]
+    rows = read_rows(queue, _OF_BATCH, (check_id(batch_id, "batch_id"),))
+    return [_stored(row) for row in rows]
 
 
 def _stored(row: Sequence[Any]) -> dict[str, Any]:
@@ -199,14 +219,14 @@ def _folder_of(queue: Queue, analysis: Mapping[str, Any]) -> str | None:
 def summary_job_id(queue: Queue, batch_id: int) -> int | None:
     """The job that summarizes the batch once it has finished (None: the batch was not
     started by this app, or before it had summaries)."""
-    rows = read_rows(queue, _SUMMARY_JOB, (batch_id,))
+    rows = read_rows(queue, _SUMMARY_JOB, (check_id(batch_id, "batch_id"),))
     return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 def batch_summary(queue: Queue, batch_id: int) -> dict[str, Any] | None:
     """The stored summary of a finished batch (its ranking, best first, and its failed
     symbols), or None if there is none yet."""
-    rows = read_rows(queue, _SUMMARY, (batch_id,))
+    rows = read_rows(queue, _SUMMARY, (check_id(batch_id, "batch_id"),))
     if not rows:
         return None
     job_id, created_at, completed, failed, best, ranking, failures = rows[0]

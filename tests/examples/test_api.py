@@ -135,13 +135,13 @@ def wait_for_summary(base: str, batch_id: int) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"symbols": []}, "symbols: List should have at least 1 item"),
-        ({"symbols": ["X.NS"] * 10_000}, "symbols: List should have at most 1000 items"),
-        ({"symbols": ["TCS.NS", "../../etc/passwd"]}, "../../etc/passwd"),
-        ({"symbols": "TCS.NS"}, "symbols: Input should be a valid list"),
-        ({"symbols": [1, 2]}, "symbols.0: Input should be a valid string"),
-        ({"tickers": ["TCS.NS"]}, "symbols: Field required"),
-        ({}, "symbols: Field required"),
+        ({"symbols": []}, '"symbols" must not be empty: name 1 to 1000 symbols'),
+        ({"symbols": ["X.NS"] * 10_000}, '"symbols" has 10000 symbols: a batch holds at most'),
+        ({"symbols": ["TCS.NS", "../../etc/passwd"]}, "symbols[1]: invalid symbol '../../etc/"),
+        ({"symbols": "TCS.NS"}, '"symbols" must be an array of strings'),
+        ({"symbols": [1, 2]}, "symbols[0] must be a string, got the number 1; symbols[1] must"),
+        ({"tickers": ["TCS.NS"]}, 'unknown field "tickers": the body takes only "symbols"'),
+        ({}, 'the body has no "symbols"'),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_clear_message(
@@ -153,6 +153,23 @@ def test_bad_requests_get_a_4xx_with_a_clear_message(
     assert response.status_code == 422
     assert message in response.json()["detail"]
     assert httpx.get(f"{base}/api/all-stocks/progress").json().get("batch_id") == before
+
+
+def test_symbols_the_price_folder_lacks_are_refused_naming_the_ones_it_has(
+    server: tuple[str, Path],
+) -> None:
+    base, log = server
+    before = httpx.get(f"{base}/api/all-stocks/progress").json().get("batch_id")
+    response = httpx.post(f"{base}/api/stocks/analyze-all-stocks",
+                          json={"symbols": [SYMBOLS[0], "GONE.NS"]})  # fmt: skip
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["missing"], body["available"]) == (["GONE.NS"], SYMBOLS)
+    assert body["detail"].startswith("no price data for 'GONE.NS' from csv folder ")
+    assert body["detail"].endswith(f"(no GONE.NS.csv; it has {', '.join(SYMBOLS[:20])} and 20 "
+                                   f"more): no batch was started")  # fmt: skip
+    assert httpx.get(f"{base}/api/all-stocks/progress").json().get("batch_id") == before
+    assert "Traceback" not in log.read_text()
 
 
 def test_missing_things_are_404_and_bad_symbols_422(server: tuple[str, Path]) -> None:

@@ -303,13 +303,21 @@ def test_a_batch_that_is_not_stored_is_one_line(
     assert not (tmp_path / "none.db").exists()
 
 
+#: What --batch takes, as its usage error says.
+BATCH_ID = "--batch takes a batch id (a whole number from 1 to 9223372036854775807)"
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--format", "xml"], "invalid choice: 'xml'"),
         (["--columns", "close,bogus"], "unknown column 'bogus': choose from symbol, signal"),
         (["--columns", ","], "--columns names no column"),
-        (["--batch", "last"], "--batch takes a batch id or 'latest'"),
+        (["--batch", "last"], f"{BATCH_ID} or 'latest', got 'last'"),
+        (["--batch", "9" * 20], f"{BATCH_ID} or 'latest', got '99999999999999999999'"),
+        (["--batch", "9223372036854775808"], f"{BATCH_ID} or 'latest', got '9223372036854775808'"),
+        (["--batch", "0"], f"{BATCH_ID} or 'latest', got '0'"),
+        (["--batch", "-1"], f"{BATCH_ID} or 'latest', got '-1'"),
         (["--batch", "1", "--symbols", "TCS.NS"], "--batch prints a stored batch"),
     ],
 )
