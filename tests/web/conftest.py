@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -91,3 +94,58 @@ def populate(queue: Queue) -> dict[str, Any]:
     queue.cancel(cancelled)
     return {"ok": ok_ids, "boom": boom, "batch": batch, "queued": queued,
             "cancelled": cancelled}  # fmt: skip
+
+
+class Relay:
+    """A TCP relay to a server that the test can cut: a database outage (refused
+    connections, broken ones) without stopping a server that other tests share."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                return
+            server.settimeout(None)
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        with contextlib.suppress(OSError):  # wakes the accept() blocked on it; close alone won't
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+def through(relay: Relay, dsn: str) -> str:
+    """``dsn`` with its host and port replaced by the relay's."""
+    parts = urlsplit(dsn)
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{relay.port}" if user
+                                     else f"127.0.0.1:{relay.port}"))  # fmt: skip

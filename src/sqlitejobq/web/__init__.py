@@ -3,7 +3,8 @@
 ``dashboard(queue)`` is a WSGI and ASGI application; ``sqlitejobq web --db PATH`` serves it.
 """
 
-from .app import DEFAULT_REDACT, Dashboard, dashboard
+from .app import Dashboard, dashboard
 from .auth import Auth
+from .redact import DEFAULT_REDACT
 
 __all__ = ["DEFAULT_REDACT", "Auth", "Dashboard", "dashboard"]

@@ -9,12 +9,12 @@ Nothing beyond the standard library.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -27,19 +27,17 @@ from ..aqueue import AsyncQueue
 from ..errors import InvalidArgument, JobNotFound, SqliteJobQError
 from ..queue import Queue
 from . import pages
-from .auth import Auth
+from .auth import Auth, is_loopback, printable
 from .html import h, query
-from .html import redact as mask_fields
 from .metrics import health, prometheus
+from .redact import Redaction
 
 log = logging.getLogger("sqlitejobq.web")
 
-#: Field names masked in payloads and results unless ``redact=`` says otherwise.
-DEFAULT_REDACT = frozenset({
-    "password", "passwd", "secret", "token", "api_key", "apikey", "access_token",
-    "refresh_token", "authorization", "cookie", "private_key", "client_secret",
-})  # fmt: skip
 CSRF_COOKIE = "sqlitejobq_csrf"
+#: What the last action did, shown once by the next page: set only by the dashboard's own
+#: answer to a POST, so a link cannot make a page claim an action that never happened.
+NOTICE_COOKIE = "sqlitejobq_notice"
 _CHALLENGE = 'Basic realm="sqlitejobq", charset="UTF-8"'
 MAX_BODY = 64 * 1024
 _CSRF_SHAPE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
@@ -58,10 +56,21 @@ _SECURITY_HEADERS = [
 ]  # fmt: skip
 _STATIC = {"dashboard.css": "text/css; charset=utf-8",
            "dashboard.js": "text/javascript; charset=utf-8"}  # fmt: skip
-_DONE = {"retried": "Retried.", "cancelled": "Cancelled (a running job stops at its next "
-         "heartbeat or progress report).", "purged": "Purged.", "not-retried": "Nothing to retry: "
-         "the job is not failed or cancelled.", "not-cancelled": "Nothing to cancel: the job "
-         "has already finished."}  # fmt: skip
+_DONE = {
+    "retried": "Retried.",
+    "not-retried": "Nothing to retry: the job is not failed or cancelled.",
+    "cancelled": "Cancelled.",
+    "cancel-requested": "Cancel requested: the job is running. An async handler is "
+    "interrupted at its worker's next heartbeat; a plain handler runs on until it checks "
+    "job.cancelled or returns. Either way the job ends cancelled.",
+    "not-cancelled": "Nothing to cancel: the job has already finished.",
+    "retried-failed": "Retried {n} failed jobs.",
+    "purged": "Purged {n} finished jobs.",
+}
+_NOTICE_SHAPE = re.compile(r"^([a-z-]{1,30})(?:\.(\d{1,12}))?$")
+_HOST_SHAPE = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)*)\.?(?::\d{1,5})?$")
+_ALLOWED_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)*)\.?$")
+_ORIGIN_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -94,10 +103,15 @@ class Dashboard:
 
     ``queue``: a ``Queue``, an ``AsyncQueue``, or a target to open. ``read_only`` hides
     every action; ``auth`` asks for credentials (``Auth``; needed to serve beyond this
-    machine); ``redact``: field names masked in payloads and results (default: common
-    secret names such as password and token), or a function applied to each payload and
-    result; ``show_payloads=False`` shows neither. ``refresh``: seconds between live
-    updates (0: none). ``max_queued_age``: the backlog age past which ``/healthz`` fails.
+    machine). ``redact``: more secret words masked in field names (added to
+    ``DEFAULT_REDACT`` unless ``redact_defaults=False``), or a function applied after them
+    to each payload and result; ``show_payloads=False`` hides payloads, results, progress
+    messages and error text. ``allowed_hosts``: names the ``Host`` header may carry beside
+    the loopback ones (checked whenever it is given, and always without ``auth``);
+    ``trusted_origins``: ``scheme://host[:port]`` origins a POST may come from beside the
+    dashboard's own host (behind a proxy that rewrites ``Host``). ``refresh``: seconds
+    between live updates (0: none). ``max_queued_age``: the backlog age past which
+    ``/healthz`` fails.
     """
 
     def __init__(
@@ -107,7 +121,10 @@ class Dashboard:
         read_only: bool = False,
         auth: Auth | None = None,
         redact: Iterable[str] | Callable[[Any], Any] | None = None,
+        redact_defaults: bool = True,
         show_payloads: bool = True,
+        allowed_hosts: Iterable[str] | None = None,
+        trusted_origins: Iterable[str] | None = None,
         refresh: float = 2.0,
         max_queued_age: float = 300.0,
         title: str = "sqlitejobq",
@@ -119,20 +136,20 @@ class Dashboard:
         if auth is not None and not isinstance(auth, Auth):
             raise InvalidArgument(f"auth must be an Auth, got {type(auth).__name__}")
         self.auth = auth
-        redactor: Callable[[Any], Any]
-        if callable(redact):
-            redactor = redact
-        elif isinstance(redact, str):
-            raise InvalidArgument("redact must be a list of field names, not one string")
-        else:
-            keys = DEFAULT_REDACT if redact is None else frozenset(str(k).lower() for k in redact)
-            redactor = functools.partial(mask_fields, keys=keys)
+        redaction = Redaction.of(redact, defaults=bool(redact_defaults),
+                                 hide=not show_payloads)  # fmt: skip
+        #: Names the Host header may carry beside loopback ones; None: any, when ``auth``
+        #: is set (a rebound name cannot supply the credentials).
+        self.allowed_hosts: frozenset[str] | None = (
+            _hosts(allowed_hosts) if allowed_hosts is not None or auth is None else None
+        )
+        self.trusted_origins = _origins(trusted_origins)
         if refresh < 0:
             raise InvalidArgument(f"refresh must be >= 0 seconds, got {refresh}")
         if max_queued_age <= 0:
             raise InvalidArgument(f"max_queued_age must be > 0 seconds, got {max_queued_age}")
         self.settings = pages.Settings(
-            read_only=bool(read_only), show_payloads=bool(show_payloads), redactor=redactor,
+            read_only=bool(read_only), redaction=redaction,
             refresh=float(refresh), max_queued_age=float(max_queued_age), title=title,
         )  # fmt: skip
         self._static = {
@@ -192,40 +209,69 @@ class Dashboard:
     def handle(self, request: Request | None) -> Response:
         """Answer one request (None: a body too large)."""
         if request is None:
-            return Response(413, b"request body too large\n", "text/plain; charset=utf-8")
+            return _text(413, "request body too large")
         if request.path == "/healthz" and request.method in ("GET", "HEAD"):
-            return self._healthz()
+            return self._healthz()  # for probes: no credentials, no job, no error text
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         user = None
         if self.auth is not None:
             user = self.auth.check(request.headers.get("authorization"))
             if user is None:
-                return Response(401, b"authentication required\n", "text/plain; charset=utf-8",
-                                [("WWW-Authenticate", _CHALLENGE)])  # fmt: skip
+                return _text(401, "authentication required", [("WWW-Authenticate", _CHALLENGE)])
         csrf = request.cookies.get(CSRF_COOKIE, "")
         new_cookie = not _CSRF_SHAPE.match(csrf)
         if new_cookie:
             csrf = secrets.token_urlsafe(32)
-        view = pages.View(self.queue, self.settings, request.prefix, csrf, self.queue.clock())
+        view = pages.View(self.queue, self.settings, request.prefix, csrf, time.time())
         try:
+            # on PostgreSQL the clock is the server's: a read that fails like the others
+            view = pages.View(self.queue, self.settings, request.prefix, csrf, self.queue.clock())
             if request.method == "POST":
                 response = self._post(request, view, user)
             elif request.method in ("GET", "HEAD"):
                 response = self._get(request, view)
             else:
-                response = Response(405, b"method not allowed\n", "text/plain; charset=utf-8",
-                                    [("Allow", "GET, HEAD, POST")])  # fmt: skip
+                response = _text(405, "method not allowed", [("Allow", "GET, HEAD, POST")])
         except pages.NotFound as exc:
             response = self._page(view, "Not found", str(exc), 404)
         except (pages.BadRequest, InvalidArgument) as exc:
             response = self._page(view, "Bad request", str(exc), 400)
         except SqliteJobQError as exc:
-            log.warning("dashboard: %s %s failed: %s", request.method, request.path, exc)
-            response = self._page(view, "The database did not answer", str(exc), 503)
+            log.warning("dashboard: %s %s failed: %s", request.method, printable(request.path),
+                        exc)  # fmt: skip
+            response = self._page(view, "The database did not answer",
+                                  self.settings.redaction.text(str(exc)), 503)  # fmt: skip
         if new_cookie:
-            response.headers.append(("Set-Cookie", _cookie(csrf, request)))
+            response.headers.append(("Set-Cookie", _cookie(CSRF_COOKIE, csrf, request)))
         if request.method == "HEAD":
             response.body = b""
         return response
+
+    def _refusal(self, request: Request) -> Response | None:
+        """The answer to a request this dashboard must not serve, or None.
+
+        Without credentials, only this machine may use it, under a name that is its own: a
+        page on another site whose name was rebound to 127.0.0.1 (DNS rebinding) sends its
+        own name as ``Host``, and a dashboard mounted in an app bound to every address sees
+        other hosts as its clients."""
+        if self.allowed_hosts is not None:
+            given = request.headers.get("host", "")
+            name = _host_name(given)
+            if name is None or not (is_loopback(name) or name in self.allowed_hosts):
+                log.warning("dashboard: refused %s from %s: Host %r is not one of its names",
+                            printable(request.path), printable(request.remote), given)  # fmt: skip
+                return _text(400, f"refused: the Host header {given!r} is not a name of this "
+                             f"dashboard: it answers to localhost, 127.0.0.1 and [::1] (any "
+                             f"port) and the names of allowed_hosts= (--allowed-host)")  # fmt: skip
+        if self.auth is None and not _local(request.remote):
+            log.warning("dashboard: refused %s from %s: no credentials are configured",
+                        printable(request.path), printable(request.remote))  # fmt: skip
+            return _text(403, f"refused: this dashboard has no credentials configured, so it "
+                         f"answers this machine only, not {request.remote}: give it auth= "
+                         f"(or $SQLITEJOBQ_WEB_PASSWORD / $SQLITEJOBQ_WEB_TOKEN)")  # fmt: skip
+        return None
 
     def _get(self, request: Request, view: pages.View) -> Response:
         path, params = request.path, request.params
@@ -235,15 +281,17 @@ class Dashboard:
         if path == "/metrics":
             return Response(200, prometheus(self.queue).encode(),
                             "text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
-        notice = _DONE.get(params.get("done", ""), "")
-        if notice and params.get("n"):
-            notice = f"{notice} ({params['n']} jobs)" if params["n"].isdigit() else notice
         html = self._render(path, params, view)
         if html is None:
             return self._page(view, "Not found", f"no page {path}", 404)
+        response = Response(200, b"")
+        notice = _notice(request.cookies.get(NOTICE_COOKIE, ""))
+        if NOTICE_COOKIE in request.cookies:  # shown once
+            response.headers.append(("Set-Cookie", _cookie(NOTICE_COOKIE, "", request, 0)))
         if notice:
             html = html.replace("<main>", f'<main><div class="notice">{h(notice)}</div>', 1)
-        return Response(200, html.encode())
+        response.body = html.encode()
+        return response
 
     def _render(self, path: str, params: dict[str, str], view: pages.View) -> str | None:
         if path in ("", "/"):
@@ -270,12 +318,13 @@ class Dashboard:
         if not (token and _CSRF_SHAPE.match(token) and secrets.compare_digest(
                 token, request.cookies.get(CSRF_COOKIE, ""))):  # fmt: skip
             log.warning("dashboard: refused %s from %s: no valid CSRF token",
-                        request.path, request.remote)  # fmt: skip
+                        printable(request.path), printable(request.remote))  # fmt: skip
             return self._page(view, "Refused", "the form's CSRF token is missing or wrong: "
                               "reload the page and try again", 403)  # fmt: skip
-        if not _same_origin(request):
-            log.warning("dashboard: refused %s from %s: cross-origin request (Origin %s)",
-                        request.path, request.remote, request.headers.get("origin"))  # fmt: skip
+        if not _same_origin(request, self.trusted_origins):
+            log.warning("dashboard: refused %s from %s: cross-origin request (Origin %r)",
+                        printable(request.path), printable(request.remote),
+                        request.headers.get("origin"))  # fmt: skip
             return self._page(view, "Refused", "cross-origin request", 403)
         action = _action(request.path)
         if action is None:
@@ -288,7 +337,7 @@ class Dashboard:
         }[name]  # fmt: skip
         if form.get("confirm") != "yes":
             return Response(200, pages.confirm(view, request.path, question, form).encode())
-        who = f"{user or 'anonymous'} from {request.remote}"
+        who = f"{printable(user or 'anonymous')} from {printable(request.remote)}"
         if name in ("retry", "cancel"):
             assert job_id is not None
             try:
@@ -296,20 +345,22 @@ class Dashboard:
             except JobNotFound:
                 raise pages.NotFound(f"no job with id {job_id}") from None
             outcome = {"retry": "retried", "cancel": "cancelled"}[name]
+            if done and name == "cancel" and self.queue.get(job_id).status.value == "processing":
+                outcome = "cancel-requested"
             log.info("dashboard: %s job %d by %s: %s", name, job_id, who,
                      outcome if done else "nothing to do")  # fmt: skip
             code = outcome if done else f"not-{outcome}"
-            return _redirect(view.prefix + f"/jobs/{job_id}?done={code}")
+            return _redirect(view.prefix + f"/jobs/{job_id}", code, request)
         if name == "retry-failed":
-            filters = pages.job_filters({**form, "status": "failed"})
+            filters = pages.job_filters({**form, "status": "failed"}, hides=view.hides)
             filters.pop("status")
             ids = self.queue.retry_failed(**filters)
             log.info("dashboard: retry all failed matching %s by %s: %d jobs retried",
                      {k: v for k, v in filters.items() if v is not None}, who,
                      len(ids))  # fmt: skip
             back = {k: form.get(k) for k in ("queue", "task", "batch", "error")}
-            return _redirect(view.prefix + "/jobs" + query(
-                {**back, "status": "failed", "done": "retried", "n": len(ids)}))  # fmt: skip
+            return _redirect(view.prefix + "/jobs" + query({**back, "status": "failed"}),
+                             f"retried-failed.{len(ids)}", request)  # fmt: skip
         days = form.get("older_than_days", "")
         try:
             older = float(days)
@@ -320,7 +371,7 @@ class Dashboard:
         purged = self.queue.purge(older * 86400)
         log.info("dashboard: purge jobs finished more than %g days ago by %s: %d deleted",
                  older, who, purged)  # fmt: skip
-        return _redirect(view.prefix + f"/?done=purged&n={purged}")
+        return _redirect(view.prefix + "/", f"purged.{purged}", request)
 
     def _healthz(self) -> Response:
         verdict = health(self.queue, self.settings.max_queued_age)
@@ -344,14 +395,31 @@ def _headers(response: Response) -> list[tuple[str, str]]:
             *_SECURITY_HEADERS, *response.headers]  # fmt: skip
 
 
-def _redirect(location: str) -> Response:
-    return Response(303, b"", "text/plain; charset=utf-8", [("Location", location or "/")])
+def _text(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, text.encode() + b"\n", "text/plain; charset=utf-8", headers or [])
 
 
-def _cookie(value: str, request: Request) -> str:
+def _redirect(location: str, notice: str, request: Request) -> Response:
+    """See ``location``, where the next page says what was done (``notice``)."""
+    return Response(303, b"", "text/plain; charset=utf-8", [
+        ("Location", location or "/"),
+        ("Set-Cookie", _cookie(NOTICE_COOKIE, notice, request, 60)),
+    ])  # fmt: skip
+
+
+def _cookie(name: str, value: str, request: Request, max_age: int | None = None) -> str:
     secure = "; Secure" if request.secure else ""
-    return (f"{CSRF_COOKIE}={value}; Path={request.prefix or '/'}; HttpOnly; "
-            f"SameSite=Strict{secure}")  # fmt: skip
+    age = "" if max_age is None else f"; Max-Age={max_age}"
+    return (f"{name}={value}; Path={request.prefix or '/'}; HttpOnly; "
+            f"SameSite=Strict{age}{secure}")  # fmt: skip
+
+
+def _notice(value: str) -> str:
+    """The text of a notice cookie the dashboard set ('' for anything else)."""
+    match = _NOTICE_SHAPE.match(value)
+    if match is None or match[1] not in _DONE:
+        return ""
+    return _DONE[match[1]].format(n=f"{int(match[2] or 0):,}")
 
 
 def _action(path: str) -> tuple[str, int | None] | None:
@@ -364,12 +432,83 @@ def _action(path: str) -> tuple[str, int | None] | None:
     return None
 
 
-def _same_origin(request: Request) -> bool:
-    """A browser names the page a POST came from; it must be this dashboard's host."""
+def _same_origin(request: Request, trusted: frozenset[str]) -> bool:
+    """A browser names the page a POST came from: this dashboard's host, or an origin the
+    operator trusts (the public name when a proxy rewrites ``Host``)."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin or origin == "null":
         return origin is None
+    if _origin(origin) in trusted:
+        return True
     return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, lower case, the scheme's default port left out."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _ORIGIN_PORTS or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    shown = "" if port in (None, _ORIGIN_PORTS[parts.scheme]) else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
+
+
+def trusted_origin(value: object) -> str:
+    """A trusted origin checked and written as browsers send it (``https://host[:port]``,
+    the default port left out); InvalidArgument names a value that is not one."""
+    origin = _origin(value) if isinstance(value, str) else None
+    parts = urlsplit(value.strip()) if origin is not None and isinstance(value, str) else None
+    if origin is None or parts is None or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username or parts.password:  # fmt: skip
+        raise InvalidArgument(f"a trusted origin must look like https://jobs.example.com "
+                              f"(scheme, host and port only), got {value!r}")  # fmt: skip
+    return origin
+
+
+def _origins(values: Iterable[str] | None) -> frozenset[str]:
+    if values is None:
+        return frozenset()
+    if isinstance(values, str):
+        raise InvalidArgument(f"trusted_origins must be a list of origins, not one string: "
+                              f"write trusted_origins=[{values!r}]")  # fmt: skip
+    return frozenset(trusted_origin(value) for value in values)
+
+
+def _host_name(value: str) -> str | None:
+    """The name of a ``Host`` header, lower case, without port or final dot; None when it
+    is not a host name, an IPv4 address or a bracketed IPv6 one."""
+    match = _HOST_SHAPE.match(value.strip().lower())
+    return None if match is None else match[1]
+
+
+def allowed_host(value: object) -> str:
+    """An allowed host checked and written as it is compared (lower case, no final dot);
+    InvalidArgument names a value that is not a host name or address without a port."""
+    match = _ALLOWED_HOST.match(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidArgument(
+            f"an allowed host must be a host name such as jobs.example.com (no scheme, port "
+            f"or path; an IPv6 address in brackets), got {value!r}"
+        )
+    return match[1]
+
+
+def _hosts(values: Iterable[str] | None) -> frozenset[str]:
+    if values is None:
+        return frozenset()
+    if isinstance(values, str):
+        raise InvalidArgument(f"allowed_hosts must be a list of host names, not one string: "
+                              f"write allowed_hosts=[{values!r}]")  # fmt: skip
+    return frozenset(allowed_host(value) for value in values)
+
+
+def _local(remote: str) -> bool:
+    """True for a client on this machine: a loopback address, or none (a Unix socket)."""
+    return not remote or is_loopback(remote)
 
 
 def _cookies(header: str) -> dict[str, str]:
@@ -406,7 +545,7 @@ def _wsgi_request(environ: dict[str, Any]) -> Request | None:
         params=dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=False)),
         form=_form(body, environ.get("CONTENT_TYPE", "")),
         cookies=_cookies(headers.get("cookie", "")), headers=headers,
-        remote=environ.get("REMOTE_ADDR", "?"), secure=environ.get("wsgi.url_scheme") == "https",
+        remote=environ.get("REMOTE_ADDR") or "", secure=environ.get("wsgi.url_scheme") == "https",
     )  # fmt: skip
 
 
@@ -418,7 +557,7 @@ def _asgi_request(scope: dict[str, Any], body: bytes, too_big: bool) -> Request 
     path = scope.get("path", "")
     if root and path.startswith(root):  # Starlette keeps the full path in a mounted scope
         path = path[len(root) :]
-    client = scope.get("client") or ("?", 0)
+    client = scope.get("client") or ("", 0)
     return Request(
         method=scope["method"].upper(), path=_path(path), prefix=root,
         params=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),

@@ -83,7 +83,9 @@ class Auth:
         return cls(token=lines[0])
 
     def check(self, header: str | None) -> str | None:
-        """The name of the user the ``Authorization`` header proves, or None."""
+        """The name of the user the ``Authorization`` header proves, or None. The token as
+        a basic-auth password goes with the user name ``token`` (or none), so a name in an
+        audit line is always one that was checked."""
         if not header:
             return None
         scheme, _, value = header.partition(" ")
@@ -97,13 +99,13 @@ class Auth:
         except (binascii.Error, UnicodeDecodeError):
             return None
         user, sep, password = decoded.partition(":")
-        if not sep:
+        if not sep or not user.isprintable():
             return None
         if (self.password is not None and self.user is not None
                 and _same(user, self.user) & _same(password, self.password)):  # fmt: skip
             return user
-        if self.token is not None and _same(password, self.token):
-            return user or "token"
+        if self.token is not None and user in ("", "token") and _same(password, self.token):
+            return "token"
         return None
 
 
@@ -112,10 +114,22 @@ def _same(given: str, expected: str) -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost, and
+    127.x.y.z written as an IPv4-mapped IPv6 address)."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line: control characters escaped (``\\n``, ``\\x1b``), so a
+    name or path from a request cannot start a line of its own."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

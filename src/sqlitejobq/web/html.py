@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
@@ -11,12 +13,23 @@ from urllib.parse import urlencode
 
 from ..job import BatchProgress, ThroughputPoint
 
-REDACTED = "[redacted]"
+#: Characters a reader cannot see, or that reorder what follows (bidi overrides): shown as
+#: ``[U+202E]`` so a name or an error cannot pose as another. Tab and newlines are kept.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_NOT_PLAIN = re.compile(r"[^\t\n\r\x20-\x7e]")
 
 
 def h(value: object) -> str:
-    """Text made safe for HTML, attributes included (None is empty)."""
-    return "" if value is None else escape(str(value), quote=True)
+    """Text made safe for HTML, attributes included (None is empty); control, format and
+    bidi characters shown visibly escaped."""
+    if value is None:
+        return ""
+    return escape(_NOT_PLAIN.sub(_visible, str(value)), quote=True)
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match[0]
+    return f"[U+{ord(char):04X}]" if unicodedata.category(char) in _INVISIBLE else char
 
 
 def query(params: dict[str, Any]) -> str:
@@ -126,19 +139,6 @@ def throughput_chart(points: Sequence[ThroughputPoint]) -> str:
         + "".join(bars)
         + f'</svg><div class="axis"><span>{first}Z</span><span>{last}Z</span></div></div>'
     )
-
-
-def redact(value: Any, keys: frozenset[str]) -> Any:
-    """The value with every field whose name is one of ``keys`` (any case) masked."""
-    if not keys:
-        return value
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if str(k).lower() in keys else redact(v, keys) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v, keys) for v in value]
-    return value
 
 
 def pretty(value: Any) -> str:

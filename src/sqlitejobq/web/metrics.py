@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ..job import JobStatus, WorkerInfo
 from ..queue import WORKER_ALIVE_WINDOW, Queue
+
+log = logging.getLogger("sqlitejobq.web")
 
 _WORKERS_SHOWN = 200
 
@@ -114,13 +117,17 @@ class Health:
 
 
 def health(queue: Queue, max_queued_age: float) -> Health:
-    """The database answers; a worker is alive when jobs wait; no due job waited too long."""
+    """The database answers; a worker is alive when jobs wait; no due job waited too long.
+
+    A failure to read says only "database unavailable": ``/healthz`` needs no credentials,
+    and an error's text names hosts, paths and users; the text goes to the log."""
     try:
         stats = queue.stats()
         workers = queue.workers(limit=_WORKERS_SHOWN)
         now = queue.clock()
     except Exception as exc:  # any failure to read is the verdict itself
-        return Health(False, {"database": {"ok": False, "error": str(exc)}})
+        log.warning("healthz: the database did not answer: %s", exc)
+        return Health(False, {"database": {"ok": False, "reason": "database unavailable"}})
     alive = sum(1 for w in workers if worker_state(w, now) == "alive")
     waiting = stats.total(JobStatus.QUEUED) + stats.total(JobStatus.PROCESSING)
     age = stats.oldest_queued_age or 0.0

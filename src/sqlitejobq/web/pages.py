@@ -9,8 +9,7 @@ table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import JobNotFound
@@ -31,9 +30,12 @@ from .html import (
     when,
 )
 from .metrics import worker_state
+from .redact import Redaction
 
 PAGE = 50
 SCAN = 100_000
+#: The purge form's first value: finished jobs older than a month.
+PURGE_DAYS = 30
 STATUSES = [s.value for s in JobStatus]
 
 
@@ -47,12 +49,10 @@ class BadRequest(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """What the operator chose: read-only, payloads shown or not, fields to mask."""
+    """What the operator chose: read-only, what is masked or hidden, refresh and health."""
 
     read_only: bool = False
-    show_payloads: bool = True
-    #: Applied to every payload and result shown (masks fields named like secrets).
-    redactor: Callable[[Any], Any] = lambda value: value
+    redaction: Redaction = field(default_factory=Redaction)
     refresh: float = 2.0
     max_queued_age: float = 300.0
     title: str = "sqlitejobq"
@@ -68,17 +68,35 @@ class View:
     csrf: str
     now: float
 
+    @property
+    def hides(self) -> bool:
+        """True when payloads, results, messages and error text are not shown at all."""
+        return self.settings.redaction.hide
+
     def shown(self, value: Any) -> Any:
         """A payload or result as the operator allows it to be shown."""
-        return self.settings.redactor(value)
+        return self.settings.redaction.value(value)
+
+    def text(self, text: str | None) -> str:
+        """Text a job or its code wrote (a name, a key), secrets masked."""
+        return "" if text is None else self.settings.redaction.text(text)
+
+    def message(self, text: str | None) -> str | None:
+        """A progress message: masked, or None when content is hidden."""
+        return None if text is None or self.hides else self.settings.redaction.text(text)
+
+    def error(self, text: str) -> str:
+        """An error: masked, or its type alone when content is hidden."""
+        return self.settings.redaction.error(text)
 
     def url(self, path: str, **params: Any) -> str:
         """A link under the dashboard's prefix, escaped for an attribute."""
         return h(self.prefix + path + query(params))
 
     def action(self, path: str, label: str, question: str, *, danger: bool = False,
-               fields: dict[str, Any] | None = None) -> str:  # fmt: skip
-        """A POST button with its CSRF token; confirmed in the browser, or by a page."""
+               fields: dict[str, Any] | None = None, inputs: str = "") -> str:  # fmt: skip
+        """A POST button with its CSRF token (and ``inputs``, rendered fields the operator
+        fills in); confirmed in the browser, or by a page."""
         if self.settings.read_only:
             return ""
         hidden = "".join(
@@ -89,7 +107,7 @@ class View:
         return (
             f'<form class="inline" method="post" action="{self.url(path)}" '
             f'data-confirm="{h(question)}"><input type="hidden" name="csrf" value="{h(self.csrf)}">'
-            f'<input type="hidden" name="confirm" value="">{hidden}'
+            f'<input type="hidden" name="confirm" value="">{hidden}{inputs}'
             f'<button class="{"danger" if danger else "act"}" type="submit">{h(label)}</button>'
             f"</form>"
         )
@@ -167,11 +185,20 @@ def overview(view: View) -> str:
         '<p class="muted">No jobs yet.</p>')  # fmt: skip
     batches = q.batches(limit=5)
     recent = _batch_table(view, batches) if batches else '<p class="muted">No batches yet.</p>'
+    purge = view.action(
+        "/actions/purge", "Purge", "Delete the finished jobs older than that, for good?",
+        danger=True, inputs=(
+            '<label>Delete completed, failed and cancelled jobs that finished more than '
+            f'<input type="number" name="older_than_days" value="{PURGE_DAYS}" min="0" '
+            'max="36500" step="any" required size="5"> days ago</label> '
+        ),
+    )  # fmt: skip
     body = (
         f'<div id="overview-cards" class="cards" data-live>{card_html}</div>'
         f'<div id="overview-chart" data-live>{chart}</div>'
         f'<div id="overview-counts" data-live><h2>Jobs by queue and status</h2>{counts}</div>'
         f'<div id="overview-batches" data-live><h2>Recent batches</h2>{recent}</div>'
+        + (f'<h2>Clean up</h2><div class="actions">{purge}</div>' if purge else "")
     )
     return layout(view, "", "Overview", body)
 
@@ -181,7 +208,7 @@ def overview(view: View) -> str:
 
 def jobs(view: View, params: dict[str, str]) -> str:
     """Jobs matching the filters, newest first, a page at a time by id cursor."""
-    filters = job_filters(params)
+    filters = job_filters(params, hides=view.hides)
     before = _int(params, "before")
     q = view.queue
     newest = q.max_job_id()
@@ -193,6 +220,10 @@ def jobs(view: View, params: dict[str, str]) -> str:
         f"<option{' selected' if params.get('status') == s else ''}>{h(s)}</option>"
         for s in STATUSES
     )
+    error_filter = (  # searching hidden text would reveal it
+        "" if view.hides else '<label>error contains<input name="error" '
+        f'value="{h(params.get("error"))}" size="18"></label>'
+    )  # fmt: skip
     form = (
         f'<form class="filters" method="get" action="{view.url("/jobs")}">'
         f'<label>status<select name="status"><option value="">any</option>{status_opts}'
@@ -200,8 +231,7 @@ def jobs(view: View, params: dict[str, str]) -> str:
         f'<label>queue<input name="queue" value="{h(params.get("queue"))}" size="10"></label>'
         f'<label>task<input name="task" value="{h(params.get("task"))}" size="14"></label>'
         f'<label>batch<input name="batch" value="{h(params.get("batch"))}" size="6"></label>'
-        f'<label>error contains<input name="error" value="{h(params.get("error"))}" size="18">'
-        '</label><button type="submit">Filter</button>'
+        f'{error_filter}<button type="submit">Filter</button>'
         f'<a href="{view.url("/jobs")}">clear</a></form>'
     )
     keep = {"status": params.get("status"), "queue": params.get("queue"),
@@ -240,11 +270,11 @@ def _job_table(view: View, found: list[Job]) -> str:
     for job in found:
         status = job.status.value
         if status == "processing":
-            detail = job_progress(job.progress, job.progress_message)
+            detail = job_progress(job.progress, view.message(job.progress_message))
         elif job.error:
-            detail = f'<span class="err">{h(_first_line(job.error, 140))}</span>'
+            detail = f'<span class="err">{h(_first_line(view.error(job.error), 140))}</span>'
         else:
-            detail = h(job.progress_message or "")
+            detail = h(view.message(job.progress_message))
         retry_at = (f' <span class="muted">retry {when(job.run_at, view.now)}</span>'
                     if status == "queued" and job.attempts and job.run_at > view.now
                     else "")  # fmt: skip
@@ -288,40 +318,41 @@ def job(view: View, job_id: int) -> str:
         ("worker", h(j.worker) if j.worker else '<span class="muted">-</span>'),
         ("lease until", when(j.lease_until, view.now) if status == "processing" else
          '<span class="muted">-</span>'),
-        ("unique key", h(j.unique_key) if j.unique_key else '<span class="muted">-</span>'),
+        ("unique key", _hidden() if j.unique_key and view.hides else
+         h(view.text(j.unique_key)) if j.unique_key else '<span class="muted">-</span>'),
     ]  # fmt: skip
     if waits_on:
         facts.append(("waits on", ", ".join(_job_link(view, i) for i in waits_on)))
     if waited_by:
         facts.append(("waited on by", ", ".join(_job_link(view, i) for i in waited_by)))
     if status == "processing" or j.progress:
-        facts.append(("progress", job_progress(j.progress, j.progress_message)))
+        facts.append(("progress", job_progress(j.progress, view.message(j.progress_message))))
     dl = "".join(f"<dt>{h(k)}</dt><dd>{v}</dd>" for k, v in facts)
-    if view.settings.show_payloads:
+    if view.hides:
+        payload = '<p class="muted">Payloads are hidden on this dashboard.</p>'
+    else:
         payload = (f"<details><summary>show</summary>"
                    f"<pre>{pretty(view.shown(j.payload))}</pre></details>")  # fmt: skip
-    else:
-        payload = '<p class="muted">Payloads are hidden on this dashboard.</p>'
     result = ""
     if status == "completed":
-        shown = view.shown(j.result) if view.settings.show_payloads else None
-        result = (f"<h2>Result</h2><pre>{pretty(shown)}</pre>" if view.settings.show_payloads
-                  else "")  # fmt: skip
+        result = "<h2>Result</h2>" + (
+            '<p class="muted">Results are hidden on this dashboard.</p>' if view.hides
+            else f"<pre>{pretty(view.shown(j.result))}</pre>")  # fmt: skip
     error = ""
     if j.error:
-        error = f'<h2>Error</h2><pre class="err">{h(j.error)}</pre>'
-        if j.traceback:
-            error += f"<details><summary>Traceback</summary><pre>{h(j.traceback)}</pre></details>"
+        error = f'<h2>Error</h2><pre class="err">{h(view.error(j.error))}</pre>'
+        if j.traceback and not view.hides:
+            error += (f"<details><summary>Traceback</summary>"
+                      f"<pre>{h(view.text(j.traceback))}</pre></details>")  # fmt: skip
     events = q.timeline(j.id)
     rows = []
     for e in events:
         detail = ""
         if e.error:
-            detail = f'<span class="err">{h(_first_line(e.error, 200))}</span>'
-            if e.traceback:
-                detail += (
-                    f"<details><summary>traceback</summary><pre>{h(e.traceback)}</pre></details>"
-                )
+            detail = f'<span class="err">{h(_first_line(view.error(e.error), 200))}</span>'
+            if e.traceback and not view.hides:
+                detail += (f"<details><summary>traceback</summary>"
+                           f"<pre>{h(view.text(e.traceback))}</pre></details>")  # fmt: skip
         rows.append(
             f"<tr><td>{h(iso(e.at, precise=True))}</td><td>{h(e.event)}</td>"
             f'<td class="num">{"" if e.attempt is None else e.attempt}</td>'
@@ -357,7 +388,7 @@ def _batch_table(view: View, found: list[BatchProgress]) -> str:
     rows = [
         f'<tr data-batch="{b.batch_id}"><td class="num">'
         f'<a href="{view.url(f"/batches/{b.batch_id}")}">'
-        f"{b.batch_id}</a></td><td>{h(b.name or '')}</td><td>{batch_progress(b)}</td>"
+        f"{b.batch_id}</a></td><td>{h(view.text(b.name))}</td><td>{batch_progress(b)}</td>"
         f'<td class="num">{number(b.queued)}</td><td class="num">{number(b.processing)}</td>'
         f'<td class="num">{number(b.waiting)}</td><td class="num">{number(b.completed)}</td>'
         f'<td class="num">{_failed_link(view, b)}</td><td class="num">{number(b.cancelled)}</td>'
@@ -409,7 +440,7 @@ def batch(view: View, batch_id: int, params: dict[str, str]) -> str:
         f"{_job_table(view, members)}</div>"
         f'<div class="pager">{pager}</div>'
     )
-    name = f" ({b.name})" if b.name else ""
+    name = f" ({view.text(b.name)})" if b.name else ""
     return layout(view, "/batches", f"Batch {b.batch_id}{name}", body)
 
 
@@ -534,8 +565,9 @@ def message(view: View, title: str, text: str, *, status: int = 200) -> str:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def job_filters(params: dict[str, str]) -> dict[str, Any]:
-    """The filters of a jobs page or bulk action, checked (BadRequest names a bad one)."""
+def job_filters(params: dict[str, str], *, hides: bool = False) -> dict[str, Any]:
+    """The filters of a jobs page or bulk action, checked (BadRequest names a bad one).
+    ``hides``: error text is hidden, so searching it (which would reveal it) is refused."""
     filters: dict[str, Any] = {}
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
@@ -544,6 +576,8 @@ def job_filters(params: dict[str, str]) -> dict[str, Any]:
     for key in ("queue", "task", "error"):
         filters[key] = params.get(key) or None
     filters["batch_id"] = _int(params, "batch")
+    if hides and filters["error"]:
+        raise BadRequest("the error filter is off: this dashboard hides error text")
     return filters
 
 
@@ -567,6 +601,10 @@ def _int(params: dict[str, str], key: str) -> int | None:
     if value < 1:
         raise BadRequest(f"{key} must be >= 1, got {value}")
     return value
+
+
+def _hidden() -> str:
+    return '<span class="muted">hidden</span>'
 
 
 def _job_link(view: View, job_id: int) -> str:
