@@ -195,6 +195,27 @@ def test_migrate_reports_and_applies_app_migrations(
         assert queue.stats().total() == 0
 
 
+@only_on("postgres", "only a postgresql:// URL carries a password")
+def test_a_password_in_the_url_shows_in_no_output_and_no_error(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{db}&password=pw-in-the-url-7"
+    code, out, err = cli(capsys, "status", "--db", url)
+    assert code == 0 and "password=***" in out
+    code, data, _ = cli(capsys, "status", "--db", url, "--json")
+    assert code == 0 and "password=***" in json.loads(data)["database"]
+    (tmp_path / "otherapp.py").write_text(
+        f"from sqlitejobq import Queue\nqueue = Queue({str(tmp_path / 'other.db')!r})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, _, refused = cli(capsys, "web", "--db", url, "--app", "otherapp:queue")
+    finally:
+        sys.modules.pop("otherapp").queue.close()
+    assert code == 1 and "differs from the queue's own database" in refused
+    assert "pw-in-the-url-7" not in out + err + data + refused
+
+
 @only_on("sqlite", "--backup copies the SQLite file (PostgreSQL: pg_dump)")
 def test_migrate_backup_copies_the_file_before_the_first_change(
     capsys: pytest.CaptureFixture[str], db: str, database: Database, tmp_path: Path
@@ -275,6 +296,9 @@ def test_no_database_is_a_clear_error(
         ["retry"],
         ["worker"],
         ["worker", "--app", "a:b", "--concurrency", "0"],
+        ["web", "--trusted-origin", "jobs.example.com"],
+        ["web", "--allowed-host", "https://jobs.example.com"],
+        ["web", "--threads", "0"],
     ],
 )
 def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:

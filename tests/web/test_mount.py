@@ -136,3 +136,34 @@ def test_the_cli_serves_with_a_token_from_the_environment(target: str, queue: Qu
     finally:
         served.terminate()
         served.wait(15)
+
+
+def test_the_cli_takes_names_origins_and_redaction_and_shows_no_password(
+    engine: str, target: str, queue: Queue
+) -> None:
+    db = f"{target}&password=pw-in-the-url-9" if engine == "postgres" else target
+    job = queue.enqueue("later", {"card": "4111-1111", "password": "pw-field", "n": 1},
+                        delay=3600)  # fmt: skip
+    port = _free_port()
+    served = _cli(db, "--port", str(port), "--allowed-host", "jobs.internal",
+                  "--trusted-origin", "https://jobs.example.com", "--redact", "card")  # fmt: skip
+    try:
+        assert served.stdout is not None
+        line = served.stdout.readline()
+        assert f":{port}/" in line and "pw-in-the-url-9" not in line
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/", headers={"Host": "elsewhere.example"}).status_code == 400
+            page = client.get(f"/jobs/{job}", headers={"Host": f"jobs.internal:{port}"})
+            assert page.status_code == 200 and "pw-in-the-url-9" not in page.text
+            assert "4111" not in page.text and "pw-field" not in page.text
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token is not None
+            done = client.post(f"/jobs/{job}/cancel", data={"csrf": token[1], "confirm": "yes"},
+                               headers={"Origin": "https://jobs.example.com"})  # fmt: skip
+            assert done.status_code == 303
+        assert queue.get(job).status is JobStatus.CANCELLED
+    finally:
+        served.terminate()
+        _, err = served.communicate(timeout=15)
+    assert "pw-in-the-url-9" not in err
