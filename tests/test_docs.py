@@ -593,3 +593,147 @@ def test_the_calls_that_share_a_table_take_the_same_options() -> None:
     assert _keyword_only(TaskHandle.enqueue) == enqueue
     assert _keyword_only(TaskHandle.enqueue_many) == enqueue
     assert _keyword_only(TaskHandle.enqueue_batch) == _keyword_only(Queue.enqueue_batch)
+
+
+# --- measured figures live on the benchmarks page -----------------------------------------
+
+FIGURES_PAGE = DOCS / "benchmarks.md"
+_FIGURE = r"\d[\d,]*(?:\.\d+)?(?:\s*-\s*\d[\d,]*(?:\.\d+)?)?"
+#: The kinds of measured figure the benchmarks page holds, as prose states them: a
+#: throughput, a share of a CPU, a latency (a percentile, or "in/under/within N ms").
+#: A setting reads otherwise ("2 ms apart", ``rate="5/s"``) and is not taken for one.
+MEASURED = {
+    "throughput": re.compile(
+        rf"(?P<figure>{_FIGURE})\s*(?:jobs|cycles|enqueues)(?:/s\b|\s+(?:a|per)\s+second\b)"
+    ),
+    "CPU": re.compile(rf"(?P<figure>{_FIGURE})\s*%\s*(?:of\s+(?:a|one)\s+core\b|CPU\b)"),
+    "latency": re.compile(
+        rf"\b(?:p\d\d|median)\s+(?:of\s+)?(?P<figure>{_FIGURE})\s*ms\b"
+        rf"|\b(?:in|under|within)\s+(?:about\s+|under\s+)?(?P<bound>{_FIGURE})\s*ms\b"
+    ),
+}
+_CODE_SPAN = re.compile(r"`[^`]*`")
+
+
+_ABOUT = re.compile(r"(?:about|around|roughly|~)\s*$")
+
+
+def measured_figures(text: str) -> list[tuple[int, str, str, bool]]:
+    """The measured figures stated in the prose of Markdown ``text`` (code blocks and code
+    spans left out): (line, kind, the figure as written, e.g. ``0.36-0.43``, and whether it
+    is stated as rounded: "about 30,000")."""
+    code_lines: set[int] = set()
+    for _, code, line in fenced_blocks(text):
+        code_lines.update(range(line, line + code.count("\n") + 2))
+    found = []
+    for number, line_text in enumerate(text.splitlines(), 1):
+        if number in code_lines:
+            continue
+        prose = _CODE_SPAN.sub(" ", line_text)
+        for kind, pattern in MEASURED.items():
+            for match in pattern.finditer(prose):
+                group = "figure" if match.group("figure") is not None else "bound"
+                figure = re.sub(r"\s*-\s*", "-", match.group(group))
+                rounded = bool(_ABOUT.search(prose[: match.start(group)]))
+                found.append((number, kind, figure, rounded))
+    return found
+
+
+def _rounds_to(stated: str, measured: str) -> bool:
+    """Whether ``measured`` rounds to ``stated`` at the precision ``stated`` is written
+    with: 28,514 and 29,163 round to "30,000"; 0.075 does not round to "0.05"."""
+    digits = stated.replace(",", "")
+    if "." in digits:
+        step = 10.0 ** -len(digits.split(".")[1])
+    else:
+        step = 10.0 ** (len(digits) - len(digits.rstrip("0"))) if digits.strip("0") else 1.0
+    return abs(round(float(measured.replace(",", "")) / step) * step - float(digits)) < step / 1e6
+
+
+#: What marks a line of the benchmarks page (or its table's header) as holding figures of a
+#: kind: the unit the figures are in.
+_UNIT = {
+    "throughput": re.compile(r"(?:jobs|cycles|enqueues)/s\b|\(jobs/s\)|/s\b"),
+    "CPU": re.compile(r"%\s*(?:of\s+(?:a|one)\s+core|\(|$)|\bCPU\b"),
+    "latency": re.compile(r"\d\s*ms\b|\bms\b|\(ms\)"),
+}
+
+
+def held_figures(page: str) -> dict[str, set[str]]:
+    """The figures of each kind that the page ``page`` states: every number of a line (a
+    range's ends too) where that kind's unit appears, in the line or in its table's header.
+    Code blocks count: the page shows commands' output there."""
+    held: dict[str, set[str]] = {kind: set() for kind in _UNIT}
+    header = ""
+    for line in page.splitlines():
+        if not line.startswith("|"):
+            header = ""
+        elif not header:
+            header = line
+        context = line + " " + header
+        numbers = [re.sub(r"\s*-\s*", "-", n) for n in re.findall(_FIGURE, line)]
+        for kind, unit in _UNIT.items():
+            if unit.search(context):
+                for number in numbers:
+                    held[kind].add(number)
+                    held[kind].update(number.split("-"))
+    return held
+
+
+def figures_not_held(text: str, held_in: str) -> list[tuple[int, str, str]]:
+    """The measured figures of ``text`` that the page ``held_in`` does not state as a figure
+    of the same kind: as written, or, for one stated as rounded ("about 30,000"), as a
+    figure that rounds to it."""
+    held = held_figures(held_in)
+    missing = []
+    for line, kind, figure, rounded in measured_figures(text):
+        if figure in held[kind]:
+            continue
+        values = (value for value in held[kind] if "-" not in value)
+        if rounded and "-" not in figure and any(_rounds_to(figure, v) for v in values):
+            continue
+        missing.append((line, kind, figure))
+    return missing
+
+
+def test_measured_figures_are_found_in_prose_and_compared_with_the_page() -> None:
+    page = (
+        "An idle worker uses 0.05 % of a core; enqueue-to-start p50 0.7 ms, p99 1.5 ms.\n"
+        "Drains 40,000 jobs a second, 33,700 - 35,500 jobs/s with four processes; every\n"
+        'page answers in under 11 ms. Looks come 2 ms apart, `rate="5/s"`.\n'
+        "A copy runs at about 30,000 jobs/s, a drain at about 50,000 jobs/s.\n"
+        "```text\n51,600 jobs/s\n```\n"
+    )
+    assert measured_figures(page) == [
+        (1, "CPU", "0.05", False), (1, "latency", "0.7", False), (1, "latency", "1.5", False),
+        (2, "throughput", "40,000", False), (2, "throughput", "33,700-35,500", False),
+        (3, "latency", "11", False),
+        (4, "throughput", "30,000", True), (4, "throughput", "50,000", True),
+    ]  # fmt: skip
+    held = (
+        "| idle | 0.00-0.05 % of a core |\n| p50 | 0.7 ms |\n"
+        "| drain | 33,700-35,500 jobs/s |\n| copy | 29,163 jobs/s |\n"
+        "Measured 2026-11-29, 40,000 rows; 1.5 s to restart.\n"
+    )
+    assert figures_not_held(page, held) == [
+        (1, "latency", "1.5"), (2, "throughput", "40,000"), (3, "latency", "11"),
+        (4, "throughput", "50,000"),
+    ]  # fmt: skip
+    assert _rounds_to("30,000", "28,514") and _rounds_to("0.05", "0.049")
+    assert not _rounds_to("0.05", "0.075") and not _rounds_to("1,500", "1,449")
+
+
+def test_measured_figures_are_quoted_only_from_the_benchmarks_page() -> None:
+    """A throughput, a CPU share or a latency on any page but the benchmarks page must be
+    one that page states (with the command that measured it): one figure, one place."""
+    held_in = FIGURES_PAGE.read_text(encoding="utf-8")
+    assert measured_figures(held_in), "the benchmarks page states no figure"
+    stray = []
+    for path in [*_documents(), ROOT / "CHANGELOG.md"]:
+        if path == FIGURES_PAGE:
+            continue
+        for line, kind, figure in figures_not_held(path.read_text(encoding="utf-8"), held_in):
+            stray.append(f"{path.relative_to(ROOT).as_posix()}:{line}: {kind} {figure}")
+    assert stray == [], (
+        "figures that docs/benchmarks.md does not hold (link to it instead):\n" + "\n".join(stray)
+    )
