@@ -100,6 +100,12 @@ class Engine(ABC):
                     process.kill()
                     process.wait(30)
 
+    @contextmanager
+    def _hold_code(self, code: str, seconds: float) -> Iterator[None]:
+        """Another process runs ``code`` (given the target and ``seconds``), which prints
+        "locked" once it holds what it holds, for ``seconds``."""
+        yield from self._hold(code, seconds)
+
     def _hold(self, code: str, seconds: float) -> Iterator[None]:
         holder = subprocess.Popen(
             [sys.executable, "-c", code, self.target, str(seconds)],

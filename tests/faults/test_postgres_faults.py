@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlitejobq import DatabaseUnavailable, JobStatus, Queue
+from sqlitejobq import DatabaseBusy, DatabaseUnavailable, JobStatus, Queue
 
 from . import apps
 from .conftest import ROOT, PostgresEngine, finish, wait_until
@@ -194,3 +196,110 @@ def test_a_worker_rides_out_a_server_outage_and_keeps_its_outcomes(
     assert engine.runs() == collections.Counter(dict.fromkeys(ids, 1))
     assert "0 lost" in output
     queue.close()
+
+
+def test_connections_the_server_ended_while_idle_are_replaced_not_reported(
+    server: Server, engine_on_own_server: PostgresEngine
+) -> None:
+    # nothing was sent on a connection ended while it sat in the pool: the next call gets
+    # a live one, with no "may or may not have been applied"
+    engine = engine_on_own_server
+    queue = engine.open(retry_timeout=10.0)
+    barrier = threading.Barrier(4)
+
+    def busy() -> None:  # four connections in the pool at once
+        barrier.wait(30)
+        queue.enqueue_many("sleep", [{"seconds": 0}] * 5)
+
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    ours = "SELECT pid FROM pg_stat_activity WHERE application_name = 'sqlitejobq'"
+    # ended as the call starts (the server's FATAL answers the statement), ended a while
+    # before (the FATAL waits on the idle socket), and a restart of the server
+    for end in ("terminate", "terminate and wait", "restart"):
+        if end == "restart":
+            server.control("restart")
+        else:
+            killed = server.sql(f"SELECT pg_terminate_backend(pid) FROM ({ours}) AS q")
+            assert killed, "the queue had no connection to end"
+        if end == "terminate and wait":
+            wait_until(lambda: not server.sql(ours), 30, "the ended connections to go")
+        one = queue.enqueue("sleep", {"seconds": 0})
+        many = queue.enqueue_many("sleep", [{"seconds": 0}] * 3)
+        assert queue.get(one).status is JobStatus.QUEUED
+        assert [queue.get(i).status for i in many] == [JobStatus.QUEUED] * 3
+    assert queue.stats().total() == 20 + 3 * 4
+    queue.close()
+
+
+_HOLD_EVERY_TABLE = """
+import sys, time
+import psycopg
+from sqlitejobq.backends.postgres.connection import split_schema
+url, schema = split_schema(sys.argv[1])
+with psycopg.connect(url) as conn:
+    tables = [r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
+    conn.execute("LOCK TABLE " + ", ".join(f"{schema}.{t}" for t in tables)
+                 + " IN ACCESS EXCLUSIVE MODE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    conn.rollback()
+"""
+
+
+def test_reads_under_a_lock_give_up_within_retry_timeout(
+    server: Server, engine_on_own_server: PostgresEngine
+) -> None:
+    # every table locked for 20 s: each read gives up after retry_timeout (1 s), saying so,
+    # instead of waiting for the lock (or twice the server's lock wait)
+    engine = engine_on_own_server
+    queue = engine.open(retry_timeout=1.0)
+    job_id = queue.enqueue("sleep", {"seconds": 0})
+    reads = {
+        "get": lambda: queue.get(job_id),
+        "stats": queue.stats,
+        "jobs": queue.jobs,
+        "timeline": lambda: queue.timeline(job_id),
+    }
+    waited = {}
+    with engine._hold_code(_HOLD_EVERY_TABLE, 20.0):
+        for name, read in reads.items():
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusy, match="for more than 1s"):
+                read()
+            waited[name] = time.monotonic() - started
+    assert all(seconds < 4.0 for seconds in waited.values()), waited
+    assert queue.get(job_id).status is JobStatus.QUEUED  # and all is as it was
+    queue.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("database", 'database "no_such_db" does not exist'),
+     ("user", 'role "no_such_role" does not exist')],
+)  # fmt: skip
+def test_a_missing_database_or_role_is_named_at_once(
+    server: Server, change: str, reason: str, tmp_path: Path
+) -> None:
+    base = server.dsn.rpartition("/")[0]
+    url = f"{base}/no_such_db" if change == "database" else server.dsn
+    if change == "user":
+        url = url.replace("postgres@", "no_such_role@", 1)
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=re.escape(reason)) as refused:
+        Queue(url, registry=apps.registry, retry_timeout=30.0)
+    # refused for good: said at once, not after the 30 s bound
+    assert time.monotonic() - started < 10
+    assert "cannot reach" not in str(refused.value)
+    cli = subprocess.run(
+        [sys.executable, "-m", "sqlitejobq", "status", "--db", url],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 1
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], cli.stderr

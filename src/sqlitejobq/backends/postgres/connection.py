@@ -567,7 +567,7 @@ class Connections:
         try:
             conn.execute(b"COMMIT", prepare=False)
         except psycopg.OperationalError as exc:
-            if conn.broken:
+            if _commit_unknown(conn, exc):
                 raise _CommitUnknown(str(exc)) from exc
             raise
 
@@ -595,7 +595,7 @@ class Connections:
                         conn.execute(b"COMMIT", prepare=False)
                     return cursor.fetchall()
                 except psycopg.OperationalError as exc:
-                    if conn.broken:  # the statement, its commit included, may have gone through
+                    if _commit_unknown(conn, exc):
                         raise _CommitUnknown(str(exc)) from exc
                     self._abandon(conn)
                     raise
@@ -640,6 +640,15 @@ class Connections:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.close()
         self._pool = None
+
+
+def _commit_unknown(conn: psycopg.Connection[Any], exc: BaseException) -> bool:
+    """True when a connection broke while a commit was in flight with no word from the
+    server: the commit may have happened. A server that reports an error (a SQLSTATE: say
+    57P01, terminated by an administrator) sends it in place of the command's success, so
+    the transaction was rolled back; after a commit that went through (and a synchronous
+    standby's wait cut short) it sends nothing more."""
+    return conn.broken and _sqlstate(exc) is None
 
 
 def _ended_while_idle(conn: psycopg.Connection[Any]) -> bool:
