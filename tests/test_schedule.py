@@ -311,41 +311,51 @@ def test_cron_slots_match_a_minute_by_minute_oracle_around_every_change(
 # --- due_slots ------------------------------------------------------------------------------
 
 
-def test_first_sight_creates_only_the_on_time_slots() -> None:
+def test_first_sight_creates_only_the_current_slot_if_on_time() -> None:
     every = parse_trigger(10)
-    assert due_slots(every, None, T0 + 25, "latest", 30) == [T0, T0 + 10, T0 + 20]
+    assert due_slots(every, None, T0 + 25, "latest", 30) == [T0 + 20]
     assert due_slots(every, None, T0 + 25, "latest", 1) == []
     # on time is (now - grace, now]: a slot exactly grace old is late, not created
     assert due_slots(every, None, T0 + 20, "latest", 10) == [T0 + 20]
-    assert due_slots(every, None, T0 + 20, "latest", 10.001) == [T0 + 10, T0 + 20]
+    assert due_slots(every, None, T0 + 29, "latest", 10) == [T0 + 20]
+    assert due_slots(every, None, T0 + 30, "latest", 10) == [T0 + 30]
     daily = parse_trigger("0 16 * * *")
     assert due_slots(daily, None, utc(2026, 5, 4, 17), "latest", 60) == []
+    assert due_slots(daily, None, utc(2026, 5, 4, 16, 0, 30), "latest", 60) == [utc(2026, 5, 4, 16)]
 
 
-def test_on_time_slots_after_the_last_one_are_due() -> None:
+def test_an_every_second_schedule_seen_first_creates_one_job_not_a_minute_of_them() -> None:
+    for trigger in (parse_trigger(1), parse_trigger("* * * * * *", "Europe/London")):
+        assert due_slots(trigger, None, T0 + 0.5, "latest", 60) == [T0]
+
+
+def test_the_on_time_window_is_never_wider_than_the_interval() -> None:
     every = parse_trigger(10)
+    # a grace of a minute: the slots of T0 + 10 and T0 + 20 were missed all the same
     assert due_slots(every, T0, T0 + 5, "latest", 60) == []
     assert due_slots(every, T0, T0 + 10, "latest", 60) == [T0 + 10]
-    assert due_slots(every, T0, T0 + 30, "skip", 60) == [T0 + 10, T0 + 20, T0 + 30]
+    assert due_slots(every, T0, T0 + 30, "skip", 60) == [T0 + 30]
+    assert due_slots(every, T0, T0 + 30, "latest", 60) == [T0 + 20, T0 + 30]
     assert due_slots(every, T0 + 30, T0 + 30.5, "latest", 60) == []
     assert due_slots(every, T0 + 40, T0 + 30, "latest", 60) == []  # last slot in the future
 
 
-def test_late_slots_with_latest_create_the_most_recent_once() -> None:
+def test_missed_slots_with_latest_create_the_most_recent_once() -> None:
     every = parse_trigger(10)
-    # down from T0 to T0 + 1000: T0+10 .. T0+940 are late, T0+950 .. T0+1000 on time
-    due = due_slots(every, T0, T0 + 1000, "latest", 60)
-    assert due == [T0 + 940, *(T0 + s for s in range(950, 1001, 10))]
+    # down from T0 to T0 + 1000: T0 + 10 .. T0 + 990 were missed, T0 + 1000 is on time
+    assert due_slots(every, T0, T0 + 1000, "latest", 60) == [T0 + 990, T0 + 1000]
+    # down past the current slot's grace too: the current slot is the one missed slot run
+    assert due_slots(every, T0, T0 + 1009, "latest", 5) == [T0 + 1000]
     daily = parse_trigger("0 16 * * *", "Asia/Kolkata")
     missed_week = due_slots(daily, utc(2026, 5, 1, 10, 30), utc(2026, 5, 8, 12), "latest", 60)
     assert missed_week == [utc(2026, 5, 8, 10, 30)]
-    # the late slot is created once: the next look finds it as the last slot
+    # the missed slot is created once: the next look finds it as the last slot
     assert due_slots(daily, missed_week[-1], utc(2026, 5, 8, 12, 1), "latest", 60) == []
 
 
-def test_late_slots_with_skip_create_none() -> None:
+def test_missed_slots_with_skip_create_none() -> None:
     every = parse_trigger(10)
-    assert due_slots(every, T0, T0 + 1000, "skip", 60) == [T0 + s for s in range(950, 1001, 10)]
+    assert due_slots(every, T0, T0 + 1000, "skip", 60) == [T0 + 1000]
     daily = parse_trigger("0 16 * * *", "Asia/Kolkata")
     assert due_slots(daily, utc(2026, 5, 1, 10, 30), utc(2026, 5, 8, 12), "skip", 60) == []
 
@@ -355,8 +365,10 @@ def test_an_every_second_schedule_down_for_a_month_costs_little() -> None:
         started = time.perf_counter()
         due = due_slots(trigger, T0 - 30 * DAY, T0, "latest", 60)
         assert time.perf_counter() - started < 1.0
-        assert len(due) == 61 and due[0] == T0 - 60 and due[1:] == [T0 - 59 + s for s in range(60)]
-        assert len(due_slots(trigger, T0 - 30 * DAY, T0, "skip", 60)) == 60
+        assert due == [T0 - 1, T0]
+        assert due_slots(trigger, T0 - 30 * DAY, T0, "skip", 60) == [T0]
+        # down for 20 s: one catch-up job and the current slot's, not 21
+        assert due_slots(trigger, T0 - 20, T0 + 0.2, "latest", 60) == [T0 - 1, T0]
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -401,25 +413,56 @@ def test_next_and_latest_agree(trigger: Trigger, t: float, fraction: float) -> N
     grace=st.floats(0.001, 600, allow_nan=False),
     missed=st.sampled_from(MISSED_POLICIES),
 )
-def test_due_slots_are_sorted_unique_and_after_the_last_slot(
+def test_due_slots_are_at_most_the_newest_missed_slot_and_the_current_one(
     trigger: Trigger, now: float, back: float | None, grace: float, missed: str
 ) -> None:
     last = None if back is None else trigger.latest_at_or_before(now - back)
     due = due_slots(trigger, last, now, missed, grace)
-    assert due == sorted(set(due))
+    assert due == sorted(set(due)) and len(due) <= 2
     assert all((last is None or s > last) and s <= now for s in due)
-    late = [s for s in due if now - s >= grace]
-    on_time = [s for s in due if now - s < grace]
-    low = max(now - grace - 1, 0.0) if last is None else max(now - grace - 1, last)
-    assert on_time == [s for s in slots_between(trigger, low, now) if now - s < grace]
+    assert all(trigger.latest_at_or_before(s) == s for s in due)  # slots, not times
+    current = trigger.latest_at_or_before(now)
+    assert current is not None
+    fresh = last is None or current > last
+    on_time = fresh and now - current < grace
+    if not fresh:
+        assert due == []
+    if on_time:
+        assert due[-1] == current  # the only slot that can be on time
+    missed_ones = due[:-1] if on_time else due
     if last is None or missed == "skip":
-        assert late == []
-    else:
-        newest_late = trigger.latest_at_or_before(now - grace)
-        while newest_late is not None and now - newest_late < grace:
-            newest_late = trigger.latest_at_or_before(newest_late - 1)
-        expected = [newest_late] if newest_late is not None and newest_late > last else []
-        assert late == expected
+        assert missed_ones == []
+    else:  # "latest": the newest missed slot after the last one, once
+        newest_missed = trigger.latest_at_or_before(current - 1) if on_time else current
+        assert missed_ones == (
+            [newest_missed] if newest_missed is not None and newest_missed > last else []
+        )
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    interval=st.integers(2, 3600),
+    gaps=st.lists(st.floats(0.01, 3.0), min_size=1, max_size=40),
+    downtime=st.floats(0, 50),
+    missed=st.sampled_from(MISSED_POLICIES),
+)
+def test_looks_more_often_than_the_interval_create_each_slot_once(
+    interval: int, gaps: list[float], downtime: float, missed: str
+) -> None:
+    # a scheduler that looks at least twice an interval creates every slot exactly once;
+    # after a downtime it creates at most one catch-up slot with the current one
+    trigger = parse_trigger(interval)
+    now, last, created = T0 + 0.25, None, []
+    for i, gap in enumerate(gaps):
+        now += gap * interval / 6 + (downtime * interval if i == len(gaps) // 2 else 0)
+        due = due_slots(trigger, last, now, missed, 60)
+        assert len(due) <= 2
+        created += due
+        last = due[-1] if due else last
+    assert created == sorted(set(created))
+    if created and downtime == 0 and missed == "latest":
+        assert created == [created[0], *slots_between(trigger, created[0], now)]
+    assert set(created) <= set(slots_between(trigger, T0 - interval, now))
 
 
 # --- bad input ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 
 import pytest
 
@@ -83,6 +84,45 @@ def test_slots_missed_during_downtime_follow_the_policy(
     jobs = scheduled(clocked_queue)
     # the slot of now is on time either way; of the 29 late ones, "latest" runs one
     assert len(jobs) == 1 + 1 + expected
+
+
+@pytest.mark.parametrize(("missed", "after_downtime"), [("latest", 2), ("skip", 1)])
+def test_an_every_second_schedule_creates_one_job_a_slot_at_start_and_after_downtime(
+    registry: Registry, clocked_queue: Queue, clock: Clock, missed: str, after_downtime: int
+) -> None:
+    registry.schedule("report", 1, missed=missed)
+    clock.now = 1_800_000_000.5  # first sight, half a second into a slot
+    Scheduler(clocked_queue, registry.schedules).tick()
+    assert len(scheduled(clocked_queue)) == 1  # the current slot, not the last minute's
+    clock.advance(20)  # the workers were down for 20 s
+    Scheduler(clocked_queue, registry.schedules).tick()
+    jobs = scheduled(clocked_queue)
+    # the slot of now, and with "latest" the one slot before it, not the 20 missed
+    assert len(jobs) == 1 + after_downtime
+    slots = [job.payload["slot"] for job in jobs]
+    assert slots[-1] == "2027-01-15T08:00:20Z" and len(set(slots)) == len(slots)
+
+
+def test_a_worker_creates_no_more_than_one_job_a_second_for_an_every_second_schedule(
+    registry: Registry, target: str
+) -> None:
+    registry.task("beat", schedule=1.0)(lambda job: None)
+    for _ in range(2):  # a first start, then a restart after a pause
+        with Queue(target, registry=registry) as queue:
+            before = len(scheduled(queue, "beat"))
+            worker = Worker(queue, concurrency=2, schedule_check=0.1)
+            thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+            started = time.monotonic()
+            thread.start()
+            time.sleep(1.5)
+            worker.stop()
+            thread.join(30)
+            ran = time.monotonic() - started
+            created = len(scheduled(queue, "beat")) - before
+        assert not thread.is_alive()
+        # one per second it ran, the slot it started in, and one catch-up after the pause
+        assert 1 <= created <= ran + 2, f"{created} jobs in {ran:.1f}s"
+        time.sleep(2.5)
 
 
 def test_a_cron_schedule_in_a_time_zone(

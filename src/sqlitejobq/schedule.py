@@ -282,10 +282,13 @@ def due_slots(
 ) -> list[float]:
     """The slots to create at ``now``, oldest first, after ``last_slot`` (None: never).
 
-    A slot is on time when ``now - grace < slot <= now`` (``grace`` > 0): all of those
-    after ``last_slot`` are due (on first sight, only those). Of the late ones after
-    ``last_slot`` (``slot <= now - grace``: missed while no scheduler ran), "latest" adds
-    the most recent, "skip" none. Late slots are never enumerated: downtime costs nothing.
+    Only the current slot (the last at or before ``now``) can be on time: when it began
+    less than ``grace`` ago (``grace`` > 0), so the window of "on time" is never wider than
+    the interval. Every earlier slot was missed: its successor has come. On first sight
+    (``last_slot`` None) the on-time current slot is all there is. Of the missed slots after
+    ``last_slot``, "latest" adds the most recent, once; "skip" none. So a look creates at
+    most two jobs per schedule, and missed slots are never enumerated: downtime costs
+    nothing.
     """
     if not isinstance(trigger, Trigger):
         raise InvalidArgumentType(f"trigger must be a Trigger, got {type(trigger).__name__}")
@@ -293,22 +296,16 @@ def due_slots(
     now = _time(now, "now")
     grace = validation.seconds(grace, "grace", positive=True)
     last = None if last_slot is None else _time(last_slot, "last_slot")
-    cutoff = now - grace  # slots at or before this are late
-    after = max(math.floor(cutoff) - 1, -1)
-    if last is not None:
-        after = max(after, math.floor(last))
+    current = trigger._latest(math.floor(now))
+    if current is None:
+        return []
     due: list[float] = []
-    slot = trigger._next(after)
-    while slot is not None and slot <= now:
-        if now - slot < grace:
-            due.append(float(slot))
-        slot = trigger._next(slot)
-    if last is not None and policy == "latest" and cutoff > last:
-        late = trigger._latest(math.floor(cutoff))
-        while late is not None and late > last and now - late < grace:
-            late = trigger._latest(late - 1)
-        if late is not None and late > last:
-            due.insert(0, float(late))
+    if (last is None or current > last) and now - current < grace:
+        due.append(float(current))
+    if last is not None and policy == "latest":
+        newest_missed = trigger._latest(current - 1) if due else current
+        if newest_missed is not None and newest_missed > last:
+            due.insert(0, float(newest_missed))
     return due
 
 

@@ -4,8 +4,9 @@ created per (schedule, slot) however many workers and hosts run them.
 There is no leader. A slot is taken by moving the schedule's ``last_slot`` forward in the
 same transaction that inserts the slot's job: the first worker to do so creates the job,
 the others find the slot taken and create nothing, and a slot once passed is never taken
-again. A worker that was down finds the slots it missed on its next look and handles them
-by the schedule's ``missed`` policy (see ``sqlitejobq.schedule.due_slots``).
+again. Only the current slot is run as on time; the slots missed while no worker looked
+are handled by the schedule's ``missed`` policy ("latest": the most recent once), so a
+look creates at most two jobs per schedule (see ``sqlitejobq.schedule.due_slots``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sqlitejobq")
 
-#: A slot found later than this after its time was missed (the workers were down): it is
-#: handled by the schedule's ``missed`` policy instead of run as on time.
+#: The current slot of a schedule found later than this after its time was missed (the
+#: workers were down): it is handled by the schedule's ``missed`` policy instead of run as
+#: on time. Earlier slots are missed whatever the grace (see ``due_slots``).
 SCHEDULE_GRACE = 60.0
 #: How often a worker records again the schedules it runs (``sqlitejobq schedules`` shows
 #: when each was last declared).
