@@ -875,3 +875,10 @@ def test_queue_task_works_bare_too(target: str) -> None:
             return None
 
         assert "tidy_up" in q.registry and q.registry.get("tidy_up").handler is tidy_up.func
+
+
+def test_an_id_beyond_64_bits_is_refused_naming_the_upper_bound(queue: Queue) -> None:
+    with pytest.raises(InvalidArgument, match=r"job_id must be <= 9223372036854775807"):
+        queue.get(2**63)
+    with pytest.raises(InvalidArgument, match=r"<= 9223372036854775807"):
+        queue.cancel(2**63)

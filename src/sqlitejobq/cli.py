@@ -686,7 +686,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json({"retried": ids})
             else:
-                print(f"queued again: {len(ids)} jobs" + (f" ({_ids(ids)})" if ids else ""))
+                print(
+                    f"queued again: {_count(len(ids), 'job')}" + (f" ({_ids(ids)})" if ids else "")
+                )
             return 0
         if not queue.retry(args.id):
             status = queue.get(args.id).status.value
@@ -757,6 +759,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     """``sqlitejobq copy``: copy the queued and failed jobs of --db into --to (``copy_queue``)."""
     if not args.db:
@@ -767,17 +774,17 @@ def cmd_copy(args: argparse.Namespace) -> int:
         return 0
     verb = "would copy" if report.dry_run else "copied"
     print(
-        f"{verb} {report.copied} jobs from {report.source} to {report.target}: "
+        f"{verb} {_count(report.copied, 'job')} from {report.source} to {report.target}: "
         f"{report.queued} queued ({report.delayed} delayed, {report.retrying} waiting to "
         f"retry), {report.failed} failed; batches created: {report.batches}"
     )
     skipped = report.already_copied + report.deduplicated
     if skipped:
-        print(f"skipped {skipped} jobs copied before")
+        print(f"skipped {_count(skipped, 'job')} copied before")
     if report.dry_run:
         print("dry run: nothing was written")
     else:
-        print(f"{report.chunks} chunks in {report.seconds:.1f}s")
+        print(f"{_count(report.chunks, 'chunk')} in {report.seconds:.1f}s")
     return 0
 
 

@@ -44,8 +44,10 @@ def integer(value: object, what: str, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentType(f"{what} must be an int, got {type(value).__name__}: {value!r}")
     low = _INT64_MIN if minimum is None else minimum
-    if not low <= value <= _INT64_MAX:
+    if value < low:
         raise InvalidArgument(f"{what} must be >= {low}, got {value}")
+    if value > _INT64_MAX:
+        raise InvalidArgument(f"{what} must be <= {_INT64_MAX} (a 64-bit integer), got {value}")
     return value
 
 
