@@ -426,7 +426,7 @@ class Connections:
         #: The session's lock wait: never longer than the retry bound.
         self.lock_wait = min(settings.lock_timeout, settings.retry_timeout)
         #: Why the last attempt to open a connection failed (None once one opens).
-        self.connect_error: psycopg.OperationalError | None = None
+        self.connect_error: psycopg.Error | None = None
         self._pool: ConnectionPool | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -480,12 +480,17 @@ class Connections:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """A new connection's session settings (a transaction pooler keeps none: then each
-        transaction sets its own)."""
-        if not self.settings.transaction_pooled:
+        transaction sets its own). A failure is kept as the reason no connection opens."""
+        if self.settings.transaction_pooled:
+            return
+        try:
             conn.execute(
                 session_settings(self.settings.schema, self.lock_wait, local=False),
                 prepare=False,
             )
+        except psycopg.Error as exc:
+            self.connect_error = exc
+            raise
 
     @contextmanager
     def connection(self, deadline: float | None = None) -> Iterator[psycopg.Connection[Any]]:
