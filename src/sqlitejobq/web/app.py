@@ -129,10 +129,6 @@ class Dashboard:
         max_queued_age: float = 300.0,
         title: str = "sqlitejobq",
     ) -> None:
-        if isinstance(queue, AsyncQueue):
-            queue = queue.queue
-        self._owned = not isinstance(queue, Queue)
-        self.queue: Queue = queue if isinstance(queue, Queue) else Queue(queue)
         if auth is not None and not isinstance(auth, Auth):
             raise InvalidArgument(f"auth must be an Auth, got {type(auth).__name__}")
         self.auth = auth
@@ -148,6 +144,10 @@ class Dashboard:
             raise InvalidArgument(f"refresh must be >= 0 seconds, got {refresh}")
         if max_queued_age <= 0:
             raise InvalidArgument(f"max_queued_age must be > 0 seconds, got {max_queued_age}")
+        if isinstance(queue, AsyncQueue):
+            queue = queue.queue
+        self._owned = not isinstance(queue, Queue)  # opened last: bad options leave nothing open
+        self.queue: Queue = queue if isinstance(queue, Queue) else Queue(queue)
         self.settings = pages.Settings(
             read_only=bool(read_only), redaction=redaction,
             refresh=float(refresh), max_queued_age=float(max_queued_age), title=title,

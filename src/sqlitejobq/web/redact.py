@@ -32,7 +32,7 @@ DEFAULT_REDACT = frozenset({
 _ANYWHERE = 5
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-# Every repeat is bounded, so a long crafted string costs linear time, not quadratic.
+# A repeat that could backtrack is bounded: a long crafted string costs linear time.
 #: ``scheme://user:password@``: the password, up to the ``@``.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,30}://[^\s:/@?#]{0,256}):([^\s@]{1,256})@")
 #: ``name=value``, ``name: value``, ``"name": "value"``: the name, then (if it is secret) its
