@@ -11,8 +11,8 @@ No connection is opened with startup ``options`` (poolers such as PgBouncer refu
 Directly or through a pooler in session mode, each new connection sets its
 ``search_path`` and ``lock_timeout`` once. Through a pooler in transaction mode
 (``pooler="transaction"``), where nothing of a session survives its transaction, every
-transaction sets them itself (``SET LOCAL``, sent with its ``BEGIN``) and no statement is
-prepared on the server.
+transaction sets them itself (``SET LOCAL``, sent with its ``BEGIN``, or pipelined with a
+single statement) and no statement is prepared on the server.
 """
 
 from __future__ import annotations
@@ -589,15 +589,14 @@ class Connections:
                 try:
                     if wait is None:
                         return conn.execute(statement, params).fetchall()
-                    # the transaction's settings, the statement and the commit: one round trip
+                    # the settings and the statement in one pipeline: one implicit
+                    # transaction, committed by its Sync, one round trip
                     with conn.pipeline():
-                        conn.execute(b"BEGIN", prepare=False)
                         conn.execute(
                             session_settings(self.settings.schema, wait, local=True),
                             prepare=False,
                         )
                         cursor = conn.execute(statement, params)
-                        conn.execute(b"COMMIT", prepare=False)
                     return cursor.fetchall()
                 except psycopg.OperationalError as exc:
                     if _commit_unknown(conn, exc):
