@@ -48,7 +48,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlitejobq import AsyncQueue, JobNotFound, Queue, SqliteJobQError
 from sqlitejobq.errors import InvalidArgument
 from sqlitejobq.web import Auth, Dashboard, dashboard
-from sqlitejobq.web.auth import PASSWORD_ENV, TOKEN_ENV, USER_ENV
 
 from .api_input import ApiError, BatchId, JobId, only_query, read_body, symbols_of_body
 from .charts import ChartCache, render_chart
@@ -90,16 +89,8 @@ def dashboard_auth(environ: Mapping[str, str] | None = None) -> Auth | None:
     env = dict(os.environ if environ is None else environ)
     try:
         return Auth.from_env(env)
-    except InvalidArgument as exc:
-        refused = str(exc)
-    # which variable: each way of logging in alone (the library's error does not name it)
-    for names in ((PASSWORD_ENV, USER_ENV), (TOKEN_ENV,)):
-        try:
-            Auth.from_env({name: env[name] for name in names if name in env})
-        except InvalidArgument as exc:
-            raise StartupError(f"${names[0]}: {exc} (it protects the dashboard at "
-                               f"/dashboard/)") from None  # fmt: skip
-    raise StartupError(f"${PASSWORD_ENV} or ${TOKEN_ENV}: {refused}")
+    except InvalidArgument as exc:  # it names the variable refused
+        raise StartupError(f"{exc} (it protects the dashboard at /dashboard/)") from None
 
 
 def create_app(

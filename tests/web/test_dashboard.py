@@ -229,6 +229,18 @@ def test_auth_comes_from_the_environment_or_a_private_file(tmp_path: Path) -> No
         Auth(user="a", password="short")
 
 
+def test_refused_credentials_name_where_they_came_from(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match=r"^\$SQLITEJOBQ_WEB_PASSWORD: .*at least 8"):
+        Auth.from_env({"SQLITEJOBQ_WEB_PASSWORD": "short", "SQLITEJOBQ_WEB_TOKEN": "t" * 20})
+    with pytest.raises(InvalidArgument, match=r"^\$SQLITEJOBQ_WEB_TOKEN: .*at least 16"):
+        Auth.from_env({"SQLITEJOBQ_WEB_PASSWORD": "long enough", "SQLITEJOBQ_WEB_TOKEN": "t"})
+    file = tmp_path / "auth"
+    file.write_text("ops:short\n")
+    file.chmod(0o600)
+    with pytest.raises(InvalidArgument, match=rf"^the auth file {file}: .*at least 8"):
+        Auth.from_file(file)
+
+
 def test_metrics_are_prometheus_text_with_the_queue_counts(full: Queue, serve) -> None:
     populate(full)
     web = serve(full)

@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,10 @@ class Auth:
         if password is None and token is None:
             return None
         user = (env.get(USER_ENV) or "admin") if password is not None else None
+        if password is not None:
+            _named(f"${PASSWORD_ENV}", lambda: cls(user=user, password=password))
+        if token is not None:
+            _named(f"${TOKEN_ENV}", lambda: cls(token=token))
         return cls(user=user, password=password, token=token)
 
     @classmethod
@@ -79,8 +84,8 @@ class Auth:
             )
         user, sep, password = lines[0].partition(":")
         if sep:
-            return cls(user=user, password=password)
-        return cls(token=lines[0])
+            return _named(f"the auth file {file}", lambda: cls(user=user, password=password))
+        return _named(f"the auth file {file}", lambda: cls(token=lines[0]))
 
     def check(self, header: str | None) -> str | None:
         """The name of the user the ``Authorization`` header proves, or None. The token as
@@ -133,3 +138,11 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _named(source: str, make: Callable[[], Auth]) -> Auth:
+    """``make()``, its refusal naming where the credentials came from."""
+    try:
+        return make()
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{source}: {exc}") from None
