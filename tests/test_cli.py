@@ -123,6 +123,26 @@ def test_jobs_filters_and_json(capsys: pytest.CaptureFixture[str], db: str) -> N
     assert out.strip() == "no jobs"
 
 
+def test_stored_text_reaches_the_terminal_shown_not_obeyed(
+    capsys: pytest.CaptureFixture[str], db: str
+) -> None:
+    # an error and a payload holding escape sequences, a bell, a bidi override, a line break
+    with Queue(db) as queue:
+        job_id = queue.enqueue("t", {"note": "\u202eevil"}, max_attempts=1)
+        [claimed] = queue.claim("w")
+        queue.fail(claimed, "boom\x1b[2J\x1b]0;owned\x07\u202e\nsecond line")
+    _, out, _ = cli(capsys, "jobs", "--db", db)
+    assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out
+    assert "boom[U+001B][2J[U+001B]]0;owned[U+0007][U+202E]" in out
+    assert len(out.strip().splitlines()) == 2  # the header and one row
+    _, out, _ = cli(capsys, "show", str(job_id), "--db", db)
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "[U+202E]\nsecond line" in out  # line breaks kept here
+    assert '"note": "[U+202E]evil"' in out
+    _, out, _ = cli(capsys, "show", str(job_id), "--db", db, "--json")
+    assert json.loads(out)["payload"] == {"note": "\u202eevil"}  # JSON carries it as it is
+
+
 def test_retry_cancel_and_their_errors(capsys: pytest.CaptureFixture[str], db: str) -> None:
     with Queue(db) as queue:
         failed_id = queue.enqueue("t", max_attempts=1)

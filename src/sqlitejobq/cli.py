@@ -30,6 +30,7 @@ from .supervisor import Supervisor, signal_alive_to_supervisor, worker_command
 from .transfer import copy_queue
 from .web import Auth, dashboard
 from .web.app import allowed_host, trusted_origin
+from .web.html import visible
 from .web.server import make as make_server
 from .worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
@@ -839,6 +840,9 @@ def _print_json(data: Any) -> None:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    # stored text (names, errors) is shown, never obeyed: no escape sequence reaches the
+    # terminal and no line break splits a row
+    rows = [[visible(str(cell), lines=False) for cell in row] for row in rows]
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
@@ -865,9 +869,9 @@ def _describe(job: Job) -> str:
         ("error", job.error or "-"),
     ]  # fmt: skip
     width = max(len(name) for name, _ in fields)
-    text = "\n".join(f"{name.ljust(width)}  {value}" for name, value in fields)
+    text = "\n".join(f"{name.ljust(width)}  {visible(value)}" for name, value in fields)
     if job.traceback:
-        text += "\n\n" + job.traceback.rstrip()
+        text += "\n\n" + visible(job.traceback.rstrip())
     return text
 
 

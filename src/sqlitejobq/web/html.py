@@ -24,12 +24,23 @@ def h(value: object) -> str:
     bidi characters shown visibly escaped."""
     if value is None:
         return ""
-    return escape(_NOT_PLAIN.sub(_visible, str(value)), quote=True)
+    return escape(visible(str(value)), quote=True)
 
 
-def _visible(match: re.Match[str]) -> str:
-    char = match[0]
-    return f"[U+{ord(char):04X}]" if unicodedata.category(char) in _INVISIBLE else char
+def visible(text: str, *, lines: bool = True) -> str:
+    """``text`` with its control, format and bidi characters shown as ``[U+202E]`` (a
+    terminal's escape sequences among them); tabs and, if ``lines``, line breaks kept."""
+    if _NOT_PLAIN.search(text) is None:
+        return text
+    kept = "\t\n\r" if lines else ""
+
+    def shown(match: re.Match[str]) -> str:
+        char = match[0]
+        if char in kept or unicodedata.category(char) not in _INVISIBLE:
+            return char
+        return f"[U+{ord(char):04X}]"
+
+    return _NOT_PLAIN.sub(shown, text)
 
 
 def query(params: dict[str, Any]) -> str:
