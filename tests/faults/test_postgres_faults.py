@@ -76,6 +76,20 @@ def engine_on_own_server(server: Server, tmp_path: Path) -> Iterator[PostgresEng
             engine.close()
 
 
+def assert_status_fails_in_one_line(target: str, saying: str) -> None:
+    """``sqlitejobq status`` on ``target`` exits 1 with one line on stderr holding
+    ``saying``, and no traceback."""
+    cli = subprocess.run(
+        [sys.executable, "-m", "sqlitejobq", "status", "--db", target],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 1
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and saying in lines[0], cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
 def drain_is_exact(queue: Queue, ids: list[int], runs: collections.Counter[int]) -> None:
     jobs = [queue.get(i) for i in ids]
     assert [j.id for j in jobs if j.status is not JobStatus.COMPLETED] == []
@@ -161,15 +175,7 @@ def test_a_server_refusing_connections_gives_a_clear_error_within_the_bound(
         with pytest.raises(DatabaseUnavailable, match="cannot reach the PostgreSQL server"):
             Queue(engine.target, registry=apps.registry, retry_timeout=2.0, connect_timeout=1)
         assert time.monotonic() - started < 15  # the bound, not a hang
-        cli = subprocess.run(
-            [sys.executable, "-m", "sqlitejobq", "status", "--db", engine.target],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-            text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert cli.returncode == 1
-        lines = cli.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("sqlitejobq: error:"), cli.stderr
-        assert "Traceback" not in cli.stderr
+        assert_status_fails_in_one_line(engine.target, "sqlitejobq: error:")
     finally:
         server.control("resume")
     with engine.open() as queue:  # and once it is back, all is as it was
@@ -295,11 +301,4 @@ def test_a_missing_database_or_role_is_named_at_once(
     # refused for good: said at once, not after the 30 s bound
     assert time.monotonic() - started < 10
     assert "cannot reach" not in str(refused.value)
-    cli = subprocess.run(
-        [sys.executable, "-m", "sqlitejobq", "status", "--db", url],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert cli.returncode == 1
-    lines = cli.stderr.strip().splitlines()
-    assert len(lines) == 1 and reason in lines[0], cli.stderr
+    assert_status_fails_in_one_line(url, reason)

@@ -137,9 +137,11 @@ class Dashboard:
         #: Names the Host header may carry beside loopback ones; None: any, when ``auth``
         #: is set (a rebound name cannot supply the credentials).
         self.allowed_hosts: frozenset[str] | None = (
-            _hosts(allowed_hosts) if allowed_hosts is not None or auth is None else None
+            _each(allowed_hosts, "allowed_hosts", allowed_host)
+            if allowed_hosts is not None or auth is None
+            else None
         )
-        self.trusted_origins = _origins(trusted_origins)
+        self.trusted_origins = _each(trusted_origins, "trusted_origins", trusted_origin)
         if refresh < 0:
             raise InvalidArgument(f"refresh must be >= 0 seconds, got {refresh}")
         if max_queued_age <= 0:
@@ -469,13 +471,17 @@ def trusted_origin(value: object) -> str:
     return origin
 
 
-def _origins(values: Iterable[str] | None) -> frozenset[str]:
+def _each(
+    values: Iterable[str] | None, name: str, check: Callable[[object], str]
+) -> frozenset[str]:
+    """The values of a list option (``trusted_origins``, ``allowed_hosts``), each checked;
+    one string where a list belongs is refused (it would be read letter by letter)."""
     if values is None:
         return frozenset()
     if isinstance(values, str):
-        raise InvalidArgument(f"trusted_origins must be a list of origins, not one string: "
-                              f"write trusted_origins=[{values!r}]")  # fmt: skip
-    return frozenset(trusted_origin(value) for value in values)
+        raise InvalidArgument(f"{name} must be a list, not one string: write "
+                              f"{name}=[{values!r}]")  # fmt: skip
+    return frozenset(check(value) for value in values)
 
 
 def _host_name(value: str) -> str | None:
@@ -495,15 +501,6 @@ def allowed_host(value: object) -> str:
             f"or path; an IPv6 address in brackets), got {value!r}"
         )
     return match[1]
-
-
-def _hosts(values: Iterable[str] | None) -> frozenset[str]:
-    if values is None:
-        return frozenset()
-    if isinstance(values, str):
-        raise InvalidArgument(f"allowed_hosts must be a list of host names, not one string: "
-                              f"write allowed_hosts=[{values!r}]")  # fmt: skip
-    return frozenset(allowed_host(value) for value in values)
 
 
 def _local(remote: str) -> bool:
