@@ -510,3 +510,37 @@ def test_without_the_driver_a_postgres_url_gets_one_clear_error_naming_the_extra
         assert "pip install 'sqlitejobq[postgres]'" in message
         assert (cause, context_hidden) == ("None", "True")  # one error, not a chain of them
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("said", "refused", "advice"),
+    [
+        ('FATAL:  database "x" does not exist', True, "create that database"),
+        ('FATAL:  role "x" does not exist', True, "create that role"),
+        ('FATAL:  password authentication failed for user "u"', True, "user name and password"),
+        ("fe_sendauth: no password supplied", True, "user name and password"),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.9"', True, "pg_hba.conf"),
+        ("FATAL:  unsupported startup parameter: options", True, "remove it"),
+        ("FATAL:  the database system is starting up", False, None),
+        ("FATAL:  sorry, too many clients already", False, None),
+        ("FATAL:  no more connections allowed (max_client_conn)", False, None),
+        ("Connection refused\n\tIs the server running on that host?", False, None),
+    ],
+)  # fmt: skip
+def test_a_connection_refused_for_good_is_told_from_one_that_may_pass(
+    said: str, refused: bool, advice: str | None
+) -> None:
+    import psycopg
+
+    from sqlitejobq.backends.postgres.connection import _ConnectFailed, is_transient, server_error
+
+    failed = _ConnectFailed(psycopg.OperationalError(
+        f'connection failed: connection to server at "127.0.0.1", port 5432 failed: {said}'
+    ))  # fmt: skip
+    assert failed.refused is refused and is_transient(failed) is not refused
+    message = str(server_error(failed, "postgresql://u@h/db", "open"))
+    if refused:
+        assert "refused the connection" in message and advice in message
+        assert said.removeprefix("FATAL:").split()[0] in message  # the server's own words
+    else:
+        assert "cannot reach" in message

@@ -231,6 +231,8 @@ _REFUSALS = (
     (re.compile(r"SSL|certificate", re.IGNORECASE),
      "check the URL's sslmode and the server's certificate"),
 )  # fmt: skip
+#: What libpq itself says when the URL cannot log in whatever the server does.
+_REFUSED_BY_CLIENT = re.compile(r"no password supplied|password retrieved from file .* failed")
 #: FATAL errors at connect time that pass: the server is starting, stopping or full.
 _BUSY_AT_CONNECT = re.compile(
     r"starting up|shutting down|in recovery mode|too many (connections|clients)|"
@@ -248,7 +250,9 @@ class _ConnectFailed(psycopg.OperationalError):
     def __init__(self, cause: BaseException) -> None:
         self.reason = _first_line(cause, fatal=True)
         super().__init__(self.reason)
-        self.refused = "FATAL" in str(cause) and not _BUSY_AT_CONNECT.search(str(cause))
+        text = str(cause)
+        refused_here = _REFUSED_BY_CLIENT.search(text) is not None
+        self.refused = refused_here or ("FATAL" in text and not _BUSY_AT_CONNECT.search(text))
 
     def advice(self) -> str:
         """What to do about a refusal."""
