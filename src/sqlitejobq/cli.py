@@ -308,30 +308,55 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--redact", action="append", metavar="WORD",
                      help="also mask fields whose names contain this word (repeat; added to "
                      "password, token, secret, ...)")  # fmt: skip
-    web.add_argument("--no-default-redact", action="store_true",
-                     help="mask only the --redact words: not the default secret names, not "
-                     "URL passwords in text")  # fmt: skip
-    web.add_argument("--hide-payloads", action="store_true",
-                     help="show no payload, result, progress message or error text (an "
-                     "error keeps its type)")  # fmt: skip
-    web.add_argument("--allowed-host", action="append", metavar="NAME",
-                     type=_checked(allowed_host),
-                     help="a name the dashboard answers to beside localhost, 127.0.0.1 and "
-                     "[::1], as the browser sees it (repeat; behind a proxy that keeps "
-                     "Host)")  # fmt: skip
-    web.add_argument("--trusted-origin", action="append", metavar="URL",
-                     type=_checked(trusted_origin),
-                     help="an origin (https://jobs.example.com) actions may be posted from "
-                     "(repeat; behind a proxy that rewrites Host)")  # fmt: skip
-    web.add_argument("--threads", type=_positive_int, default=8, metavar="N",
-                     help="threads answering requests (default: 8)")  # fmt: skip
-    web.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",
-                     help="connections open at once; more are refused with 503 "
-                     "(default: 512)")  # fmt: skip
-    web.add_argument("--request-timeout", type=_positive_float, default=10.0,
-                     metavar="SECONDS",
-                     help="a request must be read (and its answer sent) within this time "
-                     "(default: 10)")  # fmt: skip
+    web.add_argument(
+        "--no-default-redact",
+        action="store_true",
+        help="mask only the --redact words: not the default secret names, not "
+        "URL passwords in text",
+    )
+    web.add_argument(
+        "--hide-payloads",
+        action="store_true",
+        help="show no payload, result, progress message or error text (an error keeps its type)",
+    )
+    web.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        type=_checked(allowed_host),
+        help="a name the dashboard answers to beside localhost, 127.0.0.1 and "
+        "[::1], as the browser sees it (repeat; behind a proxy that keeps "
+        "Host)",
+    )
+    web.add_argument(
+        "--trusted-origin",
+        action="append",
+        metavar="URL",
+        type=_checked(trusted_origin),
+        help="an origin (https://jobs.example.com) actions may be posted from "
+        "(repeat; behind a proxy that rewrites Host)",
+    )
+    web.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="threads answering requests (default: 8)",
+    )
+    web.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="connections open at once; more are refused with 503 (default: 512)",
+    )
+    web.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request must be read (and its answer sent) within this time (default: 10)",
+    )
     web.add_argument("--max-queued-age", type=_duration, default=300.0, metavar="DURATION",
                      help="/healthz fails when a due job waited longer (default: 300)")  # fmt: skip
     return parser
@@ -481,8 +506,9 @@ def _queue_for_app(args: argparse.Namespace) -> Queue:
     app = load_app(args.app)
     if isinstance(app, Queue):
         if args.db and not _same_database(args.db, app.target):
-            raise CliError(f"--db {redact_target(args.db)} differs from the queue's own "
-                           f"database {app.target}")  # fmt: skip
+            raise CliError(
+                f"--db {redact_target(args.db)} differs from the queue's own database {app.target}"
+            )
         return app
     if isinstance(app, Registry):
         return _open(args, app)
@@ -799,9 +825,14 @@ def cmd_web(args: argparse.Namespace) -> int:
                         show_payloads=not args.hide_payloads,
                         allowed_hosts=args.allowed_host, trusted_origins=args.trusted_origin,
                         max_queued_age=args.max_queued_age)  # fmt: skip
-        server = make_server(app, args.host, args.port, threads=args.threads,
-                             max_connections=args.max_connections,
-                             timeout=args.request_timeout)  # fmt: skip
+        server = make_server(
+            app,
+            args.host,
+            args.port,
+            threads=args.threads,
+            max_connections=args.max_connections,
+            timeout=args.request_timeout,
+        )
     except OSError as exc:
         raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
     host = f"[{args.host}]" if ":" in args.host else args.host

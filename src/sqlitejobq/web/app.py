@@ -132,8 +132,7 @@ class Dashboard:
         if auth is not None and not isinstance(auth, Auth):
             raise InvalidArgument(f"auth must be an Auth, got {type(auth).__name__}")
         self.auth = auth
-        redaction = Redaction.of(redact, defaults=bool(redact_defaults),
-                                 hide=not show_payloads)  # fmt: skip
+        redaction = Redaction.of(redact, defaults=bool(redact_defaults), hide=not show_payloads)
         #: Names the Host header may carry beside loopback ones; None: any, when ``auth``
         #: is set (a rebound name cannot supply the credentials).
         self.allowed_hosts: frozenset[str] | None = (
@@ -241,10 +240,10 @@ class Dashboard:
         except (pages.BadRequest, InvalidArgument) as exc:
             response = self._page(view, "Bad request", str(exc), 400)
         except SqliteJobQError as exc:
-            log.warning("dashboard: %s %s failed: %s", request.method, printable(request.path),
-                        exc)  # fmt: skip
-            response = self._page(view, "The database did not answer",
-                                  self.settings.redaction.text(str(exc)), 503)  # fmt: skip
+            log.warning("dashboard: %s %s failed: %s", request.method, printable(request.path), exc)
+            response = self._page(
+                view, "The database did not answer", self.settings.redaction.text(str(exc)), 503
+            )
         if new_cookie:
             response.headers.append(("Set-Cookie", _cookie(CSRF_COOKIE, csrf, request)))
         if request.method == "HEAD":
@@ -262,17 +261,30 @@ class Dashboard:
             given = request.headers.get("host", "")
             name = _host_name(given)
             if name is None or not (is_loopback(name) or name in self.allowed_hosts):
-                log.warning("dashboard: refused %s from %s: Host %r is not one of its names",
-                            printable(request.path), printable(request.remote), given)  # fmt: skip
-                return _text(400, f"refused: the Host header {given!r} is not a name of this "
-                             f"dashboard: it answers to localhost, 127.0.0.1 and [::1] (any "
-                             f"port) and the names of allowed_hosts= (--allowed-host)")  # fmt: skip
+                log.warning(
+                    "dashboard: refused %s from %s: Host %r is not one of its names",
+                    printable(request.path),
+                    printable(request.remote),
+                    given,
+                )
+                return _text(
+                    400,
+                    f"refused: the Host header {given!r} is not a name of this "
+                    f"dashboard: it answers to localhost, 127.0.0.1 and [::1] (any "
+                    f"port) and the names of allowed_hosts= (--allowed-host)",
+                )
         if self.auth is None and not _local(request.remote):
-            log.warning("dashboard: refused %s from %s: no credentials are configured",
-                        printable(request.path), printable(request.remote))  # fmt: skip
-            return _text(403, f"refused: this dashboard has no credentials configured, so it "
-                         f"answers this machine only, not {request.remote}: give it auth= "
-                         f"(or $SQLITEJOBQ_WEB_PASSWORD / $SQLITEJOBQ_WEB_TOKEN)")  # fmt: skip
+            log.warning(
+                "dashboard: refused %s from %s: no credentials are configured",
+                printable(request.path),
+                printable(request.remote),
+            )
+            return _text(
+                403,
+                f"refused: this dashboard has no credentials configured, so it "
+                f"answers this machine only, not {request.remote}: give it auth= "
+                f"(or $SQLITEJOBQ_WEB_PASSWORD / $SQLITEJOBQ_WEB_TOKEN)",
+            )
         return None
 
     def _get(self, request: Request, view: pages.View) -> Response:
@@ -319,14 +331,20 @@ class Dashboard:
         token = form.get("csrf", "")
         if not (token and _CSRF_SHAPE.match(token) and secrets.compare_digest(
                 token, request.cookies.get(CSRF_COOKIE, ""))):  # fmt: skip
-            log.warning("dashboard: refused %s from %s: no valid CSRF token",
-                        printable(request.path), printable(request.remote))  # fmt: skip
+            log.warning(
+                "dashboard: refused %s from %s: no valid CSRF token",
+                printable(request.path),
+                printable(request.remote),
+            )
             return self._page(view, "Refused", "the form's CSRF token is missing or wrong: "
                               "reload the page and try again", 403)  # fmt: skip
         if not _same_origin(request, self.trusted_origins):
-            log.warning("dashboard: refused %s from %s: cross-origin request (Origin %r)",
-                        printable(request.path), printable(request.remote),
-                        request.headers.get("origin"))  # fmt: skip
+            log.warning(
+                "dashboard: refused %s from %s: cross-origin request (Origin %r)",
+                printable(request.path),
+                printable(request.remote),
+                request.headers.get("origin"),
+            )
             return self._page(view, "Refused", "cross-origin request", 403)
         action = _action(request.path)
         if action is None:
@@ -361,8 +379,11 @@ class Dashboard:
                      {k: v for k, v in filters.items() if v is not None}, who,
                      len(ids))  # fmt: skip
             back = {k: form.get(k) for k in ("queue", "task", "batch", "error")}
-            return _redirect(view.prefix + "/jobs" + query({**back, "status": "failed"}),
-                             f"retried-failed.{len(ids)}", request)  # fmt: skip
+            return _redirect(
+                view.prefix + "/jobs" + query({**back, "status": "failed"}),
+                f"retried-failed.{len(ids)}",
+                request,
+            )
         days = form.get("older_than_days", "")
         try:
             older = float(days)
@@ -412,8 +433,7 @@ def _redirect(location: str, notice: str, request: Request) -> Response:
 def _cookie(name: str, value: str, request: Request, max_age: int | None = None) -> str:
     secure = "; Secure" if request.secure else ""
     age = "" if max_age is None else f"; Max-Age={max_age}"
-    return (f"{name}={value}; Path={request.prefix or '/'}; HttpOnly; "
-            f"SameSite=Strict{age}{secure}")  # fmt: skip
+    return f"{name}={value}; Path={request.prefix or '/'}; HttpOnly; SameSite=Strict{age}{secure}"
 
 
 def _notice(value: str) -> str:
@@ -464,10 +484,19 @@ def trusted_origin(value: object) -> str:
     the default port left out); InvalidArgument names a value that is not one."""
     origin = _origin(value) if isinstance(value, str) else None
     parts = urlsplit(value.strip()) if origin is not None and isinstance(value, str) else None
-    if origin is None or parts is None or parts.path not in ("", "/") or parts.query \
-            or parts.fragment or parts.username or parts.password:  # fmt: skip
-        raise InvalidArgument(f"a trusted origin must look like https://jobs.example.com "
-                              f"(scheme, host and port only), got {value!r}")  # fmt: skip
+    if (
+        origin is None
+        or parts is None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise InvalidArgument(
+            f"a trusted origin must look like https://jobs.example.com "
+            f"(scheme, host and port only), got {value!r}"
+        )
     return origin
 
 
@@ -479,8 +508,7 @@ def _each(
     if values is None:
         return frozenset()
     if isinstance(values, str):
-        raise InvalidArgument(f"{name} must be a list, not one string: write "
-                              f"{name}=[{values!r}]")  # fmt: skip
+        raise InvalidArgument(f"{name} must be a list, not one string: write {name}=[{values!r}]")
     return frozenset(check(value) for value in values)
 
 

@@ -93,8 +93,16 @@ class View:
         """A link under the dashboard's prefix, escaped for an attribute."""
         return h(self.prefix + path + query(params))
 
-    def action(self, path: str, label: str, question: str, *, danger: bool = False,
-               fields: dict[str, Any] | None = None, inputs: str = "") -> str:  # fmt: skip
+    def action(
+        self,
+        path: str,
+        label: str,
+        question: str,
+        *,
+        danger: bool = False,
+        fields: dict[str, Any] | None = None,
+        inputs: str = "",
+    ) -> str:
         """A POST button with its CSRF token (and ``inputs``, rendered fields the operator
         fills in); confirmed in the browser, or by a page."""
         if self.settings.read_only:
@@ -336,14 +344,18 @@ def job(view: View, job_id: int) -> str:
     result = ""
     if status == "completed":
         result = "<h2>Result</h2>" + (
-            '<p class="muted">Results are hidden on this dashboard.</p>' if view.hides
-            else f"<pre>{pretty(view.shown(j.result))}</pre>")  # fmt: skip
+            '<p class="muted">Results are hidden on this dashboard.</p>'
+            if view.hides
+            else f"<pre>{pretty(view.shown(j.result))}</pre>"
+        )
     error = ""
     if j.error:
         error = f'<h2>Error</h2><pre class="err">{h(view.error(j.error))}</pre>'
         if j.traceback and not view.hides:
-            error += (f"<details><summary>Traceback</summary>"
-                      f"<pre>{h(view.text(j.traceback))}</pre></details>")  # fmt: skip
+            error += (
+                f"<details><summary>Traceback</summary>"
+                f"<pre>{h(view.text(j.traceback))}</pre></details>"
+            )
     events = q.timeline(j.id)
     rows = []
     for e in events:
@@ -351,8 +363,10 @@ def job(view: View, job_id: int) -> str:
         if e.error:
             detail = f'<span class="err">{h(_first_line(view.error(e.error), 200))}</span>'
             if e.traceback and not view.hides:
-                detail += (f"<details><summary>traceback</summary>"
-                           f"<pre>{h(view.text(e.traceback))}</pre></details>")  # fmt: skip
+                detail += (
+                    f"<details><summary>traceback</summary>"
+                    f"<pre>{h(view.text(e.traceback))}</pre></details>"
+                )
         rows.append(
             f"<tr><td>{h(iso(e.at, precise=True))}</td><td>{h(e.event)}</td>"
             f'<td class="num">{"" if e.attempt is None else e.attempt}</td>'

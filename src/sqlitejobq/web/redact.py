@@ -88,8 +88,13 @@ class Redaction:
         object.__setattr__(self, "_short", tuple(sorted(short)))
 
     @classmethod
-    def of(cls, redact: Iterable[str] | Callable[[Any], Any] | None, *, defaults: bool = True,
-           hide: bool = False) -> Redaction:  # fmt: skip
+    def of(
+        cls,
+        redact: Iterable[str] | Callable[[Any], Any] | None,
+        *,
+        defaults: bool = True,
+        hide: bool = False,
+    ) -> Redaction:
         """The rules from the dashboard's options: ``redact`` adds words (or a function)
         to the defaults, or stands alone when ``defaults`` is false."""
         custom: Callable[[Any], Any] | None = None
@@ -126,8 +131,7 @@ class Redaction:
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: REDACTED if self.secret_name(k) else self._walk(v)
-                    for k, v in value.items()}  # fmt: skip
+            return {k: REDACTED if self.secret_name(k) else self._walk(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._walk(v) for v in value]
         if isinstance(value, str):

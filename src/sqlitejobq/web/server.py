@@ -58,8 +58,9 @@ class _Handler(WSGIRequestHandler):
     """One request, already read whole by the server: parsed from memory, answered on the
     socket. Requests go to the library's log (debug), not to stderr line by line."""
 
-    def __init__(self, sock: socket.socket, address: Any, server: DashboardServer,
-                 data: bytes = b"") -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, address: Any, server: DashboardServer, data: bytes = b""
+    ) -> None:
         self._data = data
         super().__init__(sock, address, server)
 
@@ -77,8 +78,16 @@ class DashboardServer(WSGIServer):
 
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: Dashboard, *, threads: int,
-                 max_connections: int, timeout: float, backlog: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: Dashboard,
+        *,
+        threads: int,
+        max_connections: int,
+        timeout: float,
+        backlog: int,
+    ) -> None:
         self.request_queue_size = backlog  # read by the listen() of the constructor
         super().__init__(address, _Handler)
         self.set_app(app)
@@ -112,8 +121,7 @@ class DashboardServer(WSGIServer):
             if self._started:
                 return
             self._started = True
-        reader = threading.Thread(target=self._read_all, name="sqlitejobq-web-reader",
-                                  daemon=True)  # fmt: skip
+        reader = threading.Thread(target=self._read_all, name="sqlitejobq-web-reader", daemon=True)
         self._pool = [reader] + [
             threading.Thread(target=self._answer_all, name=f"sqlitejobq-web-{i}", daemon=True)
             for i in range(self.threads)
@@ -136,8 +144,9 @@ class DashboardServer(WSGIServer):
                 request.close()
                 return
         if refused is not None:
-            self._warn("full", "refusing connections: %d open (max_connections)",
-                       self.max_connections)  # fmt: skip
+            self._warn(
+                "full", "refusing connections: %d open (max_connections)", self.max_connections
+            )
         request.setblocking(False)
         deadline = time.monotonic() + (_LINGER if refused else self.request_timeout)
         self._incoming.put(_Conn(request, client_address, deadline, refused=refused))
@@ -222,9 +231,13 @@ class DashboardServer(WSGIServer):
                         if pending is refused:
                             self._drop(selector, first)
                             continue
-                        self._warn("slow", "closed a connection from %s: its request took "
-                                   "longer than %g s (timeout)", first.address[0],
-                                   self.request_timeout)  # fmt: skip
+                        self._warn(
+                            "slow",
+                            "closed a connection from %s: its request took "
+                            "longer than %g s (timeout)",
+                            first.address[0],
+                            self.request_timeout,
+                        )
                         _answer(first.sock, 408, "the request took too long")
                         self._release()
                         with self._lock:
@@ -236,8 +249,9 @@ class DashboardServer(WSGIServer):
                 _close(conn.sock)
             selector.close()
 
-    def _drop(self, selector: selectors.BaseSelector, conn: _Conn, *,
-              released: bool = False) -> None:  # fmt: skip
+    def _drop(
+        self, selector: selectors.BaseSelector, conn: _Conn, *, released: bool = False
+    ) -> None:
         """Close a connection of the reader's; count it out of the open or refused ones."""
         selector.unregister(conn.sock)
         _close(conn.sock)
@@ -322,14 +336,21 @@ def _incomplete(data: bytearray) -> tuple[int, str] | None:
 
 def _answer(sock: socket.socket, status: int, reason: str) -> None:
     """Send a refusal without waiting on the client, and say nothing more."""
-    phrases = {400: "Bad Request", 408: "Request Timeout", 411: "Length Required",
-               413: "Content Too Large", 431: "Request Header Fields Too Large",
-               503: "Service Unavailable"}  # fmt: skip
+    phrases = {
+        400: "Bad Request",
+        408: "Request Timeout",
+        411: "Length Required",
+        413: "Content Too Large",
+        431: "Request Header Fields Too Large",
+        503: "Service Unavailable",
+    }
     body = reason.encode() + b"\n"
     extra = "Retry-After: 1\r\n" if status == 503 else ""
-    answer = (f"HTTP/1.0 {status} {phrases[status]}\r\n"
-              f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-              f"Connection: close\r\n{extra}\r\n").encode()  # fmt: skip
+    answer = (
+        f"HTTP/1.0 {status} {phrases[status]}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    ).encode()
     with contextlib.suppress(OSError):
         sock.send(answer + body)
         sock.shutdown(socket.SHUT_WR)
@@ -363,9 +384,16 @@ def check_bind(host: str, app: Dashboard) -> None:
         )
 
 
-def make(app: Dashboard, host: str = "127.0.0.1", port: int = 8080, *, threads: int = 8,
-         max_connections: int = 512, timeout: float = 10.0,
-         backlog: int = 128) -> DashboardServer:  # fmt: skip
+def make(
+    app: Dashboard,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    threads: int = 8,
+    max_connections: int = 512,
+    timeout: float = 10.0,
+    backlog: int = 128,
+) -> DashboardServer:
     """A server for the dashboard, bound (port 0: any free port) but not started.
 
     ``threads`` answer requests; ``max_connections`` may be open at once (more are refused
@@ -373,13 +401,21 @@ def make(app: Dashboard, host: str = "127.0.0.1", port: int = 8080, *, threads: 
     the sending of its answer; ``backlog`` connections wait in the kernel to be accepted.
     """
     check_bind(host, app)
-    for name, value, least in (("threads", threads, 1), ("max_connections", max_connections, 1),
-                               ("backlog", backlog, 1)):  # fmt: skip
+    for name, value, least in (
+        ("threads", threads, 1),
+        ("max_connections", max_connections, 1),
+        ("backlog", backlog, 1),
+    ):
         if not isinstance(value, int) or value < least:
             raise InvalidArgument(f"{name} must be a whole number >= {least}, got {value!r}")
     if not timeout > 0:
         raise InvalidArgument(f"timeout must be > 0 seconds, got {timeout!r}")
     server_class = _V6Server if ":" in host else DashboardServer
-    return server_class((host.strip("[]"), port), app, threads=threads,
-                        max_connections=max_connections, timeout=float(timeout),
-                        backlog=backlog)  # fmt: skip
+    return server_class(
+        (host.strip("[]"), port),
+        app,
+        threads=threads,
+        max_connections=max_connections,
+        timeout=float(timeout),
+        backlog=backlog,
+    )

@@ -86,8 +86,10 @@ class PostgresBackend:
         self.metrics = LockMetrics()
         self.connections = Connections(url, settings, self.metrics)
         self.target = self.connections.target
-        shown = {"schema": settings.schema if settings.schema != "public" else None,
-                 "pooler": settings.pooler}  # fmt: skip
+        shown = {
+            "schema": settings.schema if settings.schema != "public" else None,
+            "pooler": settings.pooler,
+        }
         for key, value in shown.items():
             if value is not None:
                 self.target += ("&" if "?" in self.target else "?") + f"{key}={value}"
@@ -838,12 +840,19 @@ def _apply_steps(
         chosen = [steps[n][1] for n in plain]
         # planned for its arrays each time: the generic plan of a prepared statement cannot
         # see how many jobs it completes and took three times as long for a batch of 250
-        rows = conn.execute(sql.COMPLETE_MANY, {
-            "ids": ids, "attempts": [p["attempts"] for p in chosen],
-            "workers": [p["worker"] for p in chosen], "results": [p["result"] for p in chosen],
-            "messages": [p["message"] for p in chosen], "finished_ats": [now] * len(chosen),
-            "now": now,
-        }, prepare=False).fetchall()  # fmt: skip
+        rows = conn.execute(
+            sql.COMPLETE_MANY,
+            {
+                "ids": ids,
+                "attempts": [p["attempts"] for p in chosen],
+                "workers": [p["worker"] for p in chosen],
+                "results": [p["result"] for p in chosen],
+                "messages": [p["message"] for p in chosen],
+                "finished_ats": [now] * len(chosen),
+                "now": now,
+            },
+            prepare=False,
+        ).fetchall()
         by_id = {row[0]: (row[1], row[2], row[3], row[0], row[4], row[5], row[6]) for row in rows}
         for n, job_id in zip(plain, ids, strict=True):
             row = by_id.get(job_id)

@@ -271,12 +271,16 @@ class _NoConnection(psycopg.OperationalError):
         stats = pool.get_stats()
         self.exhausted = stats.get("pool_size", 0) >= pool.max_size
         if self.exhausted:
-            text = (f"all {pool.max_size} connections of this process's pool were in use "
-                    f"(raise pool_size, or run fewer threads)")  # fmt: skip
+            text = (
+                f"all {pool.max_size} connections of this process's pool were in use "
+                f"(raise pool_size, or run fewer threads)"
+            )
         else:
-            text = ("a new connection was not ready in time: the server, or a pooler before "
-                    "it, did not answer (a pooler in session mode makes clients wait while "
-                    "every server connection is taken)")  # fmt: skip
+            text = (
+                "a new connection was not ready in time: the server, or a pooler before "
+                "it, did not answer (a pooler in session mode makes clients wait while "
+                "every server connection is taken)"
+            )
         super().__init__(text)
 
 
