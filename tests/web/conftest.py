@@ -149,3 +149,25 @@ def through(relay: Relay, dsn: str) -> str:
     user = parts.netloc.rpartition("@")[0]
     return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{relay.port}" if user
                                      else f"127.0.0.1:{relay.port}"))  # fmt: skip
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app: Any, host: str, port: int) -> Iterator[None]:
+    """``app`` served by uvicorn on ``host:port`` in a thread, for the block (started and
+    waited for, stopped after)."""
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,12 @@ from wsgiref.simple_server import make_server
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from sqlitejobq import JobStatus, Queue
 from sqlitejobq.web import dashboard
+
+from .conftest import uvicorn_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,21 +65,11 @@ def test_mounted_in_fastapi_under_uvicorn(queue: Queue) -> None:
         return {"app": "mine"}
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
+    with uvicorn_serving(app, "127.0.0.1", port):
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/").json() == {"app": "mine"}
         assert httpx.get(base + "/ops/static/dashboard.css").status_code == 200
         _actions_work_under(base, "/ops", queue)
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_mounted_under_a_prefix_of_a_wsgi_server(queue: Queue) -> None:

@@ -11,8 +11,6 @@ import base64
 import logging
 import re
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from sqlitejobq.web import Auth, dashboard
 from sqlitejobq.web.auth import is_loopback
 
 from ..conftest import only_on
-from .conftest import Relay, flaky_registry, populate, through
+from .conftest import Relay, flaky_registry, populate, through, uvicorn_serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -192,7 +190,6 @@ def _outward_address() -> str | None:
 def test_an_app_on_every_address_refuses_a_remote_client_without_credentials(
     local: Queue,
 ) -> None:
-    import uvicorn
     from fastapi import FastAPI
 
     address = _outward_address()
@@ -203,22 +200,12 @@ def test_an_app_on_every_address_refuses_a_remote_client_without_credentials(
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
+    with uvicorn_serving(app, "0.0.0.0", port):
         remote = httpx.get(f"http://{address}:{port}/dashboard/",
                            headers={"Host": "localhost"}, timeout=10)  # fmt: skip
         assert remote.status_code == 403 and "answers this machine only" in remote.text
         here = httpx.get(f"http://127.0.0.1:{port}/dashboard/", timeout=10)
         assert here.status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # --- 7. masked and hidden content ------------------------------------------------------------
