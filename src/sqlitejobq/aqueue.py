@@ -136,14 +136,8 @@ class AsyncQueue:
         """One job written on the caller's async connection, in its open transaction (the
         PostgreSQL engine: a psycopg AsyncConnection)."""
         connection = options.pop("connection")
-        insert = getattr(self.queue.backend, "insert_in_async_transaction", None)
-        if insert is None:
-            raise TypeError(
-                "this engine takes no async connection: pass a sqlite3 connection (the "
-                "enqueue runs on a thread) or no connection"
-            )
         job = self._make(task, payload, options)
-        job_id: int = await insert(connection, job)
+        job_id: int = await self.queue.backend.insert_in_async_transaction(connection, job)
         return job_id
 
     async def enqueue_many(self, task: str, payloads: Iterable[Any], **options: Any) -> list[int]:

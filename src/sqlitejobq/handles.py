@@ -195,10 +195,8 @@ class TaskHandle(Generic[P, R]):
 
 
 def queue_is_open(queue: Queue) -> bool:
-    """False once ``queue.close()`` was called (the engines keep that flag to themselves)."""
-    backend: Any = queue.backend
-    holder = getattr(backend, "connections", backend)  # PostgreSQL keeps it on its pool
-    return not getattr(holder, "_closed", False)
+    """False once ``queue.close()`` was called."""
+    return not queue.backend.closed
 
 
 # --- typed payloads ------------------------------------------------------------------------

@@ -58,6 +58,9 @@ class Capabilities:
     #: Other processes' enqueues wake idle workers by a notification (inotify, LISTEN)
     #: rather than only by the workers' own looks.
     listener: bool
+    #: A job can be enqueued in the caller's open transaction on an asyncio connection
+    #: (``insert_in_async_transaction``), not only on a blocking one.
+    async_transaction: bool = False
 
 
 class JobRecord(NamedTuple):
@@ -506,6 +509,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Close this process's connections; later calls raise QueueClosed."""
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+
+    async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
+        """Insert one job in the caller's open transaction on an asyncio connection; an
+        engine without ``capabilities.async_transaction`` refuses it saying so."""
 
     def now(self) -> float:
         """The time of the clock that stamps leases and due times."""

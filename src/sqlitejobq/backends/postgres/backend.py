@@ -94,7 +94,7 @@ class PostgresBackend:
             if value is not None:
                 self.target += ("&" if "?" in self.target else "?") + f"{key}={value}"
         self.capabilities = Capabilities(
-            is_file=False, database_clock=True, listener=settings.listens
+            is_file=False, database_clock=True, listener=settings.listens, async_transaction=True
         )
         self.waker = PgWaker(
             settings.listen_url or url,
@@ -163,6 +163,11 @@ class PostgresBackend:
     def close(self) -> None:
         """Close this process's connections and stop listening."""
         self.connections.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self.connections.closed
 
     def checkpoint(self) -> tuple[int, int, int]:
         """PostgreSQL manages its own write-ahead log: nothing to do."""

@@ -440,6 +440,11 @@ class Connections:
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
     def connect_kwargs(self) -> dict[str, Any]:
         """How every connection of the queue is opened (autocommit, timeouts)."""
         return connect_kwargs(self.settings)

@@ -282,6 +282,18 @@ class SqliteBackend:
                 f"sqlitejobq needs WAL for concurrent readers and writers"
             )
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
+        """SQLite has no asyncio connection to join: refused, saying what works instead."""
+        raise TypeError(
+            "this engine takes no async connection: pass a sqlite3 connection (the "
+            "enqueue runs on a thread) or no connection"
+        )
+
     def close(self) -> None:
         """Close every connection this queue opened in this process."""
         self._closed = True
