@@ -101,7 +101,9 @@ def _colliding_keys(mapping: dict[Any, Any]) -> str | None:
         else:
             text = json.dumps(key)
         if text in seen:
-            return (f"has keys {seen[text]!r} and {key!r}, which are both {json.dumps(text)} "
-                    f"in JSON: one would silently replace the other")  # fmt: skip
+            return (
+                f"has keys {seen[text]!r} and {key!r}, which are both {json.dumps(text)} "
+                f"in JSON: one would silently replace the other"
+            )
         seen[text] = key
     return None

@@ -45,8 +45,15 @@ from .errors import InvalidArgument, InvalidArgumentType, SqliteJobQError
 if TYPE_CHECKING:
     from cronsim import CronSim
 
-__all__ = ["MAX_INTERVAL", "MAX_TIME", "MISSED_POLICIES", "Trigger", "due_slots",
-           "parse_trigger", "validate_missed"]  # fmt: skip
+__all__ = [
+    "MAX_INTERVAL",
+    "MAX_TIME",
+    "MISSED_POLICIES",
+    "Trigger",
+    "due_slots",
+    "parse_trigger",
+    "validate_missed",
+]
 
 #: What becomes of the slots missed while no scheduler ran: "latest" creates the most
 #: recent one (once), "skip" none.

@@ -86,9 +86,12 @@ class Supervisor:
         try:
             for slot in range(self.processes):
                 self._children[slot] = self._spawn(slot)
-            log.info("supervisor %d: started %d worker processes: %s", os.getpid(),
-                     self.processes, " ".join(str(c.process.pid) for c in
-                                              self._children.values()))  # fmt: skip
+            log.info(
+                "supervisor %d: started %d worker processes: %s",
+                os.getpid(),
+                self.processes,
+                " ".join(str(c.process.pid) for c in self._children.values()),
+            )
             return self._supervise()
         finally:
             for sig, handler in previous.items():
@@ -102,15 +105,20 @@ class Supervisor:
                 _send(child.process, signal.SIGTERM)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("supervisor %d: %s, forwarding to workers", os.getpid(),
-                 signal.Signals(signum).name)  # fmt: skip
+        log.info(
+            "supervisor %d: %s, forwarding to workers", os.getpid(), signal.Signals(signum).name
+        )
         self.stop()
 
     def _spawn(self, slot: int, failures: int = 0) -> _Child:
         alive_read, alive_write = os.pipe()
         os.set_blocking(alive_read, False)
-        env = {**os.environ, **self.env, PARENT_PID_ENV: str(os.getpid()),
-               ALIVE_FD_ENV: str(alive_write)}  # fmt: skip
+        env = {
+            **os.environ,
+            **self.env,
+            PARENT_PID_ENV: str(os.getpid()),
+            ALIVE_FD_ENV: str(alive_write),
+        }
         try:
             process = subprocess.Popen(  # noqa: S603
                 self.command, env=env, start_new_session=True, pass_fds=(alive_write,)
@@ -142,9 +150,13 @@ class Supervisor:
                     child.failures = 0 if healthy else child.failures + 1
                     delay = min(_MAX_RESTART_DELAY, 0.0 if healthy else 0.5 * 2**child.failures)
                     child.restart_at = now + delay
-                    log.warning("supervisor %d: worker process %d exited with %s; restarting "
-                                "in %.1fs", os.getpid(), child.process.pid, code,
-                                delay)  # fmt: skip
+                    log.warning(
+                        "supervisor %d: worker process %d exited with %s; restarting in %.1fs",
+                        os.getpid(),
+                        child.process.pid,
+                        code,
+                        delay,
+                    )
                 if now >= child.restart_at and not self._signals_received:
                     self._remove(slot)
                     self._children[slot] = self._spawn(slot, child.failures)
@@ -164,9 +176,13 @@ class Supervisor:
         except OSError:
             child.last_alive = now  # the pipe is gone with the child: its exit tells
         if now - child.last_alive > self.hang_timeout:
-            log.error("supervisor %d: worker process %d gave no sign of life for %.0fs (hung "
-                      "in a call that holds the interpreter); killing it", os.getpid(),
-                      child.process.pid, now - child.last_alive)  # fmt: skip
+            log.error(
+                "supervisor %d: worker process %d gave no sign of life for %.0fs (hung "
+                "in a call that holds the interpreter); killing it",
+                os.getpid(),
+                child.process.pid,
+                now - child.last_alive,
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.process.pid, signal.SIGKILL)
             child.last_alive = now

@@ -119,8 +119,16 @@ def choice(value: object, what: str, allowed: tuple[str, ...]) -> str:
 _RATE = re.compile(
     r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$"
 )
-_UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-                 "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
+_UNIT_SECONDS = {
+    name: seconds
+    for names, seconds in (
+        (("s", "sec", "second"), 1.0),
+        (("m", "min", "minute"), 60.0),
+        (("h", "hour"), 3600.0),
+        (("d", "day"), 86400.0),
+    )
+    for name in names
+}
 
 
 def rate(value: object, what: str) -> tuple[int, float]:

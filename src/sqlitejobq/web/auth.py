@@ -42,8 +42,10 @@ class Auth:
             raise InvalidArgument("Auth needs a user and password, or a token")
 
     def __repr__(self) -> str:  # never print a secret
-        return f"Auth(user={self.user!r}, password={'***' if self.password else None}, " \
-               f"token={'***' if self.token else None})"  # fmt: skip
+        return (
+            f"Auth(user={self.user!r}, password={'***' if self.password else None}, "
+            f"token={'***' if self.token else None})"
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Auth | None:
@@ -106,8 +108,11 @@ class Auth:
         user, sep, password = decoded.partition(":")
         if not sep or not user.isprintable():
             return None
-        if (self.password is not None and self.user is not None
-                and _same(user, self.user) & _same(password, self.password)):  # fmt: skip
+        if (
+            self.password is not None
+            and self.user is not None
+            and _same(user, self.user) & _same(password, self.password)
+        ):
             return user
         if self.token is not None and user in ("", "token") and _same(password, self.token):
             return "token"

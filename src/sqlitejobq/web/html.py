@@ -160,8 +160,11 @@ def pretty(value: Any) -> str:
 def table(headers: Iterable[str], rows: Iterable[str], *, numeric: Iterable[str] = ()) -> str:
     """A table from header names and already rendered ``<tr>`` rows."""
     nums = set(numeric)
-    head = "".join(f'<th class="num">{h(x)}</th>' if x in nums else f"<th>{h(x)}</th>"
-                   for x in headers)  # fmt: skip
+    head = "".join(
+        f'<th class="num">{h(x)}</th>' if x in nums else f"<th>{h(x)}</th>" for x in headers
+    )
     body = "".join(rows)
-    return (f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-            "</table></div>")  # fmt: skip
+    return (
+        f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+        "</table></div>"
+    )

@@ -22,11 +22,28 @@ from ..errors import InvalidArgument
 REDACTED = "[redacted]"
 
 #: Words of secret names masked unless ``redact_defaults=False`` (see the module's rule).
-DEFAULT_REDACT = frozenset({
-    "password", "passwd", "passphrase", "pwd", "pass", "secret", "token", "jwt", "otp",
-    "auth", "authorization", "bearer", "cookie", "sessionid", "credential", "api_key",
-    "private_key", "access_key",
-})  # fmt: skip
+DEFAULT_REDACT = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "pass",
+        "secret",
+        "token",
+        "jwt",
+        "otp",
+        "auth",
+        "authorization",
+        "bearer",
+        "cookie",
+        "sessionid",
+        "credential",
+        "api_key",
+        "private_key",
+        "access_key",
+    }
+)
 
 #: Below this many letters a word matches whole parts only: "pass" must not mask "compass".
 _ANYWHERE = 5
