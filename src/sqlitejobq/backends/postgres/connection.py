@@ -56,9 +56,15 @@ T = TypeVar("T")
 
 #: The options a PostgreSQL queue takes (``Queue(url, schema="jobs", pool_size=4)``).
 OPTIONS = (
-    "schema", "pool_size", "poll_only", "connect_timeout", "lock_timeout", "notify_debounce",
-    "pooler", "listen_url",
-)  # fmt: skip
+    "schema",
+    "pool_size",
+    "poll_only",
+    "connect_timeout",
+    "lock_timeout",
+    "notify_debounce",
+    "pooler",
+    "listen_url",
+)
 #: The options a URL may carry in its query (``...?schema=jobs&pooler=transaction``): libpq
 #: does not know them, so they are taken out before it sees the URL.
 URL_OPTIONS = ("schema", "pooler")
@@ -69,14 +75,18 @@ POOLERS = (None, "session", "transaction")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: SQLSTATEs of faults that pass: retried as a whole transaction.
-_RETRY_STATES = frozenset({
-    "40001",  # serialization_failure
-    "40P01",  # deadlock_detected
-    "55P03",  # lock_not_available (lock_timeout)
-    "57014",  # query_canceled (statement_timeout)
-    "57P01", "57P02", "57P03",  # admin_shutdown, crash_shutdown, cannot_connect_now
-    "53300",  # too_many_connections
-})  # fmt: skip
+_RETRY_STATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "57014",  # query_canceled (statement_timeout)
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+    }
+)
 #: SQLSTATEs of a server-side prepared statement that vanished or clashed: the URL goes
 #: through a pooler in transaction mode that the queue was not told about.
 _PREPARED_STATES = frozenset({"26000", "42P05"})  # invalid_sql_statement_name, duplicate
@@ -385,12 +395,13 @@ def session_settings(schema: str, lock_wait: float | None, *, local: bool) -> pg
     pairs = [("search_path", pgsql.Identifier(schema).as_string(None))]
     if lock_wait is not None:
         pairs.append(("lock_timeout", str(_milliseconds(lock_wait))))
-    return pgsql.SQL("SELECT {}").format(pgsql.SQL(", ").join(
+    calls = (
         pgsql.SQL("set_config({}, {}, {})").format(
             pgsql.Literal(name), pgsql.Literal(value), pgsql.Literal(local)
         )
         for name, value in pairs
-    ))  # fmt: skip
+    )
+    return pgsql.SQL("SELECT {}").format(pgsql.SQL(", ").join(calls))
 
 
 def connect_kwargs(settings: PgSettings, application_name: str = "sqlitejobq") -> dict[str, Any]:

@@ -70,8 +70,9 @@ CREATE TABLE sqlitejobq_copy_batches (
 """
 
 #: The copy's tables, applied with ``sqlitejobq.migrations.migrate`` in its own namespace.
-MIGRATIONS = [Migration(1, "record of the jobs and batches copied from other databases",
-                        _V1_RECORD)]  # fmt: skip
+MIGRATIONS = [
+    Migration(1, "record of the jobs and batches copied from other databases", _V1_RECORD)
+]
 
 # --- writing a target -----------------------------------------------------------------------
 
@@ -238,9 +239,9 @@ class PgCopyTransaction:
     def source(self, identity: str, location: str) -> int | None:
         """The source's number in the record: registered when writing, else looked up."""
         if self.writing:
-            row = self.conn.execute(REGISTER_SOURCE, {
-                "identity": identity, "location": location, "now": None,
-            }).fetchone()  # fmt: skip
+            row = self.conn.execute(
+                REGISTER_SOURCE, {"identity": identity, "location": location, "now": None}
+            ).fetchone()
             assert row is not None
             return int(row[0])
         if "sqlitejobq_copy_jobs" not in self.tables:
@@ -276,11 +277,17 @@ class PgCopyTransaction:
             INSERT_BATCH, {"name": batch.name, "created_at": batch.created_at}
         ).fetchone()
         assert row is not None
-        self.conn.execute(RECORD_BATCH, {
-            "source": source, "source_id": batch.batch_id, "batch_id": int(row[0]),
-            "created_at": batch.created_at,
-        })  # fmt: skip
-        return int(row[0])
+        batch_id = int(row[0])
+        self.conn.execute(
+            RECORD_BATCH,
+            {
+                "source": source,
+                "source_id": batch.batch_id,
+                "batch_id": batch_id,
+                "created_at": batch.created_at,
+            },
+        )
+        return batch_id
 
     def insert_jobs(self, source: int, jobs: Sequence[tuple[JobRecord, int | None]]) -> list[int]:
         """Copies of the jobs and their record, in one statement; their ids in order."""
@@ -288,15 +295,20 @@ class PgCopyTransaction:
             return []
         records = [job for job, _ in jobs]
         params = {
-            "source": source, "source_ids": [j.id for j in records],
-            "tasks": [j.task for j in records], "queues": [j.queue for j in records],
-            "payloads": [j.payload for j in records], "statuses": [j.status for j in records],
-            "priorities": [j.priority for j in records], "run_ats": [j.run_at for j in records],
+            "source": source,
+            "source_ids": [j.id for j in records],
+            "tasks": [j.task for j in records],
+            "queues": [j.queue for j in records],
+            "payloads": [j.payload for j in records],
+            "statuses": [j.status for j in records],
+            "priorities": [j.priority for j in records],
+            "run_ats": [j.run_at for j in records],
             "attempts": [j.attempts for j in records],
             "max_attempts": [j.max_attempts for j in records],
             "progress": [j.progress for j in records],
             "messages": [j.progress_message for j in records],
-            "results": [j.result for j in records], "errors": [j.error for j in records],
+            "results": [j.result for j in records],
+            "errors": [j.error for j in records],
             "tracebacks": [j.traceback for j in records],
             "created_ats": [j.created_at for j in records],
             "started_ats": [j.started_at for j in records],
@@ -304,7 +316,7 @@ class PgCopyTransaction:
             "batch_ids": [batch for _, batch in jobs],
             "unique_keys": [j.unique_key for j in records],
             "cancel": [bool(j.cancel_requested) for j in records],
-        }  # fmt: skip
+        }
         try:
             rows = self.conn.execute(INSERT_JOBS, params).fetchall()
         except pg_errors.UniqueViolation as exc:
@@ -317,11 +329,15 @@ class PgCopyTransaction:
 
     def record_jobs(self, source: int, pairs: Sequence[tuple[JobRecord, int]]) -> None:
         """Record source jobs and their target ids."""
-        self.conn.execute(RECORD_JOBS, {
-            "source": source, "source_ids": [job.id for job, _ in pairs],
-            "job_ids": [new for _, new in pairs],
-            "created_ats": [job.created_at for job, _ in pairs],
-        })  # fmt: skip
+        self.conn.execute(
+            RECORD_JOBS,
+            {
+                "source": source,
+                "source_ids": [job.id for job, _ in pairs],
+                "job_ids": [new for _, new in pairs],
+                "created_ats": [job.created_at for job, _ in pairs],
+            },
+        )
 
     def write_tally(self, tally: Tally) -> None:
         """Add the count changes as the engine's own writes do: one statement for the
@@ -385,8 +401,9 @@ class PostgresPeekTarget:
     that does not exist yet reads as empty and is not created."""
 
     def __init__(self, url: str, *, retry_timeout: float) -> None:
-        self.backend = PostgresBackend.create(url, retry_timeout=retry_timeout, clock=None,
-                                              options={})  # fmt: skip
+        self.backend = PostgresBackend.create(
+            url, retry_timeout=retry_timeout, clock=None, options={}
+        )
         self.label = self.backend.target
         schema_name = self.backend.settings.schema
         try:
@@ -406,8 +423,9 @@ class PostgresPeekTarget:
         def attempt(conn: psycopg.Connection[Any]) -> T:
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
-                return body(PgCopyTransaction(conn, writing=False, tables=self.tables,
-                                              channel=None))  # fmt: skip
+                return body(
+                    PgCopyTransaction(conn, writing=False, tables=self.tables, channel=None)
+                )
 
         return self.backend.connections.read(attempt, what)
 
@@ -503,11 +521,19 @@ class PostgresCopySource:
             found = {}
             for row in conn.execute(BATCHES, {"ids": list(ids)}):
                 total, queued, processing, completed, failed, cancelled = map(int, row[2:8])
-                progress = BatchProgress(int(row[0]), row[1], total, queued, processing,
-                                         completed, failed, cancelled, float(row[8]))  # fmt: skip
+                progress = BatchProgress(
+                    int(row[0]),
+                    row[1],
+                    total,
+                    queued,
+                    processing,
+                    completed,
+                    failed,
+                    cancelled,
+                    float(row[8]),
+                )
                 copy = to_copy.get(progress.batch_id, {})
-                found[progress.batch_id] = (progress, copy.get("queued", 0),
-                                            copy.get("failed", 0))  # fmt: skip
+                found[progress.batch_id] = (progress, copy.get("queued", 0), copy.get("failed", 0))
             return found
 
         return self._read(read)

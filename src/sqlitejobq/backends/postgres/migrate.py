@@ -83,10 +83,16 @@ def apply_one(
             f"migration {namespace}:{migration.version} ({migration.name}) failed: "
             f"{str(exc).strip()}"
         ) from exc
-    conn.execute(sql.RECORD_MIGRATION, {
-        "namespace": namespace, "version": migration.version, "name": migration.name,
-        "checksum": migration.checksum, "now": None,
-    })  # fmt: skip
+    conn.execute(
+        sql.RECORD_MIGRATION,
+        {
+            "namespace": namespace,
+            "version": migration.version,
+            "name": migration.name,
+            "checksum": migration.checksum,
+            "now": None,
+        },
+    )
     return True
 
 
@@ -140,8 +146,9 @@ class PostgresMigrationRunner:
         todo = pending(migrations, self.applied(namespace), namespace)
         if dry_run or not todo:
             for migration in todo:
-                log.info("migration %s:%d %s would run", namespace, migration.version,
-                         migration.name)  # fmt: skip
+                log.info(
+                    "migration %s:%d %s would run", namespace, migration.version, migration.name
+                )
             return [m.version for m in todo]
         done = []
         for migration in todo:
@@ -152,8 +159,7 @@ class PostgresMigrationRunner:
 
             if self._retry(run, f"migration {namespace}:{migration.version}"):
                 done.append(migration.version)
-                log.info("migration %s:%d %s applied", namespace, migration.version,
-                         migration.name)  # fmt: skip
+                log.info("migration %s:%d %s applied", namespace, migration.version, migration.name)
         return done
 
     def close(self) -> None:

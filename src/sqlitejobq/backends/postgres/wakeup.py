@@ -34,9 +34,15 @@ class PgWaker:
     """Wakes the idle workers of this process that wait on one queue's schema."""
 
     def __init__(
-        self, url: str, connect_kwargs: dict[str, Any], channel: str, *, poll_only: bool,
-        debounce: float, notifies: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        connect_kwargs: dict[str, Any],
+        channel: str,
+        *,
+        poll_only: bool,
+        debounce: float,
+        notifies: bool = True,
+    ) -> None:
         self.url = url
         self.connect_kwargs = connect_kwargs
         self.channel = channel
@@ -89,9 +95,11 @@ class PgWaker:
                     # starts, and whoever stops it does not wait for that
                     self._stop = threading.Event()
                     self._thread = threading.Thread(
-                        target=self._run, args=(self._stop,), name="sqlitejobq-listen",
+                        target=self._run,
+                        args=(self._stop,),
+                        name="sqlitejobq-listen",
                         daemon=True,
-                    )  # fmt: skip
+                    )
                     self._thread.start()
             else:
                 self._listeners.discard(event)
@@ -133,8 +141,11 @@ class PgWaker:
                             self._signal()
             except psycopg.Error as exc:
                 if self._connected:
-                    log.warning("the LISTEN connection to %s broke (%s); workers poll until it "
-                                "is back", self.channel, exc)  # fmt: skip
+                    log.warning(
+                        "the LISTEN connection to %s broke (%s); workers poll until it is back",
+                        self.channel,
+                        exc,
+                    )
                 self._connected = False
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

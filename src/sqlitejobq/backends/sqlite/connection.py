@@ -94,8 +94,9 @@ def storage_error(exc: BaseException, path: str, what: str) -> SqliteJobQError:
             f"-wal and -shm files and their directory: check permissions and the mount"
         )
     if code == _SQLITE_NOTADB or "not a database" in text:
-        return NotAQueueDatabase(f"{path} is not a SQLite database ({text}); point at the "
-                                 f"queue's own file")  # fmt: skip
+        return NotAQueueDatabase(
+            f"{path} is not a SQLite database ({text}); point at the queue's own file"
+        )
     if code == _SQLITE_CORRUPT or "malformed" in text:
         return CorruptDatabase(
             f"{what}: database {path} is corrupt ({text}); restore it from a backup, or "
@@ -107,8 +108,9 @@ def storage_error(exc: BaseException, path: str, what: str) -> SqliteJobQError:
             f"and that this user may read and write there"
         )
     if code in _FAULTS:
-        return DatabaseUnavailable(f"{what}: the database {path} failed ({text}); check the "
-                                   f"disk and the file system")  # fmt: skip
+        return DatabaseUnavailable(
+            f"{what}: the database {path} failed ({text}); check the disk and the file system"
+        )
     return StorageError(f"{what} failed on {path}: {text}")
 
 
@@ -170,8 +172,10 @@ def run_write(
 
     def attempt() -> T:
         if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise DatabaseBusy(f"{what}: other threads of this process held the write lock "
-                               f"for more than {retry.timeout:g}s")  # fmt: skip
+            raise DatabaseBusy(
+                f"{what}: other threads of this process held the write lock "
+                f"for more than {retry.timeout:g}s"
+            )
         try:
             started = time.perf_counter()
             try:
@@ -201,8 +205,9 @@ def _roll_back(conn: sqlite3.Connection) -> None:
             log.warning("rollback failed after an error: %s", exc)
 
 
-def run_read(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], *,
-             retry: BusyRetry) -> T:  # fmt: skip
+def run_read(
+    conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], *, retry: BusyRetry
+) -> T:
     """Run several reads in one snapshot (a deferred transaction that never writes)."""
 
     def attempt() -> T:

@@ -62,8 +62,9 @@ CREATE TABLE sqlitejobq_copy_batches (
 """
 
 #: The copy's tables, applied with ``sqlitejobq.migrations.migrate`` in its own namespace.
-MIGRATIONS = [Migration(1, "record of the jobs and batches copied from other databases",
-                        _V1_RECORD)]  # fmt: skip
+MIGRATIONS = [
+    Migration(1, "record of the jobs and batches copied from other databases", _V1_RECORD)
+]
 
 # --- reading a source ---------------------------------------------------------------------
 
@@ -155,7 +156,9 @@ INSERT INTO sqlitejobq_jobs
     (task, queue, payload, status, priority, run_at, attempts, max_attempts, progress,
      progress_message, result, error, traceback, created_at, started_at, finished_at,
      batch_id, unique_key, cancel_requested)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:task, :queue, :payload, :status, :priority, :run_at, :attempts, :max_attempts,
+        :progress, :progress_message, :result, :error, :traceback, :created_at, :started_at,
+        :finished_at, :batch_id, :unique_key, :cancel_requested)
 RETURNING id
 """
 
@@ -195,6 +198,11 @@ def _read_only(path: str) -> sqlite3.Connection:
 
 def _ids(values: Sequence[Any]) -> str:
     return json.dumps(list(values))
+
+
+def _job_params(job: JobRecord, batch_id: int | None) -> dict[str, Any]:
+    """The parameters of ``INSERT_JOB``: a copy of ``job`` in the target's batch ``batch_id``."""
+    return {**job._asdict(), "batch_id": batch_id, "cancel_requested": int(job.cancel_requested)}
 
 
 class SqliteCopySource:
@@ -268,8 +276,8 @@ class SqliteCopySource:
             for row in conn.execute(BATCHES, (_ids(ids),)):
                 counts = to_copy.get(row[0], {})
                 progress = BatchProgress(*row)
-                found[progress.batch_id] = (progress, counts.get("queued", 0),
-                                            counts.get("failed", 0))  # fmt: skip
+                queued, failed = counts.get("queued", 0), counts.get("failed", 0)
+                found[progress.batch_id] = (progress, queued, failed)
             return found
 
         return self._read(read)
@@ -296,9 +304,9 @@ class SqliteCopyTransaction:
     def source(self, identity: str, location: str) -> int | None:
         """The source's number in the record: registered when writing, else looked up."""
         if self.writing:
-            row = self.conn.execute(REGISTER_SOURCE, {
-                "identity": identity, "location": location, "now": time.time(),
-            }).fetchone()  # fmt: skip
+            row = self.conn.execute(
+                REGISTER_SOURCE, {"identity": identity, "location": location, "now": time.time()}
+            ).fetchone()
             return int(row[0])
         if not self.has_record:
             return None
@@ -327,8 +335,9 @@ class SqliteCopyTransaction:
 
     def insert_batch(self, source: int, batch: BatchProgress) -> int:
         """An empty batch like ``batch``, recorded; its id."""
-        batch_id = int(self.conn.execute(INSERT_BATCH, (batch.name, batch.created_at))
-                       .fetchone()[0])  # fmt: skip
+        batch_id = int(
+            self.conn.execute(INSERT_BATCH, (batch.name, batch.created_at)).fetchone()[0]
+        )
         self.conn.execute(RECORD_BATCH, (source, batch.batch_id, batch_id, batch.created_at))
         return batch_id
 
@@ -337,12 +346,7 @@ class SqliteCopyTransaction:
         ids = []
         for job, batch_id in jobs:
             try:
-                row = self.conn.execute(INSERT_JOB, (
-                    job.task, job.queue, job.payload, job.status, job.priority, job.run_at,
-                    job.attempts, job.max_attempts, job.progress, job.progress_message,
-                    job.result, job.error, job.traceback, job.created_at, job.started_at,
-                    job.finished_at, batch_id, job.unique_key, int(job.cancel_requested),
-                )).fetchone()  # fmt: skip
+                row = self.conn.execute(INSERT_JOB, _job_params(job, batch_id)).fetchone()
             except sqlite3.IntegrityError:
                 raise DuplicateJob(
                     f"job {job.id} cannot be copied: an active job of the target took its "

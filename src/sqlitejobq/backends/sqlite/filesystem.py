@@ -16,12 +16,36 @@ MOUNTINFO = "/proc/self/mountinfo"
 #: Filesystem types on which SQLite's POSIX locks or shared-memory WAL index are unreliable.
 NETWORK_FILESYSTEMS = frozenset(
     {
-        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "9p", "v9fs",
-        "drvfs", "fuse.sshfs", "sshfs", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph",
-        "lustre", "gpfs", "beegfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "davfs",
-        "fuse.davfs2", "osxfs", "fuse.grpcfuse",
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "9p",
+        "v9fs",
+        "drvfs",
+        "fuse.sshfs",
+        "sshfs",
+        "glusterfs",
+        "fuse.glusterfs",
+        "ceph",
+        "fuse.ceph",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gcsfuse",
+        "davfs",
+        "fuse.davfs2",
+        "osxfs",
+        "fuse.grpcfuse",
     }
-)  # fmt: skip
+)
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -49,8 +73,10 @@ def check_database_file(path: str) -> None:
             f"point at the queue's own file, or at a new path to create one"
         )
     if len(header) < 100:
-        raise CorruptDatabase(f"database {path} is truncated: {size} bytes, shorter than its "
-                              f"header; restore it from a backup")  # fmt: skip
+        raise CorruptDatabase(
+            f"database {path} is truncated: {size} bytes, shorter than its "
+            f"header; restore it from a backup"
+        )
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
@@ -98,9 +124,11 @@ def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:
 
 def _unescape_mount(text: str) -> str:
     return (
-        text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        text.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
         .replace("\\134", "\\")
-    )  # fmt: skip
+    )
 
 
 def check_filesystem(path: str, *, allow_network: bool, mountinfo: str | None = None) -> None:
@@ -109,8 +137,7 @@ def check_filesystem(path: str, *, allow_network: bool, mountinfo: str | None = 
     if fstype is None or fstype not in NETWORK_FILESYSTEMS:
         return
     if allow_network:
-        log.warning("database %s is on a %s filesystem; SQLite locking may be unsafe", path,
-                    fstype)  # fmt: skip
+        log.warning("database %s is on a %s filesystem; SQLite locking may be unsafe", path, fstype)
         return
     raise UnsafeFilesystem(
         f"database {path} is on a {fstype} filesystem, where SQLite's file locks are not "

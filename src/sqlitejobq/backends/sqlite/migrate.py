@@ -84,8 +84,9 @@ class SqliteMigrationRunner:
         todo = pending(migrations, self.applied(namespace), namespace)
         if dry_run or not todo:
             for migration in todo:
-                log.info("migration %s:%d %s would run", namespace, migration.version,
-                         migration.name)  # fmt: skip
+                log.info(
+                    "migration %s:%d %s would run", namespace, migration.version, migration.name
+                )
             return [m.version for m in todo]
         if backup is not None:
             _backup(conn, backup)
@@ -100,8 +101,7 @@ class SqliteMigrationRunner:
             )
             if ran:
                 done.append(migration.version)
-                log.info("migration %s:%d %s applied", namespace, migration.version,
-                         migration.name)  # fmt: skip
+                log.info("migration %s:%d %s applied", namespace, migration.version, migration.name)
         return done
 
     def close(self) -> None:

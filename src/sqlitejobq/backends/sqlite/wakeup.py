@@ -209,8 +209,9 @@ class FileWaker:
                 else:
                     self._watcher.unwatch()
             except OSError as exc:
-                log.warning("file watcher of %s failed (%s): idle workers poll instead",
-                            self.path, exc)  # fmt: skip
+                log.warning(
+                    "file watcher of %s failed (%s): idle workers poll instead", self.path, exc
+                )
                 self._watcher.close()
                 self._watcher = None
 
