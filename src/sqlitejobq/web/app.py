@@ -42,10 +42,12 @@ _CHALLENGE = 'Basic realm="sqlitejobq", charset="UTF-8"'
 MAX_BODY = 64 * 1024
 _CSRF_SHAPE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 _SECURITY_HEADERS = [
-    ("Content-Security-Policy",
-     "default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
-     "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-     "frame-ancestors 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'",
+    ),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "same-origin"),
@@ -53,9 +55,11 @@ _SECURITY_HEADERS = [
     ("Cross-Origin-Resource-Policy", "same-origin"),
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
     ("Cache-Control", "no-store"),
-]  # fmt: skip
-_STATIC = {"dashboard.css": "text/css; charset=utf-8",
-           "dashboard.js": "text/javascript; charset=utf-8"}  # fmt: skip
+]
+_STATIC = {
+    "dashboard.css": "text/css; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+}
 _DONE = {
     "retried": "Retried.",
     "not-retried": "Nothing to retry: the job is not failed or cancelled.",
@@ -150,9 +154,12 @@ class Dashboard:
         self._owned = not isinstance(queue, Queue)  # opened last: bad options leave nothing open
         self.queue: Queue = queue if isinstance(queue, Queue) else Queue(queue)
         self.settings = pages.Settings(
-            read_only=bool(read_only), redaction=redaction,
-            refresh=float(refresh), max_queued_age=float(max_queued_age), title=title,
-        )  # fmt: skip
+            read_only=bool(read_only),
+            redaction=redaction,
+            refresh=float(refresh),
+            max_queued_age=float(max_queued_age),
+            title=title,
+        )
         self._static = {
             name: resources.files(__package__).joinpath("static", name).read_bytes()
             for name in _STATIC
@@ -200,9 +207,10 @@ class Dashboard:
                 break
         request = _asgi_request(scope, body, too_big)
         response = await asyncio.to_thread(self.handle, request)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                                for k, v in _headers(response)]})  # fmt: skip
+        headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _headers(response)
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
 
     # --- one request ----------------------------------------------------------------------
@@ -293,8 +301,9 @@ class Dashboard:
             name = path[len("/static/") :]
             return Response(200, self._static[name], _STATIC[name])
         if path == "/metrics":
-            return Response(200, prometheus(self.queue).encode(),
-                            "text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
+            return Response(
+                200, prometheus(self.queue).encode(), "text/plain; version=0.0.4; charset=utf-8"
+            )
         html = self._render(path, params, view)
         if html is None:
             return self._page(view, "Not found", f"no page {path}", 404)
@@ -329,15 +338,22 @@ class Dashboard:
             return self._page(view, "Read-only", "this dashboard is read-only", 403)
         form = request.form
         token = form.get("csrf", "")
-        if not (token and _CSRF_SHAPE.match(token) and secrets.compare_digest(
-                token, request.cookies.get(CSRF_COOKIE, ""))):  # fmt: skip
+        if not (
+            token
+            and _CSRF_SHAPE.match(token)
+            and secrets.compare_digest(token, request.cookies.get(CSRF_COOKIE, ""))
+        ):
             log.warning(
                 "dashboard: refused %s from %s: no valid CSRF token",
                 printable(request.path),
                 printable(request.remote),
             )
-            return self._page(view, "Refused", "the form's CSRF token is missing or wrong: "
-                              "reload the page and try again", 403)  # fmt: skip
+            return self._page(
+                view,
+                "Refused",
+                "the form's CSRF token is missing or wrong: reload the page and try again",
+                403,
+            )
         if not _same_origin(request, self.trusted_origins):
             log.warning(
                 "dashboard: refused %s from %s: cross-origin request (Origin %r)",
@@ -351,10 +367,11 @@ class Dashboard:
             return self._page(view, "Not found", f"no action {request.path}", 404)
         name, job_id = action
         question = {
-            "retry": f"Retry job {job_id}?", "cancel": f"Cancel job {job_id}?",
+            "retry": f"Retry job {job_id}?",
+            "cancel": f"Cancel job {job_id}?",
             "retry-failed": "Retry every failed job that matches the filter?",
             "purge": "Delete the jobs that finished before the cutoff?",
-        }[name]  # fmt: skip
+        }[name]
         if form.get("confirm") != "yes":
             return Response(200, pages.confirm(view, request.path, question, form).encode())
         who = f"{printable(user or 'anonymous')} from {printable(request.remote)}"
@@ -367,17 +384,25 @@ class Dashboard:
             outcome = {"retry": "retried", "cancel": "cancelled"}[name]
             if done and name == "cancel" and self.queue.get(job_id).status.value == "processing":
                 outcome = "cancel-requested"
-            log.info("dashboard: %s job %d by %s: %s", name, job_id, who,
-                     outcome if done else "nothing to do")  # fmt: skip
+            log.info(
+                "dashboard: %s job %d by %s: %s",
+                name,
+                job_id,
+                who,
+                outcome if done else "nothing to do",
+            )
             code = outcome if done else f"not-{outcome}"
             return _redirect(view.prefix + f"/jobs/{job_id}", code, request)
         if name == "retry-failed":
             filters = pages.job_filters({**form, "status": "failed"}, hides=view.hides)
             filters.pop("status")
             ids = self.queue.retry_failed(**filters)
-            log.info("dashboard: retry all failed matching %s by %s: %d jobs retried",
-                     {k: v for k, v in filters.items() if v is not None}, who,
-                     len(ids))  # fmt: skip
+            log.info(
+                "dashboard: retry all failed matching %s by %s: %d jobs retried",
+                {k: v for k, v in filters.items() if v is not None},
+                who,
+                len(ids),
+            )
             back = {k: form.get(k) for k in ("queue", "task", "batch", "error")}
             return _redirect(
                 view.prefix + "/jobs" + query({**back, "status": "failed"}),
@@ -392,8 +417,12 @@ class Dashboard:
         if not 0 <= older <= 36500:
             raise pages.BadRequest(f"older_than_days must be between 0 and 36500, got {days}")
         purged = self.queue.purge(older * 86400)
-        log.info("dashboard: purge jobs finished more than %g days ago by %s: %d deleted",
-                 older, who, purged)  # fmt: skip
+        log.info(
+            "dashboard: purge jobs finished more than %g days ago by %s: %d deleted",
+            older,
+            who,
+            purged,
+        )
         return _redirect(view.prefix + "/", f"purged.{purged}", request)
 
     def _healthz(self) -> Response:
@@ -413,9 +442,12 @@ dashboard = Dashboard
 
 
 def _headers(response: Response) -> list[tuple[str, str]]:
-    return [("Content-Type", response.content_type),
-            ("Content-Length", str(len(response.body))),
-            *_SECURITY_HEADERS, *response.headers]  # fmt: skip
+    return [
+        ("Content-Type", response.content_type),
+        ("Content-Length", str(len(response.body))),
+        *_SECURITY_HEADERS,
+        *response.headers,
+    ]
 
 
 def _text(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -424,10 +456,9 @@ def _text(status: int, text: str, headers: list[tuple[str, str]] | None = None) 
 
 def _redirect(location: str, notice: str, request: Request) -> Response:
     """See ``location``, where the next page says what was done (``notice``)."""
-    return Response(303, b"", "text/plain; charset=utf-8", [
-        ("Location", location or "/"),
-        ("Set-Cookie", _cookie(NOTICE_COOKIE, notice, request, 60)),
-    ])  # fmt: skip
+    cookie = _cookie(NOTICE_COOKIE, notice, request, 60)
+    headers = [("Location", location or "/"), ("Set-Cookie", cookie)]
+    return Response(303, b"", "text/plain; charset=utf-8", headers)
 
 
 def _cookie(name: str, value: str, request: Request, max_age: int | None = None) -> str:
@@ -552,8 +583,9 @@ def _form(body: bytes, content_type: str) -> dict[str, str]:
 
 
 def _wsgi_request(environ: dict[str, Any]) -> Request | None:
-    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
-               if k.startswith("HTTP_")}  # fmt: skip
+    headers = {
+        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+    }
     method = environ.get("REQUEST_METHOD", "GET").upper()
     body = b""
     if method == "POST":
@@ -565,13 +597,16 @@ def _wsgi_request(environ: dict[str, Any]) -> Request | None:
             return None
         body = environ["wsgi.input"].read(length) if length > 0 else b""
     return Request(
-        method=method, path=_path(environ.get("PATH_INFO", "")),
+        method=method,
+        path=_path(environ.get("PATH_INFO", "")),
         prefix=environ.get("SCRIPT_NAME", "").rstrip("/"),
         params=dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=False)),
         form=_form(body, environ.get("CONTENT_TYPE", "")),
-        cookies=_cookies(headers.get("cookie", "")), headers=headers,
-        remote=environ.get("REMOTE_ADDR") or "", secure=environ.get("wsgi.url_scheme") == "https",
-    )  # fmt: skip
+        cookies=_cookies(headers.get("cookie", "")),
+        headers=headers,
+        remote=environ.get("REMOTE_ADDR") or "",
+        secure=environ.get("wsgi.url_scheme") == "https",
+    )
 
 
 def _asgi_request(scope: dict[str, Any], body: bytes, too_big: bool) -> Request | None:
@@ -584,12 +619,16 @@ def _asgi_request(scope: dict[str, Any], body: bytes, too_big: bool) -> Request 
         path = path[len(root) :]
     client = scope.get("client") or ("", 0)
     return Request(
-        method=scope["method"].upper(), path=_path(path), prefix=root,
+        method=scope["method"].upper(),
+        path=_path(path),
+        prefix=root,
         params=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
         form=_form(body, headers.get("content-type", "")),
-        cookies=_cookies(headers.get("cookie", "")), headers=headers,
-        remote=str(client[0]), secure=scope.get("scheme") == "https",
-    )  # fmt: skip
+        cookies=_cookies(headers.get("cookie", "")),
+        headers=headers,
+        remote=str(client[0]),
+        secure=scope.get("scheme") == "https",
+    )
 
 
 def _path(path: str) -> str:

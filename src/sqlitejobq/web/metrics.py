@@ -22,8 +22,9 @@ class _Text:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def metric(self, name: str, kind: str, help_text: str,
-               samples: list[tuple[dict[str, str], float]]) -> None:  # fmt: skip
+    def metric(
+        self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]
+    ) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
@@ -49,58 +50,114 @@ def prometheus(queue: Queue) -> str:
     out = _Text()
     out.metric("sqlitejobq_up", "gauge", "1 when the database answered.", [({}, 1)])
     out.metric(
-        "sqlitejobq_jobs", "gauge", "Jobs by queue and status.",
-        [({"queue": q, "status": s.value}, by.get(s.value, 0))
-         for q, by in sorted(stats.counts.items()) for s in JobStatus],
-    )  # fmt: skip
+        "sqlitejobq_jobs",
+        "gauge",
+        "Jobs by queue and status.",
+        [
+            ({"queue": q, "status": s.value}, by.get(s.value, 0))
+            for q, by in sorted(stats.counts.items())
+            for s in JobStatus
+        ],
+    )
     age = stats.oldest_queued_age
-    out.metric("sqlitejobq_oldest_queued_age_seconds", "gauge",
-               "How long the oldest due queued job has waited (0 when none waits).",
-               [({}, float(age or 0.0))])  # fmt: skip
+    out.metric(
+        "sqlitejobq_oldest_queued_age_seconds",
+        "gauge",
+        "How long the oldest due queued job has waited (0 when none waits).",
+        [({}, float(age or 0.0))],
+    )
     points = queue.throughput(5)
     last = points[-2] if len(points) >= 2 else None  # the last whole minute
-    out.metric("sqlitejobq_jobs_finished_last_minute", "gauge",
-               "Jobs finished in the last whole minute, as reported by the workers.",
-               [({"outcome": "completed"}, last.completed if last else 0),
-                ({"outcome": "failed"}, last.failed if last else 0)])  # fmt: skip
-    out.metric("sqlitejobq_jobs_finished_last_5_minutes", "gauge",
-               "Jobs finished in the last five minutes, as reported by the workers.",
-               [({"outcome": "completed"}, sum(p.completed for p in points)),
-                ({"outcome": "failed"}, sum(p.failed for p in points))])  # fmt: skip
+    out.metric(
+        "sqlitejobq_jobs_finished_last_minute",
+        "gauge",
+        "Jobs finished in the last whole minute, as reported by the workers.",
+        [
+            ({"outcome": "completed"}, last.completed if last else 0),
+            ({"outcome": "failed"}, last.failed if last else 0),
+        ],
+    )
+    out.metric(
+        "sqlitejobq_jobs_finished_last_5_minutes",
+        "gauge",
+        "Jobs finished in the last five minutes, as reported by the workers.",
+        [
+            ({"outcome": "completed"}, sum(p.completed for p in points)),
+            ({"outcome": "failed"}, sum(p.failed for p in points)),
+        ],
+    )
     workers = queue.workers(limit=_WORKERS_SHOWN)
     states = {"alive": 0, "dead": 0, "stopped": 0}
     for w in workers:
         states[worker_state(w, now)] += 1
-    out.metric("sqlitejobq_workers", "gauge", "Workers by state (alive, dead, stopped).",
-               [({"state": k}, v) for k, v in states.items()])  # fmt: skip
+    out.metric(
+        "sqlitejobq_workers",
+        "gauge",
+        "Workers by state (alive, dead, stopped).",
+        [({"state": k}, v) for k, v in states.items()],
+    )
     running = [w for w in workers if worker_state(w, now) != "stopped"]
     per_worker: list[tuple[str, str, str, Any]] = [
-        ("sqlitejobq_worker_jobs_completed_total", "counter", "Jobs a worker completed.",
-         lambda w: w.jobs_completed),
-        ("sqlitejobq_worker_jobs_failed_total", "counter", "Failed attempts of a worker.",
-         lambda w: w.jobs_failed),
-        ("sqlitejobq_worker_lock_wait_seconds_total", "counter",
-         "Seconds a worker waited for the write lock.", lambda w: float(w.lock_wait_seconds)),
-        ("sqlitejobq_worker_busy_retries_total", "counter",
-         "Writes a worker retried because the database was busy.", lambda w: w.lock_retries),
-        ("sqlitejobq_worker_busy_errors_total", "counter",
-         "Writes a worker gave up on after the retry bound.", lambda w: w.busy_errors),
-        ("sqlitejobq_worker_last_seen_age_seconds", "gauge",
-         "Seconds since a worker last reported.", lambda w: float(max(0.0, now - w.last_seen))),
-    ]  # fmt: skip
+        (
+            "sqlitejobq_worker_jobs_completed_total",
+            "counter",
+            "Jobs a worker completed.",
+            lambda w: w.jobs_completed,
+        ),
+        (
+            "sqlitejobq_worker_jobs_failed_total",
+            "counter",
+            "Failed attempts of a worker.",
+            lambda w: w.jobs_failed,
+        ),
+        (
+            "sqlitejobq_worker_lock_wait_seconds_total",
+            "counter",
+            "Seconds a worker waited for the write lock.",
+            lambda w: float(w.lock_wait_seconds),
+        ),
+        (
+            "sqlitejobq_worker_busy_retries_total",
+            "counter",
+            "Writes a worker retried because the database was busy.",
+            lambda w: w.lock_retries,
+        ),
+        (
+            "sqlitejobq_worker_busy_errors_total",
+            "counter",
+            "Writes a worker gave up on after the retry bound.",
+            lambda w: w.busy_errors,
+        ),
+        (
+            "sqlitejobq_worker_last_seen_age_seconds",
+            "gauge",
+            "Seconds since a worker last reported.",
+            lambda w: float(max(0.0, now - w.last_seen)),
+        ),
+    ]
     for name, kind, help_text, get in per_worker:
-        out.metric(name, kind, help_text,
-                   [({"worker": w.id, "host": w.hostname}, get(w)) for w in running])  # fmt: skip
+        out.metric(
+            name, kind, help_text, [({"worker": w.id, "host": w.hostname}, get(w)) for w in running]
+        )
     lock = stats.workers_lock
-    out.metric("sqlitejobq_lock_wait_seconds_total", "counter",
-               "Seconds every worker on record waited for the write lock.",
-               [({}, float(lock.lock_wait_seconds))])  # fmt: skip
-    out.metric("sqlitejobq_busy_retries_total", "counter",
-               "Writes retried because the database was busy, over every worker on record.",
-               [({}, lock.lock_retries)])  # fmt: skip
-    out.metric("sqlitejobq_busy_errors_total", "counter",
-               "Writes given up after the retry bound, over every worker on record.",
-               [({}, lock.busy_errors)])  # fmt: skip
+    out.metric(
+        "sqlitejobq_lock_wait_seconds_total",
+        "counter",
+        "Seconds every worker on record waited for the write lock.",
+        [({}, float(lock.lock_wait_seconds))],
+    )
+    out.metric(
+        "sqlitejobq_busy_retries_total",
+        "counter",
+        "Writes retried because the database was busy, over every worker on record.",
+        [({}, lock.lock_retries)],
+    )
+    out.metric(
+        "sqlitejobq_busy_errors_total",
+        "counter",
+        "Writes given up after the retry bound, over every worker on record.",
+        [({}, lock.busy_errors)],
+    )
     return out.text()
 
 
@@ -134,7 +191,10 @@ def health(queue: Queue, max_queued_age: float) -> Health:
     checks: dict[str, dict[str, Any]] = {
         "database": {"ok": True},
         "workers": {"ok": alive > 0 or waiting == 0, "alive": alive, "jobs_waiting": waiting},
-        "backlog": {"ok": age <= max_queued_age, "oldest_queued_age": round(age, 3),
-                    "max_queued_age": max_queued_age},
-    }  # fmt: skip
+        "backlog": {
+            "ok": age <= max_queued_age,
+            "oldest_queued_age": round(age, 3),
+            "max_queued_age": max_queued_age,
+        },
+    }
     return Health(all(c["ok"] for c in checks.values()), checks)

@@ -37,6 +37,8 @@ SCAN = 100_000
 #: The purge form's first value: finished jobs older than a month.
 PURGE_DAYS = 30
 STATUSES = [s.value for s in JobStatus]
+#: What a page shows for a fact that has no value.
+_NONE = '<span class="muted">-</span>'
 
 
 class NotFound(Exception):
@@ -123,8 +125,13 @@ class View:
 
 def layout(view: View, here: str, title: str, body: str, *, notice: str = "") -> str:
     """The page around a body: navigation, the database shown, the live-update script."""
-    links = [("", "Overview"), ("/jobs", "Jobs"), ("/batches", "Batches"),
-             ("/workers", "Workers"), ("/schedules", "Schedules & limits")]  # fmt: skip
+    links = [
+        ("", "Overview"),
+        ("/jobs", "Jobs"),
+        ("/batches", "Batches"),
+        ("/workers", "Workers"),
+        ("/schedules", "Schedules & limits"),
+    ]
     nav = "".join(
         f'<a href="{view.url(path or "/")}"{" class=here" if path == here else ""}>{h(name)}</a>'
         for path, name in links
@@ -156,16 +163,17 @@ def overview(view: View) -> str:
     dead = [w for w in workers if worker_state(w, view.now) == "dead"]
     age = stats.oldest_queued_age
     lock = stats.workers_lock
+    shown = ("queued", "processing", "waiting", "failed", "completed")
+    labels = {"waiting": "waiting for dependencies"}
+    lock_waits = (
+        f"lock waits ({number(lock.lock_retries)} busy retries, {number(lock.busy_errors)} gave up)"
+    )
     cards = [
-        *((number(totals[status]), label, view.url("/jobs", status=status))
-          for status, label in (("queued", "queued"), ("processing", "processing"),
-                                ("waiting", "waiting for dependencies"), ("failed", "failed"),
-                                ("completed", "completed"))),
+        *((number(totals[s]), labels.get(s, s), view.url("/jobs", status=s)) for s in shown),
         ("-" if age is None else ago(age), "oldest due job waiting", None),
         (f"{len(alive)} / {len(dead)}", "workers alive / dead", view.url("/workers")),
-        (f"{lock.lock_wait_seconds:.2f} s", f"lock waits ({number(lock.lock_retries)} busy "
-         f"retries, {number(lock.busy_errors)} gave up)", None),
-    ]  # fmt: skip
+        (f"{lock.lock_wait_seconds:.2f} s", lock_waits, None),
+    ]
     card_html = "".join(
         f'<div class="card"><div class="n">{a if u is None else f"<a href={u}>{a}</a>"}</div>'
         f'<div class="l">{h(label)}</div></div>'
@@ -181,26 +189,25 @@ def overview(view: View) -> str:
         f"{throughput_chart(points)}"
     )
     statuses = ["queued", "processing", "waiting", "completed", "failed", "cancelled"]
-    rows = [
-        "<tr><td><a href='{}'>{}</a></td>{}</tr>".format(
-            view.url("/jobs", queue=name), h(name),
-            "".join(f'<td class="num"><a href="{view.url("/jobs", queue=name, status=s)}">'
-                    f"{number(by.get(s, 0))}</a></td>" for s in statuses),
-        )
-        for name, by in sorted(stats.counts.items())
-    ]  # fmt: skip
-    counts = table(["queue", *statuses], rows, numeric=statuses) if rows else (
-        '<p class="muted">No jobs yet.</p>')  # fmt: skip
+    rows = [_queue_row(view, name, by, statuses) for name, by in sorted(stats.counts.items())]
+    counts = (
+        table(["queue", *statuses], rows, numeric=statuses)
+        if rows
+        else '<p class="muted">No jobs yet.</p>'
+    )
     batches = q.batches(limit=5)
     recent = _batch_table(view, batches) if batches else '<p class="muted">No batches yet.</p>'
     purge = view.action(
-        "/actions/purge", "Purge", "Delete the finished jobs older than that, for good?",
-        danger=True, inputs=(
-            '<label>Delete completed, failed and cancelled jobs that finished more than '
+        "/actions/purge",
+        "Purge",
+        "Delete the finished jobs older than that, for good?",
+        danger=True,
+        inputs=(
+            "<label>Delete completed, failed and cancelled jobs that finished more than "
             f'<input type="number" name="older_than_days" value="{PURGE_DAYS}" min="0" '
             'max="36500" step="any" required size="5"> days ago</label> '
         ),
-    )  # fmt: skip
+    )
     body = (
         f'<div id="overview-cards" class="cards" data-live>{card_html}</div>'
         f'<div id="overview-chart" data-live>{chart}</div>'
@@ -209,6 +216,16 @@ def overview(view: View) -> str:
         + (f'<h2>Clean up</h2><div class="actions">{purge}</div>' if purge else "")
     )
     return layout(view, "", "Overview", body)
+
+
+def _queue_row(view: View, name: str, by: dict[str, int], statuses: list[str]) -> str:
+    """A queue's row of the overview: its count of jobs in each status, linked to them."""
+    cells = "".join(
+        f'<td class="num"><a href="{view.url("/jobs", queue=name, status=s)}">'
+        f"{number(by.get(s, 0))}</a></td>"
+        for s in statuses
+    )
+    return f"<tr><td><a href='{view.url('/jobs', queue=name)}'>{h(name)}</a></td>{cells}</tr>"
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -228,10 +245,12 @@ def jobs(view: View, params: dict[str, str]) -> str:
         f"<option{' selected' if params.get('status') == s else ''}>{h(s)}</option>"
         for s in STATUSES
     )
-    error_filter = (  # searching hidden text would reveal it
-        "" if view.hides else '<label>error contains<input name="error" '
-        f'value="{h(params.get("error"))}" size="18"></label>'
-    )  # fmt: skip
+    error_filter = ""  # searching hidden text would reveal it
+    if not view.hides:
+        error_filter = (
+            '<label>error contains<input name="error" '
+            f'value="{h(params.get("error"))}" size="18"></label>'
+        )
     form = (
         f'<form class="filters" method="get" action="{view.url("/jobs")}">'
         f'<label>status<select name="status"><option value="">any</option>{status_opts}'
@@ -242,9 +261,7 @@ def jobs(view: View, params: dict[str, str]) -> str:
         f'{error_filter}<button type="submit">Filter</button>'
         f'<a href="{view.url("/jobs")}">clear</a></form>'
     )
-    keep = {"status": params.get("status"), "queue": params.get("queue"),
-            "task": params.get("task"), "batch": params.get("batch"),
-            "error": params.get("error")}  # fmt: skip
+    keep = {k: params.get(k) for k in ("status", "queue", "task", "batch", "error")}
     pager = []
     if before is not None:
         pager.append(f'<a href="{view.url("/jobs", **keep)}">« newest</a>')
@@ -258,10 +275,11 @@ def jobs(view: View, params: dict[str, str]) -> str:
     bulk = ""
     if params.get("status") == "failed":
         bulk = view.action(
-            "/actions/retry-failed", "Retry all failed jobs matching this filter",
+            "/actions/retry-failed",
+            "Retry all failed jobs matching this filter",
             "Retry every failed job that matches this filter?",
             fields={k: v for k, v in keep.items() if k != "status"},
-        )  # fmt: skip
+        )
     rows = _job_table(view, found)
     body = (
         f"{form}<div class=actions>{bulk}</div>"
@@ -283,9 +301,11 @@ def _job_table(view: View, found: list[Job]) -> str:
             detail = f'<span class="err">{h(_first_line(view.error(job.error), 140))}</span>'
         else:
             detail = h(view.message(job.progress_message))
-        retry_at = (f' <span class="muted">retry {when(job.run_at, view.now)}</span>'
-                    if status == "queued" and job.attempts and job.run_at > view.now
-                    else "")  # fmt: skip
+        retry_at = (
+            f' <span class="muted">retry {when(job.run_at, view.now)}</span>'
+            if status == "queued" and job.attempts and job.run_at > view.now
+            else ""
+        )
         rows.append(
             f'<tr data-job="{job.id}"><td class="num"><a href="{view.url(f"/jobs/{job.id}")}">'
             f"{job.id}</a></td><td>{h(job.task)}</td><td>{h(job.queue)}</td>"
@@ -293,8 +313,11 @@ def _job_table(view: View, found: list[Job]) -> str:
             f'<td class="num">{job.attempts}/{job.max_attempts}</td>'
             f"<td>{when(job.created_at, view.now)}</td><td>{detail}</td></tr>"
         )
-    return table(["id", "task", "queue", "status", "attempts", "created", "progress / error"],
-                 rows, numeric=["id", "attempts"])  # fmt: skip
+    return table(
+        ["id", "task", "queue", "status", "attempts", "created", "progress / error"],
+        rows,
+        numeric=["id", "attempts"],
+    )
 
 
 def job(view: View, job_id: int) -> str:
@@ -309,26 +332,32 @@ def job(view: View, job_id: int) -> str:
     if status in ("failed", "cancelled"):
         actions.append(view.action(f"/jobs/{j.id}/retry", "Retry", f"Retry job {j.id}?"))
     if status in ("queued", "processing", "waiting"):
-        actions.append(view.action(f"/jobs/{j.id}/cancel", "Cancel", f"Cancel job {j.id}?",
-                                   danger=True))  # fmt: skip
+        actions.append(
+            view.action(f"/jobs/{j.id}/cancel", "Cancel", f"Cancel job {j.id}?", danger=True)
+        )
     waits_on, waited_by = q.dependencies(j.id)
+    cancelling = " · cancel requested" if j.cancel_requested and status == "processing" else ""
+    batch_link = _NONE
+    if j.batch_id is not None:
+        batch_link = f'<a href="{view.url(f"/batches/{j.batch_id}")}">{j.batch_id}</a>'
+    unique_key = _NONE
+    if j.unique_key:
+        unique_key = _hidden() if view.hides else h(view.text(j.unique_key))
     facts = [
-        ("status", badge(status) + (" · cancel requested" if j.cancel_requested
-                                     and status == "processing" else "")),
-        ("task", h(j.task)), ("queue", h(j.queue)), ("priority", str(j.priority)),
+        ("status", badge(status) + cancelling),
+        ("task", h(j.task)),
+        ("queue", h(j.queue)),
+        ("priority", str(j.priority)),
         ("attempts", f"{j.attempts} of {j.max_attempts}"),
-        ("batch", f'<a href="{view.url(f"/batches/{j.batch_id}")}">{j.batch_id}</a>'
-                  if j.batch_id is not None else '<span class="muted">-</span>'),
+        ("batch", batch_link),
         ("created", when(j.created_at, view.now)),
         ("runs at" if status == "queued" else "ran at", when(j.run_at, view.now)),
         ("started", when(j.started_at, view.now)),
         ("finished", when(j.finished_at, view.now)),
-        ("worker", h(j.worker) if j.worker else '<span class="muted">-</span>'),
-        ("lease until", when(j.lease_until, view.now) if status == "processing" else
-         '<span class="muted">-</span>'),
-        ("unique key", _hidden() if j.unique_key and view.hides else
-         h(view.text(j.unique_key)) if j.unique_key else '<span class="muted">-</span>'),
-    ]  # fmt: skip
+        ("worker", h(j.worker) if j.worker else _NONE),
+        ("lease until", when(j.lease_until, view.now) if status == "processing" else _NONE),
+        ("unique key", unique_key),
+    ]
     if waits_on:
         facts.append(("waits on", ", ".join(_job_link(view, i) for i in waits_on)))
     if waited_by:
@@ -339,8 +368,9 @@ def job(view: View, job_id: int) -> str:
     if view.hides:
         payload = '<p class="muted">Payloads are hidden on this dashboard.</p>'
     else:
-        payload = (f"<details><summary>show</summary>"
-                   f"<pre>{pretty(view.shown(j.payload))}</pre></details>")  # fmt: skip
+        payload = (
+            f"<details><summary>show</summary><pre>{pretty(view.shown(j.payload))}</pre></details>"
+        )
     result = ""
     if status == "completed":
         result = "<h2>Result</h2>" + (
@@ -372,8 +402,9 @@ def job(view: View, job_id: int) -> str:
             f'<td class="num">{"" if e.attempt is None else e.attempt}</td>'
             f"<td>{h(e.worker or '')}</td><td>{h(e.outcome or '')}</td><td>{detail}</td></tr>"
         )
-    timeline = table(["at (UTC)", "event", "attempt", "worker", "moved to", "error"], rows,
-                     numeric=["attempt"])  # fmt: skip
+    timeline = table(
+        ["at (UTC)", "event", "attempt", "worker", "moved to", "error"], rows, numeric=["attempt"]
+    )
     body = (
         f'<div class="actions">{"".join(actions)}</div>'
         f'<div id="job-facts" data-live><dl class="facts">{dl}</dl>{error}{result}</div>'
@@ -409,10 +440,8 @@ def _batch_table(view: View, found: list[BatchProgress]) -> str:
         f"<td>{when(b.created_at, view.now)}</td></tr>"
         for b in found
     ]
-    return table(["id", "name", "progress", "queued", "processing", "waiting", "completed",
-                  "failed", "cancelled", "created"], rows,
-                 numeric=["id", "queued", "processing", "waiting", "completed", "failed",
-                          "cancelled"])  # fmt: skip
+    counts = ["queued", "processing", "waiting", "completed", "failed", "cancelled"]
+    return table(["id", "name", "progress", *counts, "created"], rows, numeric=["id", *counts])
 
 
 def _failed_link(view: View, b: BatchProgress) -> str:
@@ -434,9 +463,12 @@ def batch(view: View, batch_id: int, params: dict[str, str]) -> str:
     members = q.jobs(batch_id=batch_id, limit=PAGE, after=after, oldest_first=True)
     retry = ""
     if b.failed:
-        retry = view.action("/actions/retry-failed", f"Retry the {b.failed} failed jobs",
-                            f"Retry every failed job of batch {b.batch_id}?",
-                            fields={"batch": b.batch_id})  # fmt: skip
+        retry = view.action(
+            "/actions/retry-failed",
+            f"Retry the {b.failed} failed jobs",
+            f"Retry every failed job of batch {b.batch_id}?",
+            fields={"batch": b.batch_id},
+        )
     pager = ""
     if len(members) == PAGE:
         pager = f'<a href="{view.url(f"/batches/{batch_id}", after=members[-1].id)}">next »</a>'
@@ -475,17 +507,17 @@ def workers(view: View) -> str:
         f'<td class="num">{number(w.busy_errors)}</td></tr>'
         for w in found
     ]
-    figures = ["pid", "threads", "completed", "failed", "writes", "busy retries",
-               "lock wait s", "gave up"]  # fmt: skip
-    headers = ["worker", "state", "host", "pid", "queues", "threads", "started", "last seen",
-               *figures[2:]]  # fmt: skip
+    facts = ["worker", "state", "host", "pid", "queues", "threads", "started", "last seen"]
+    counters = ["completed", "failed", "writes", "busy retries", "lock wait s", "gave up"]
     listing = (
-        table(headers, rows, numeric=figures)
+        table([*facts, *counters], rows, numeric=["pid", "threads", *counters])
         if rows
         else '<p class="muted">No worker has run on this database yet.</p>'
     )
-    note = ('<p class="muted">A worker is dead when it has not reported for a minute without '
-            "saying it stopped; its jobs come back when their leases expire.</p>")  # fmt: skip
+    note = (
+        '<p class="muted">A worker is dead when it has not reported for a minute without '
+        "saying it stopped; its jobs come back when their leases expire.</p>"
+    )
     return layout(
         view, "/workers", "Workers", f'<div id="workers-list" data-live>{listing}</div>{note}'
     )
@@ -549,8 +581,10 @@ def schedules(view: View) -> str:
 
 
 def _unknown_here() -> str:
-    return ('<span class="muted" title="start the dashboard with --app to know the '
-            'schedules declared in code">not known here</span>')  # fmt: skip
+    return (
+        '<span class="muted" title="start the dashboard with --app to know the '
+        'schedules declared in code">not known here</span>'
+    )
 
 
 # --- confirmation and results of actions ------------------------------------------------
@@ -558,8 +592,11 @@ def _unknown_here() -> str:
 
 def confirm(view: View, path: str, question: str, fields: dict[str, str]) -> str:
     """The page that asks before an action, for a browser that did not run the script."""
-    hidden = "".join(f'<input type="hidden" name="{h(k)}" value="{h(v)}">'
-                     for k, v in fields.items() if k not in ("confirm", "csrf"))  # fmt: skip
+    hidden = "".join(
+        f'<input type="hidden" name="{h(k)}" value="{h(v)}">'
+        for k, v in fields.items()
+        if k not in ("confirm", "csrf")
+    )
     body = (
         f"<p>{h(question)}</p><form method=post action='{view.url(path)}'>"
         f"<input type=hidden name=csrf value='{h(view.csrf)}'>"
