@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .backends import is_postgres_target, library_schema, redact_target
 from .errors import SqliteJobQError
-from .job import Job, JobStatus
+from .job import Job, JobStatus, LimitInfo, ScheduleInfo, WorkerInfo
 from .migrations import Migration, migrate
 from .queue import Queue
 from .registry import Registry
@@ -65,10 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_option(as_json, on_command=True)
 
     worker = commands.add_parser(
-        "worker", parents=[common], help="run workers (threads, optionally several processes)",
+        "worker",
+        parents=[common],
+        help="run workers (threads, optionally several processes)",
         description="Run handlers of the tasks registered in --app until stopped (SIGTERM or "
         "SIGINT stop gracefully; a second signal stops at once).",
-    )  # fmt: skip
+    )
     worker.add_argument(
         "--app",
         required=True,
@@ -160,9 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the longest between two looks at the schedules (default: 5; a look also comes "
         "at each slot)",
     )
-    worker.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
-                        help="SQLite durability of the worker's writes (default: NORMAL; "
-                        "FULL survives power loss)")  # fmt: skip
+    worker.add_argument(
+        "--synchronous",
+        choices=["NORMAL", "FULL"],
+        default=None,
+        help="SQLite durability of the worker's writes (default: NORMAL; FULL survives power loss)",
+    )
 
     enqueue = commands.add_parser("enqueue", parents=[common, as_json], help="add a job")
     enqueue.add_argument("task", help="task name")
@@ -183,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="runs before the job ends failed (default: 3, or the task's)",
     )
-    enqueue.add_argument("--unique-key", default=None, metavar="KEY",
-                         help="do not add a second active job with this key")  # fmt: skip
+    enqueue.add_argument(
+        "--unique-key",
+        default=None,
+        metavar="KEY",
+        help="do not add a second active job with this key",
+    )
     enqueue.add_argument(
         "--depends-on",
         type=_positive_int,
@@ -193,16 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="wait until this job has finished (repeatable)",
     )
-    enqueue.add_argument("--on-dependency-failure", choices=["cancel", "run"], default="cancel",
-                         help="if a dependency fails or is cancelled: cancel this job "
-                         "(default) or run it anyway")  # fmt: skip
-    enqueue.add_argument("--app", default=None, metavar="MODULE:ATTR",
-                         help="the app's Registry or Queue: its task options (queue, limits) "
-                         "apply")  # fmt: skip
+    enqueue.add_argument(
+        "--on-dependency-failure",
+        choices=["cancel", "run"],
+        default="cancel",
+        help="if a dependency fails or is cancelled: cancel this job (default) or run it anyway",
+    )
+    enqueue.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the app's Registry or Queue: its task options (queue, limits) apply",
+    )
 
-    status = commands.add_parser("status", parents=[common, as_json],
-                                 help="counts per queue and status, backlog age, lock waits, "
-                                 "limits")  # fmt: skip
+    status = commands.add_parser(
+        "status",
+        parents=[common, as_json],
+        help="counts per queue and status, backlog age, lock waits, limits",
+    )
     status.add_argument(
         "--app",
         default=None,
@@ -215,9 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, as_json],
         help="periodic jobs: next run, last run, last job status",
     )
-    schedules.add_argument("--app", default=None, metavar="MODULE:ATTR",
-                           help="the app's Registry or Queue: adds the schedules declared "
-                           "in code and their next run")  # fmt: skip
+    schedules.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the app's Registry or Queue: adds the schedules declared in code and their next run",
+    )
 
     jobs = commands.add_parser("jobs", parents=[common, as_json], help="list jobs")
     jobs.add_argument(
@@ -236,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", parents=[common, as_json], help="one job in full")
     show.add_argument("id", type=int, help="the job's id")
 
-    retry = commands.add_parser("retry", parents=[common, as_json],
-                                help="queue failed or cancelled jobs again")  # fmt: skip
+    retry = commands.add_parser(
+        "retry", parents=[common, as_json], help="queue failed or cancelled jobs again"
+    )
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=int, nargs="?", help="the job's id")
     which.add_argument("--all-failed", action="store_true", help="every failed job")
@@ -245,15 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job")
     cancel.add_argument("id", type=int, help="the job's id")
 
-    purge = commands.add_parser("purge", parents=[common, as_json],
-                                help="delete finished jobs older than a duration")  # fmt: skip
-    purge.add_argument("--older-than", type=_duration, required=True, metavar="DURATION",
-                       help="e.g. 7d, 12h, 3600")  # fmt: skip
+    purge = commands.add_parser(
+        "purge", parents=[common, as_json], help="delete finished jobs older than a duration"
+    )
+    purge.add_argument(
+        "--older-than", type=_duration, required=True, metavar="DURATION", help="e.g. 7d, 12h, 3600"
+    )
 
     migrate_cmd = commands.add_parser(
-        "migrate", parents=[common, as_json],
+        "migrate",
+        parents=[common, as_json],
         help="create or update the queue's tables (and an app's, with --migrations)",
-    )  # fmt: skip
+    )
     migrate_cmd.add_argument(
         "--migrations",
         metavar="MODULE:ATTR",
@@ -263,51 +287,69 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", default="app", help="the app's migration namespace (default: app)"
     )
     migrate_cmd.add_argument("--dry-run", action="store_true", help="report, change nothing")
-    migrate_cmd.add_argument("--backup", metavar="PATH",
-                             help="copy the database here first (online backup API)")  # fmt: skip
+    migrate_cmd.add_argument(
+        "--backup", metavar="PATH", help="copy the database here first (online backup API)"
+    )
 
     copy_cmd = commands.add_parser(
-        "copy", parents=[common, as_json],
+        "copy",
+        parents=[common, as_json],
         help="copy the queued and failed jobs of --db, with their batches, into --to",
         description="Copy the jobs of --db that are still to run (queued, delayed, waiting to "
         "retry) and the failed ones, with their batches, into --to: a SQLite file into "
         "PostgreSQL, typically. The source is only read. Safe to run again: nothing is "
         "copied twice, and jobs added to the source since are copied. Refused while jobs of "
         "the source are processing: stop its workers first.",
-    )  # fmt: skip
+    )
     copy_cmd.add_argument(
-        "--to", required=True, metavar="PATH_OR_URL",
+        "--to",
+        required=True,
+        metavar="PATH_OR_URL",
         help="the target: a postgresql:// URL (?schema=NAME names its schema) or a SQLite "
         "file; created or migrated as opening a queue does",
-    )  # fmt: skip
+    )
     copy_cmd.add_argument(
-        "--dry-run", action="store_true",
+        "--dry-run",
+        action="store_true",
         help="report what would be copied; write nothing, create nothing",
-    )  # fmt: skip
+    )
     copy_cmd.add_argument(
-        "--chunk-size", type=_positive_int, default=1000, metavar="N",
+        "--chunk-size",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
         help="jobs copied per transaction (default: 1000)",
-    )  # fmt: skip
+    )
     web = commands.add_parser(
-        "web", parents=[common],
+        "web",
+        parents=[common],
         help="serve the web dashboard (127.0.0.1 unless authentication is configured)",
         description="Serve the dashboard: counts, throughput, jobs, batches with live "
         "progress, workers, schedules and limits, with retry, cancel and purge. It binds "
         "127.0.0.1; another address needs credentials, from $SQLITEJOBQ_WEB_PASSWORD "
         "(user $SQLITEJOBQ_WEB_USER, default admin), $SQLITEJOBQ_WEB_TOKEN, or --auth-file.",
-    )  # fmt: skip
-    web.add_argument("--host", default="127.0.0.1",
-                     help="the address to bind (default: 127.0.0.1)")  # fmt: skip
+    )
+    web.add_argument("--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1)")
     web.add_argument("--port", type=int, default=8080, help="the port (default: 8080; 0: any)")
     web.add_argument("--read-only", action="store_true", help="show no action")
-    web.add_argument("--auth-file", metavar="PATH",
-                     help="a file of one line, user:password or a token (mode 600)")  # fmt: skip
-    web.add_argument("--app", default=None, metavar="MODULE:ATTR",
-                     help="the app's Registry or Queue: shows its schedules' next runs and "
-                     "its limits")  # fmt: skip
-    web.add_argument("--redact", action="append", metavar="WORD",
-                     help="also mask fields whose names contain this word (repeat; added to "
-                     "password, token, secret, ...)")  # fmt: skip
+    web.add_argument(
+        "--auth-file",
+        metavar="PATH",
+        help="a file of one line, user:password or a token (mode 600)",
+    )
+    web.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the app's Registry or Queue: shows its schedules' next runs and its limits",
+    )
+    web.add_argument(
+        "--redact",
+        action="append",
+        metavar="WORD",
+        help="also mask fields whose names contain this word (repeat; added to "
+        "password, token, secret, ...)",
+    )
     web.add_argument(
         "--no-default-redact",
         action="store_true",
@@ -357,8 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a request must be read (and its answer sent) within this time (default: 10)",
     )
-    web.add_argument("--max-queued-age", type=_duration, default=300.0, metavar="DURATION",
-                     help="/healthz fails when a due job waited longer (default: 300)")  # fmt: skip
+    web.add_argument(
+        "--max-queued-age",
+        type=_duration,
+        default=300.0,
+        metavar="DURATION",
+        help="/healthz fails when a due job waited longer (default: 300)",
+    )
     return parser
 
 
@@ -520,14 +567,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.processes is not None:
         app = load_app(args.app)  # fail here, once, rather than in every child
         if not isinstance(app, Registry | Queue):
-            raise CliError(f"--app {args.app} is a {type(app).__name__}, "
-                           f"expected a Registry or a Queue")  # fmt: skip
+            raise CliError(
+                f"--app {args.app} is a {type(app).__name__}, expected a Registry or a Queue"
+            )
         if isinstance(app, Registry) and not args.db:
             raise CliError(f"no database: pass --db PATH_OR_URL or set ${DB_ENV}")
-        child_args = ["worker", "--app", args.app, "--concurrency", str(args.concurrency),
-                      "--lease", str(args.lease), "--grace", str(args.grace),
-                      "--timeout-grace", str(args.timeout_grace),
-                      "--unknown-task-window", str(args.unknown_task_window)]  # fmt: skip
+        passed_on = {
+            "--concurrency": args.concurrency,
+            "--lease": args.lease,
+            "--grace": args.grace,
+            "--timeout-grace": args.timeout_grace,
+            "--unknown-task-window": args.unknown_task_window,
+        }
+        child_args = ["worker", "--app", args.app]
+        for flag, value in passed_on.items():
+            child_args += [flag, str(value)]
         env = {}
         if args.db:  # by the environment: a URL's password must not show in `ps`
             env[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
@@ -545,20 +599,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if args.synchronous:
             child_args += ["--synchronous", args.synchronous]
         return Supervisor(
-            worker_command(child_args), args.processes, burst=args.burst,
-            hang_timeout=args.hang_timeout, env=env,
-        ).run()  # fmt: skip
+            worker_command(child_args),
+            args.processes,
+            burst=args.burst,
+            hang_timeout=args.hang_timeout,
+            env=env,
+        ).run()
     queue = _queue_for_app(args)
     if args.db:  # handlers that open connections of their own find the database here
         os.environ[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
     signal_alive_to_supervisor()
     try:
         summary = Worker(
-            queue, concurrency=args.concurrency, queues=args.queues, lease=args.lease,
-            grace=args.grace, timeout_grace=args.timeout_grace,
-            unknown_task_window=args.unknown_task_window, prefetch=args.prefetch,
-            run_schedules=not args.no_schedules, schedule_check=args.schedule_check,
-        ).run(burst=args.burst)  # fmt: skip
+            queue,
+            concurrency=args.concurrency,
+            queues=args.queues,
+            lease=args.lease,
+            grace=args.grace,
+            timeout_grace=args.timeout_grace,
+            unknown_task_window=args.unknown_task_window,
+            prefetch=args.prefetch,
+            run_schedules=not args.no_schedules,
+            schedule_check=args.schedule_check,
+        ).run(burst=args.burst)
     finally:
         queue.close()
     logging.getLogger("sqlitejobq").info(
@@ -582,10 +645,16 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise CliError(f"payload is not valid JSON: {exc}") from None
     with _open_for(args) as queue:
         job_id = queue.enqueue(
-            args.task, payload, queue=args.queue, priority=args.priority, delay=args.delay,
-            max_attempts=args.max_attempts, unique_key=args.unique_key,
-            depends_on=args.depends_on, on_dependency_failure=args.on_dependency_failure,
-        )  # fmt: skip
+            args.task,
+            payload,
+            queue=args.queue,
+            priority=args.priority,
+            delay=args.delay,
+            max_attempts=args.max_attempts,
+            unique_key=args.unique_key,
+            depends_on=args.depends_on,
+            on_dependency_failure=args.on_dependency_failure,
+        )
         if args.json:
             _print_json(queue.get(job_id).as_dict())
         else:
@@ -603,13 +672,28 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     if not infos:
         print("no schedules (a worker records those it runs; --app shows those in code)")
         return 0
-    print(_table(
-        ["schedule", "task", "every", "timezone", "next run", "last run", "last job", "status"],
-        [[i.name, i.task, i.every, i.timezone, _when(i.next_slot), _when(i.last_slot),
-          "-" if i.last_job_id is None else str(i.last_job_id), i.last_status or "-"]
-         for i in infos],
-    ))  # fmt: skip
+    print(_schedules_table(infos))
     return 0
+
+
+def _schedules_table(infos: list[ScheduleInfo]) -> str:
+    rows = [
+        [
+            i.name,
+            i.task,
+            i.every,
+            i.timezone,
+            _when(i.next_slot),
+            _when(i.last_slot),
+            "-" if i.last_job_id is None else str(i.last_job_id),
+            i.last_status or "-",
+        ]
+        for i in infos
+    ]
+    return _table(
+        ["schedule", "task", "every", "timezone", "next run", "last run", "last job", "status"],
+        rows,
+    )
 
 
 def _open_for(args: argparse.Namespace) -> Queue:
@@ -655,42 +739,81 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     if workers:
         print()
-        print(_table(
-            ["worker", "pid", "queues", "threads", "completed", "failed", "lock retries",
-             "last seen"],
-            [[w.id, str(w.pid), w.queues, str(w.concurrency), str(w.jobs_completed),
-              str(w.jobs_failed), str(w.lock_retries),
-              _human_seconds(time.time() - w.last_seen) + " ago"] for w in workers],
-        ))  # fmt: skip
+        print(_workers_table(workers))
     if limits:
         print()
-        print(_table(
-            ["limited", "processing", "limit", "queued (held)", "rate", "starts last hour"],
-            [[i.key, str(i.processing), "-" if i.limit is None else str(i.limit),
-              str(i.queued), i.rate or "-", str(i.starts_last_hour)] for i in limits],
-        ))  # fmt: skip
+        print(_limits_table(limits))
     return 0
+
+
+def _workers_table(workers: list[WorkerInfo]) -> str:
+    rows = [
+        [
+            w.id,
+            str(w.pid),
+            w.queues,
+            str(w.concurrency),
+            str(w.jobs_completed),
+            str(w.jobs_failed),
+            str(w.lock_retries),
+            _human_seconds(time.time() - w.last_seen) + " ago",
+        ]
+        for w in workers
+    ]
+    return _table(
+        ["worker", "pid", "queues", "threads", "completed", "failed", "lock retries", "last seen"],
+        rows,
+    )
+
+
+def _limits_table(limits: list[LimitInfo]) -> str:
+    headers = ["limited", "processing", "limit", "queued (held)", "rate", "starts last hour"]
+    rows = [
+        [
+            i.key,
+            str(i.processing),
+            "-" if i.limit is None else str(i.limit),
+            str(i.queued),
+            i.rate or "-",
+            str(i.starts_last_hour),
+        ]
+        for i in limits
+    ]
+    return _table(headers, rows)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """``sqlitejobq jobs``: the jobs matching the filters (``Queue.jobs``)."""
     with _open(args) as queue:
         jobs = queue.jobs(
-            status=args.status, queue=args.queue, task=args.task, batch_id=args.batch,
-            limit=args.limit, oldest_first=args.oldest_first,
-        )  # fmt: skip
+            status=args.status,
+            queue=args.queue,
+            task=args.task,
+            batch_id=args.batch,
+            limit=args.limit,
+            oldest_first=args.oldest_first,
+        )
     if args.json:
         _print_json([job.as_dict() for job in jobs])
         return 0
     if not jobs:
         print("no jobs")
         return 0
-    print(_table(
-        ["id", "task", "queue", "status", "attempts", "progress", "created", "error"],
-        [[str(j.id), j.task, j.queue, j.status.value, f"{j.attempts}/{j.max_attempts}",
-          f"{j.progress * 100:.0f}%", _when(j.created_at),
-          (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs],
-    ))  # fmt: skip
+    headers = ["id", "task", "queue", "status", "attempts", "progress", "created", "error"]
+    rows = [
+        [
+            str(j.id),
+            j.task,
+            j.queue,
+            j.status.value,
+            f"{j.attempts}/{j.max_attempts}",
+            f"{j.progress * 100:.0f}%",
+            _when(j.created_at),
+            (j.error or "").splitlines()[0][:60] if j.error else "",
+        ]
+        for j in jobs
+    ]
+    print(_table(headers, rows))
     return 0
 
 
@@ -719,8 +842,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return 0
         if not queue.retry(args.id):
             status = queue.get(args.id).status.value
-            raise CliError(f"job {args.id} is {status}; only failed or cancelled jobs can be "
-                           f"retried")  # fmt: skip
+            raise CliError(
+                f"job {args.id} is {status}; only failed or cancelled jobs can be retried"
+            )
         if args.json:
             _print_json({"retried": [args.id]})
         else:
@@ -820,11 +944,17 @@ def cmd_web(args: argparse.Namespace) -> int:
     try:
         auth = Auth.from_file(args.auth_file) if args.auth_file else Auth.from_env()
         queue = _queue_for_app(args) if args.app else _open(args)
-        app = dashboard(queue, read_only=args.read_only, auth=auth, redact=args.redact,
-                        redact_defaults=not args.no_default_redact,
-                        show_payloads=not args.hide_payloads,
-                        allowed_hosts=args.allowed_host, trusted_origins=args.trusted_origin,
-                        max_queued_age=args.max_queued_age)  # fmt: skip
+        app = dashboard(
+            queue,
+            read_only=args.read_only,
+            auth=auth,
+            redact=args.redact,
+            redact_defaults=not args.no_default_redact,
+            show_payloads=not args.hide_payloads,
+            allowed_hosts=args.allowed_host,
+            trusted_origins=args.trusted_origin,
+            max_queued_age=args.max_queued_age,
+        )
         server = make_server(
             app,
             args.host,
@@ -837,8 +967,11 @@ def cmd_web(args: argparse.Namespace) -> int:
         raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
     host = f"[{args.host}]" if ":" in args.host else args.host
     mode = ", read-only" if args.read_only else ""
-    print(f"sqlitejobq dashboard of {queue.target} on http://{host}:{server.server_port}/"
-          f"{mode} (Ctrl+C stops it)", flush=True)  # fmt: skip
+    print(
+        f"sqlitejobq dashboard of {queue.target} on http://{host}:{server.server_port}/"
+        f"{mode} (Ctrl+C stops it)",
+        flush=True,
+    )
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
@@ -882,15 +1015,24 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _describe(job: Job) -> str:
+    status = job.status.value
+    if job.cancel_requested and job.status is JobStatus.PROCESSING:
+        status += " (cancel requested)"
+    progress = f"{job.progress * 100:.0f}%"
+    if job.progress_message:
+        progress += f" {job.progress_message}"
     fields = [
-        ("id", str(job.id)), ("task", job.task), ("queue", job.queue),
-        ("status", job.status.value + (" (cancel requested)" if job.cancel_requested
-                                       and job.status is JobStatus.PROCESSING else "")),
-        ("priority", str(job.priority)), ("attempts", f"{job.attempts}/{job.max_attempts}"),
-        ("progress", f"{job.progress * 100:.0f}%"
-         + (f" {job.progress_message}" if job.progress_message else "")),
-        ("created", _when(job.created_at)), ("run at", _when(job.run_at)),
-        ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
+        ("id", str(job.id)),
+        ("task", job.task),
+        ("queue", job.queue),
+        ("status", status),
+        ("priority", str(job.priority)),
+        ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("progress", progress),
+        ("created", _when(job.created_at)),
+        ("run at", _when(job.run_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
         ("worker", job.worker or "-"),
         ("lease until", _when(job.lease_until)),
         ("batch", "-" if job.batch_id is None else str(job.batch_id)),
@@ -898,7 +1040,7 @@ def _describe(job: Job) -> str:
         ("payload", json.dumps(job.payload, ensure_ascii=False)),
         ("result", "-" if job.result is None else json.dumps(job.result, ensure_ascii=False)),
         ("error", job.error or "-"),
-    ]  # fmt: skip
+    ]
     width = max(len(name) for name, _ in fields)
     text = "\n".join(f"{name.ljust(width)}  {visible(value)}" for name, value in fields)
     if job.traceback:

@@ -313,8 +313,9 @@ def _held_keys(
     done = tx.copied_jobs(number, [i for i, _ in keyed]) if number is not None else {}
     waiting = [(i, key) for i, key in keyed if i not in done]
     holders = _holders(tx, number, [key for _, key in waiting])
-    return [(i, key, holders[key][0]) for i, key in waiting
-            if key in holders and not holders[key][1]]  # fmt: skip
+    return [
+        (i, key, holders[key][0]) for i, key in waiting if key in holders and not holders[key][1]
+    ]
 
 
 def _holders(
@@ -324,9 +325,8 @@ def _holders(
     from the source (``number``) wrote it."""
     holders = tx.active_holders(keys) if keys else {}
     ours = (
-        tx.copied_from(number, list(holders.values()))
-        if holders and number is not None else set()
-    )  # fmt: skip
+        tx.copied_from(number, list(holders.values())) if holders and number is not None else set()
+    )
     return {key: (job, job in ours) for key, job in holders.items()}
 
 
@@ -385,12 +385,17 @@ def _copy(
             totals.delayed += job.run_at > now
             totals.retrying += job.attempts > 0
         if write and totals.chunks % 100 == 0:
-            log.info("copied %d jobs from %s to %s so far", totals.copied, reader.label,
-                     target.label)  # fmt: skip
+            log.info(
+                "copied %d jobs from %s to %s so far", totals.copied, reader.label, target.label
+            )
     return CopyReport(
-        source=reader.label, target=target.label, source_identity=reader.identity,
-        dry_run=not write, seconds=round(time.monotonic() - started, 3), **asdict(totals),
-    )  # fmt: skip
+        source=reader.label,
+        target=target.label,
+        source_identity=reader.identity,
+        dry_run=not write,
+        seconds=round(time.monotonic() - started, 3),
+        **asdict(totals),
+    )
 
 
 def _copy_chunk(
@@ -424,9 +429,9 @@ def _copy_chunk(
     wanted = sorted({j.batch_id for j in insert if j.batch_id is not None})
     recorded = tx.copied_batches(number, wanted) if number is not None and wanted else {}
     for batch_id, (_, created_at) in recorded.items():
-        if created_at != batches[batch_id].progress.created_at:
-            raise _clone(reader, f"batch {batch_id}", batches[batch_id].progress.created_at,
-                         created_at)  # fmt: skip
+        source_created = batches[batch_id].progress.created_at
+        if created_at != source_created:
+            raise _clone(reader, f"batch {batch_id}", source_created, created_at)
     mapped = {batch_id: target_batch for batch_id, (target_batch, _) in recorded.items()}
     new = [b for b in wanted if b not in mapped]
     chunk = _Chunk(insert, new, len(done), len(same))
@@ -438,13 +443,12 @@ def _copy_chunk(
         batch = batches[source_batch]
         target_batch = mapped[source_batch] = tx.insert_batch(number, batch.progress)
         _add_baseline(tally, target_batch, batch)
-    tx.insert_jobs(number, [(j, None if j.batch_id is None else mapped[j.batch_id])
-                            for j in insert])  # fmt: skip
+    placed = [(j, None if j.batch_id is None else mapped[j.batch_id]) for j in insert]
+    tx.insert_jobs(number, placed)
     if same:
         tx.record_jobs(number, [(job, same[job.id]) for job in todo if job.id in same])
-    for job in insert:
-        tally.move(job.queue, None if job.batch_id is None else mapped[job.batch_id], None,
-                   job.status)  # fmt: skip
+    for job, in_batch in placed:
+        tally.move(job.queue, in_batch, None, job.status)
     tx.write_tally(tally)
     tx.wake({j.queue for j in insert if j.status == "queued"})
     return chunk
