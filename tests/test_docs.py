@@ -216,8 +216,9 @@ def test_every_test_the_guarantees_page_names_exists() -> None:
     missing = []
     for path, name in named:
         source = ROOT / path
-        if not source.is_file() or not re.search(rf"^(async )?def {name}\(", source.read_text(),
-                                                 re.M):  # fmt: skip
+        if not source.is_file() or not re.search(
+            rf"^(async )?def {name}\(", source.read_text(), re.M
+        ):
             missing.append(f"{path}::{name}")
     assert missing == []
 
@@ -263,8 +264,9 @@ def shell_commands(code: str) -> list[list[str]]:
 
 def _shell_blocks(document: str) -> list[tuple[int, list[list[str]]]]:
     text = (ROOT / document).read_text(encoding="utf-8")
-    return [(line, shell_commands(code)) for info, code, line in fenced_blocks(text)
-            if info == "sh"]  # fmt: skip
+    return [
+        (line, shell_commands(code)) for info, code, line in fenced_blocks(text) if info == "sh"
+    ]
 
 
 def _cli_arguments(command: list[str]) -> list[str] | None:
@@ -319,8 +321,11 @@ def test_every_sqlitejobq_command_line_of_the_docs_parses(
         build_parser().parse_args(arguments)
     except SystemExit as exc:
         if exc.code != 0 or not {"--help", "-h", "--version"} & set(arguments):
-            pytest.fail(f"sqlitejobq {shlex.join(arguments)}: exit status {exc.code}\n"
-                        f"{capsys.readouterr().err}", pytrace=False)  # fmt: skip
+            pytest.fail(
+                f"sqlitejobq {shlex.join(arguments)}: exit status {exc.code}\n"
+                f"{capsys.readouterr().err}",
+                pytrace=False,
+            )
 
 
 def _extras() -> set[str]:
@@ -384,9 +389,12 @@ def test_what_a_fresh_clone_cannot_run_is_refused(line: str, message: str) -> No
 
 
 def test_installs_a_fresh_clone_can_run_pass() -> None:
-    for line in (".venv/bin/pip install -e .", ".venv/bin/pip install -e '.[postgres,cron]'",
-                 f"/app/.venv/bin/pip install '/x/dist/sqlitejobq-{__version__}-py3-none-any.whl"
-                 f"[postgres]'", ".venv/bin/pip install build"):  # fmt: skip
+    for line in (
+        ".venv/bin/pip install -e .",
+        ".venv/bin/pip install -e '.[postgres,cron]'",
+        f"/app/.venv/bin/pip install '/x/dist/sqlitejobq-{__version__}-py3-none-any.whl[postgres]'",
+        ".venv/bin/pip install build",
+    ):
         [command] = shell_commands(line)
         assert _program(command[0]) == "pip"
         _check_pip_install(command)
@@ -443,17 +451,26 @@ def test_the_shell_blocks_of_the_newcomer_pages_run(
             extra = [] if command[2] in RUN_AS_PRINTED else ["--help"]
             run = [*command[1:], *extra]
         else:
-            pytest.fail(f"{document}:{line}: this test does not know how to check "
-                        f"{shlex.join(command)!r}; teach it", pytrace=False)  # fmt: skip
+            pytest.fail(
+                f"{document}:{line}: this test does not know how to check "
+                f"{shlex.join(command)!r}; teach it",
+                pytrace=False,
+            )
         if run is None:
             continue
         env = {k: v for k, v in os.environ.items() if k != "SQLITEJOBQ_DB"}
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
-        done = subprocess.run([sys.executable, *run], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                              check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, *run],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
         assert done.returncode == 0, (
             f"{document}:{line}: {shlex.join(command)} (run as python {shlex.join(run)}) "
             f"exited with status {done.returncode}:\n{done.stdout}{done.stderr}"
@@ -716,9 +733,11 @@ def test_measured_figures_are_found_in_prose_and_compared_with_the_page() -> Non
         "Measured 2026-11-29, 40,000 rows; 1.5 s to restart.\n"
     )
     assert figures_not_held(page, held) == [
-        (1, "latency", "1.5"), (2, "throughput", "40,000"), (3, "latency", "11"),
+        (1, "latency", "1.5"),
+        (2, "throughput", "40,000"),
+        (3, "latency", "11"),
         (4, "throughput", "50,000"),
-    ]  # fmt: skip
+    ]
     assert _rounds_to("30,000", "28,514") and _rounds_to("0.05", "0.049")
     assert not _rounds_to("0.05", "0.075") and not _rounds_to("1,500", "1,449")
 

@@ -74,8 +74,9 @@ class AsyncQueue:
         self._pending_lock = threading.Lock()
         self._have_work = threading.Event()
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="sqlitejobq-aio-writer",
-                                        daemon=True)  # fmt: skip
+        self._writer = threading.Thread(
+            target=self._write_loop, name="sqlitejobq-aio-writer", daemon=True
+        )
         self._writer.start()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -121,11 +122,15 @@ class AsyncQueue:
         """The job to insert, its options checked as ``Queue.enqueue`` checks them."""
         options = dict(options)
         job = self.queue._job_maker(
-            task, options.pop("queue", None), options.pop("priority", None),
-            options.pop("delay", 0.0), options.pop("max_attempts", None),
-            options.pop("unique_key", None), options.pop("depends_on", None),
+            task,
+            options.pop("queue", None),
+            options.pop("priority", None),
+            options.pop("delay", 0.0),
+            options.pop("max_attempts", None),
+            options.pop("unique_key", None),
+            options.pop("depends_on", None),
             options.pop("on_dependency_failure", "cancel"),
-        )(payload)  # fmt: skip
+        )(payload)
         if options:
             raise TypeError(f"enqueue() got unexpected options: {', '.join(sorted(options))}")
         return job
@@ -176,8 +181,9 @@ class AsyncQueue:
     def _write(self, taken: list[tuple[NewJob, asyncio.AbstractEventLoop, Any]]) -> None:
         backend = self.queue.backend
         try:
-            _, ids = backend.insert_jobs([job for job, _, _ in taken], batch_name=None,
-                                         make_batch=False)  # fmt: skip
+            _, ids = backend.insert_jobs(
+                [job for job, _, _ in taken], batch_name=None, make_batch=False
+            )
         except Exception as exc:
             if len(taken) == 1:
                 _, loop, future = taken[0]

@@ -130,10 +130,17 @@ class TaskHandle(Generic[P, R]):
     ) -> int:
         """Add one job of this task; returns its id. The options of ``Queue.enqueue``."""
         return self.target().enqueue(
-            self, payload, queue=queue, priority=priority, delay=delay,
-            max_attempts=max_attempts, unique_key=unique_key, depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure, connection=connection,
-        )  # fmt: skip
+            self,
+            payload,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            connection=connection,
+        )
 
     def enqueue_many(
         self,
@@ -150,10 +157,17 @@ class TaskHandle(Generic[P, R]):
     ) -> list[int]:
         """Add one job of this task per payload in one transaction (``Queue.enqueue_many``)."""
         return self.target().enqueue_many(
-            self, payloads, queue=queue, priority=priority, delay=delay,
-            max_attempts=max_attempts, unique_key=unique_key, depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure, connection=connection,
-        )  # fmt: skip
+            self,
+            payloads,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            connection=connection,
+        )
 
     def enqueue_batch(
         self,
@@ -173,11 +187,20 @@ class TaskHandle(Generic[P, R]):
     ) -> Batch:
         """Add jobs of this task as one batch (``Queue.enqueue_batch``)."""
         return self.target().enqueue_batch(
-            self, payloads, name=name, queue=queue, priority=priority, delay=delay,
-            max_attempts=max_attempts, unique_key=unique_key, depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure, then=then, then_payload=then_payload,
+            self,
+            payloads,
+            name=name,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            then=then,
+            then_payload=then_payload,
             connection=connection,
-        )  # fmt: skip
+        )
 
     # --- for asyncio code: the same, never blocking the event loop ----------------------------
 
@@ -328,10 +351,14 @@ def _read_fields(cls: type[Any]) -> tuple[tuple[str, Any, bool], ...]:
     except Exception:  # any failure to resolve means "unchecked"
         hints = {}
     return tuple(
-        (f.name, hints.get(f.name, Any),
-         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls) if f.init
-    )  # fmt: skip
+        (
+            f.name,
+            hints.get(f.name, Any),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(cls)
+        if f.init
+    )
 
 
 def _load_dataclass(cls: type[Any], value: Any, path: str) -> Any:

@@ -330,12 +330,20 @@ class BatchProgress:
     def as_dict(self) -> dict[str, Any]:
         """Counts, percent and done flag as JSON-ready values."""
         return {
-            "batch_id": self.batch_id, "name": self.name, "total": self.total,
-            "queued": self.queued, "processing": self.processing, "completed": self.completed,
-            "failed": self.failed, "cancelled": self.cancelled, "waiting": self.waiting,
+            "batch_id": self.batch_id,
+            "name": self.name,
+            "total": self.total,
+            "queued": self.queued,
+            "processing": self.processing,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "waiting": self.waiting,
             "finished": self.finished,
-            "percent": self.percent, "done": self.done, "created_at": self.created_at,
-        }  # fmt: skip
+            "percent": self.percent,
+            "done": self.done,
+            "created_at": self.created_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,14 +106,15 @@ class Queue:
             raise InvalidArgumentType(
                 f"strict_tasks must be a bool, got {type(strict_tasks).__name__}: {strict_tasks!r}"
             )
+        if job_timeout is not None:
+            job_timeout = validation.seconds(job_timeout, "job_timeout", positive=True)
         policy = Policy(
             max_attempts=validation.integer(max_attempts, "max_attempts", minimum=1),
             retry_backoff=validation.seconds(retry_backoff, "retry_backoff"),
             retry_backoff_max=validation.seconds(retry_backoff_max, "retry_backoff_max"),
             max_payload_bytes=validation.integer(max_payload_bytes, "max_payload_bytes", minimum=2),
-            job_timeout=None if job_timeout is None
-            else validation.seconds(job_timeout, "job_timeout", positive=True),
-        )  # fmt: skip
+            job_timeout=job_timeout,
+        )
         self.registry = registry if registry is not None else Registry()
         #: Refuse task names the registry does not know (when it knows any).
         self.strict_tasks = strict_tasks
@@ -273,9 +274,16 @@ class Queue:
     ) -> Schedule:
         """Declare a periodic job on this queue's registry; see ``Registry.schedule``."""
         return self.registry.schedule(
-            task, every, name=name, payload=payload, timezone=timezone, missed=missed,
-            queue=queue, priority=priority, max_attempts=max_attempts,
-        )  # fmt: skip
+            task,
+            every,
+            name=name,
+            payload=payload,
+            timezone=timezone,
+            missed=missed,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+        )
 
     def limit_queue(
         self, queue: str, *, limit: int | None = None, rate: str | tuple[int, float] | None = None
@@ -298,13 +306,19 @@ class Queue:
                 zone, upcoming = schedule.trigger.timezone, schedule.trigger.next_after(now)
             else:
                 task, how_often, zone, upcoming = row[1], row[2], row[3], None  # type: ignore[index]
-            infos.append(ScheduleInfo(
-                name, task, how_often, zone,
-                None if row is None or row[4] is None else float(row[4]),
-                None if row is None or row[5] is None else int(row[5]),
-                None if row is None else row[6], upcoming,
-                None if row is None else float(row[7]),
-            ))  # fmt: skip
+            infos.append(
+                ScheduleInfo(
+                    name=name,
+                    task=task,
+                    every=how_often,
+                    timezone=zone,
+                    last_slot=None if row is None or row[4] is None else float(row[4]),
+                    last_job_id=None if row is None or row[5] is None else int(row[5]),
+                    last_status=None if row is None else row[6],
+                    next_slot=upcoming,
+                    declared_at=None if row is None else float(row[7]),
+                )
+            )
         return infos
 
     def limits(self) -> list[LimitInfo]:
@@ -318,8 +332,17 @@ class Queue:
             rate = None
             if rule is not None and rule.rate is not None:
                 rate = f"{rule.rate[0]}/{rule.rate[1]:g}s"
-            infos.append(LimitInfo(key, task, None if rule is None else rule.limit, rate,
-                                   queued, processing, starts))  # fmt: skip
+            infos.append(
+                LimitInfo(
+                    key=key,
+                    task=task,
+                    limit=None if rule is None else rule.limit,
+                    rate=rate,
+                    queued=queued,
+                    processing=processing,
+                    starts_last_hour=starts,
+                )
+            )
         return infos
 
     # --- enqueue --------------------------------------------------------------------------
@@ -349,9 +372,15 @@ class Queue:
         database) and exists once the caller commits.
         """
         make_job = self._job_maker(
-            task, queue, priority, delay, max_attempts, unique_key, depends_on,
+            task,
+            queue,
+            priority,
+            delay,
+            max_attempts,
+            unique_key,
+            depends_on,
             on_dependency_failure,
-        )  # fmt: skip
+        )
         job = make_job(payload)
         _, ids = self.backend.insert_jobs(
             [job], batch_name=None, make_batch=False, connection=connection
@@ -376,11 +405,19 @@ class Queue:
     ) -> list[int]:
         """Add one job per payload in one transaction; the options apply to every job."""
         return self._enqueue_all(
-            task, payloads, None, False,
-            queue=queue, priority=priority, delay=delay, max_attempts=max_attempts,
-            unique_key=unique_key, depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure, connection=connection,
-        )[1]  # fmt: skip
+            task,
+            payloads,
+            None,
+            False,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            connection=connection,
+        )[1]
 
     def enqueue_batch(
         self,
@@ -423,11 +460,20 @@ class Queue:
                 )
 
         batch_id, ids = self._enqueue_all(
-            task, payloads, validation.optional_text(name, "batch name", max_length=200), True,
-            queue=queue, priority=priority, delay=delay, max_attempts=max_attempts,
-            unique_key=unique_key, depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure, connection=connection, then=follow,
-        )  # fmt: skip
+            task,
+            payloads,
+            validation.optional_text(name, "batch name", max_length=200),
+            True,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            connection=connection,
+            then=follow,
+        )
         assert batch_id is not None
         then_id = ids.pop() if follow is not None else None
         return Batch(batch_id, ids, then_id)
@@ -455,9 +501,15 @@ class Queue:
                 f"got {type(payloads).__name__}"
             )
         make_job = self._job_maker(
-            task, queue, priority, delay, max_attempts, unique_key, depends_on,
+            task,
+            queue,
+            priority,
+            delay,
+            max_attempts,
+            unique_key,
+            depends_on,
             on_dependency_failure,
-        )  # fmt: skip
+        )
         jobs = []
         for index, payload in enumerate(payloads):
             try:
@@ -472,8 +524,15 @@ class Queue:
         own = ids[:-1] if then is not None else ids  # the follow-up is not one of them
         if own and log.isEnabledFor(logging.INFO):
             where = f" as batch {batch_id}" if batch_id is not None else ""
-            log.info("jobs %d..%d %s queued in %r%s (%d jobs)", min(own), max(own),
-                     jobs[0].task, jobs[0].queue, where, len(own))  # fmt: skip
+            log.info(
+                "jobs %d..%d %s queued in %r%s (%d jobs)",
+                min(own),
+                max(own),
+                jobs[0].task,
+                jobs[0].queue,
+                where,
+                len(own),
+            )
         if then is not None and log.isEnabledFor(logging.INFO):
             log.info("job %d queued to run when batch %s has finished", ids[-1], batch_id)
         return batch_id, ids
@@ -504,10 +563,10 @@ class Queue:
         )
         seconds = validation.seconds(delay, "delay")
         attempts = validation.integer(
-            max_attempts if max_attempts is not None
-            else options.max_attempts or self.max_attempts,
-            "max_attempts", minimum=1,
-        )  # fmt: skip
+            max_attempts if max_attempts is not None else options.max_attempts or self.max_attempts,
+            "max_attempts",
+            minimum=1,
+        )
         key = validation.optional_text(unique_key, "unique_key", max_length=1000)
         limit = self.max_payload_bytes
         rule = rule_for(self.registry.limit_rules(), name, queue_name)
@@ -525,9 +584,18 @@ class Queue:
                         f"must be an object whose {rule.key!r} is text or an int of 1-200 "
                         f"characters, got {str(payload)[:200]}"
                     )
-            return NewJob(name, queue_name, encode_json(payload, "payload", limit), prio,
-                          seconds, attempts, key, limit_key, dependencies,
-                          on_dependency_failure)  # fmt: skip
+            return NewJob(
+                name,
+                queue_name,
+                encode_json(payload, "payload", limit),
+                prio,
+                seconds,
+                attempts,
+                key,
+                limit_key,
+                dependencies,
+                on_dependency_failure,
+            )
 
         return make_job
 
@@ -925,14 +993,15 @@ def _filters(
     """The filters ``jobs`` and ``retry_failed`` share, checked; ``error`` as the LIKE
     pattern of text containing it (its ``%``, ``_`` and ``\\`` escaped)."""
     text = validation.optional_text(error, "error", max_length=200)
+    pattern = None
+    if text is not None:
+        pattern = "%" + "".join("\\" + c if c in "%_\\" else c for c in text) + "%"
     return {
         "queue": None if queue is None else validation.name(queue, "queue"),
         "task": None if task is None else validation.name(task, "task"),
         "batch_id": None if batch_id is None else validation.integer(batch_id, "batch_id"),
-        "error": None if text is None else "%" + "".join(
-            "\\" + c if c in "%_\\" else c for c in text
-        ) + "%",
-    }  # fmt: skip
+        "error": pattern,
+    }
 
 
 #: The history events that close an attempt: a "started" event goes before each.
@@ -954,10 +1023,17 @@ def _timeline(record: JobRecord, history: str | None) -> list[JobEvent]:
         if event in _ATTEMPT_ENDS and started is not None:
             events.append(JobEvent(float(started), "started", attempt, entry.get("worker")))
             ended.append((attempt, float(started)))
-        events.append(JobEvent(
-            float(entry["at"]), str(event), attempt, entry.get("worker"), entry.get("error"),
-            entry.get("traceback"), entry.get("outcome"),
-        ))  # fmt: skip
+        events.append(
+            JobEvent(
+                at=float(entry["at"]),
+                event=str(event),
+                attempt=attempt,
+                worker=entry.get("worker"),
+                error=entry.get("error"),
+                traceback=entry.get("traceback"),
+                outcome=entry.get("outcome"),
+            )
+        )
     status, started_at = record.status, record.started_at
     # times in a SQLite history keep 15 significant digits: a microsecond or so apart
     told = started_at is not None and any(
@@ -968,11 +1044,17 @@ def _timeline(record: JobRecord, history: str | None) -> list[JobEvent]:
     last_outcome = entries[-1].get("outcome") if entries else None
     if status in FINISHED_STATUSES and record.finished_at is not None and last_outcome != status:
         failed = status != "completed"
-        events.append(JobEvent(
-            record.finished_at, status, record.attempts or None,
-            record.worker if started_at is not None else None,
-            record.error if failed else None, record.traceback if failed else None, status,
-        ))  # fmt: skip
+        events.append(
+            JobEvent(
+                at=record.finished_at,
+                event=status,
+                attempt=record.attempts or None,
+                worker=record.worker if started_at is not None else None,
+                error=record.error if failed else None,
+                traceback=record.traceback if failed else None,
+                outcome=status,
+            )
+        )
     events.sort(key=lambda e: e.at)
     return events
 
@@ -984,8 +1066,9 @@ def _dependencies(depends_on: Iterable[int] | None) -> tuple[int, ...]:
         raise InvalidArgumentType(
             f"depends_on must be a list of job ids, got {type(depends_on).__name__}"
         )
-    ids = tuple(dict.fromkeys(validation.integer(i, "depends_on id", minimum=1)
-                              for i in depends_on))  # fmt: skip
+    ids = tuple(
+        dict.fromkeys(validation.integer(i, "depends_on id", minimum=1) for i in depends_on)
+    )
     if len(ids) > 10_000:
         raise InvalidArgument(f"depends_on may name at most 10000 jobs, got {len(ids)}")
     return ids

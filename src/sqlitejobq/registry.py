@@ -269,9 +269,10 @@ class Registry:
             _check_missed(missed),
             None if queue is None else validation.name(queue, "queue"),
             None if priority is None else validation.integer(priority, "priority"),
-            None if max_attempts is None
+            None
+            if max_attempts is None
             else validation.integer(max_attempts, "max_attempts", minimum=1),
-        )  # fmt: skip
+        )
         return self.add_schedule(schedule)
 
     def add_schedule(self, schedule: Schedule) -> Schedule:
@@ -314,8 +315,9 @@ class Registry:
         for task in list(self._tasks.values()):
             options = task.options
             if options.limit is not None or options.rate is not None:
-                rules[task.name] = LimitRule(task.name, options.limit, options.rate,
-                                             options.limit_key)  # fmt: skip
+                rules[task.name] = LimitRule(
+                    task.name, options.limit, options.rate, options.limit_key
+                )
         self._rules = rules
         return rules
 

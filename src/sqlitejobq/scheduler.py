@@ -51,9 +51,9 @@ class Scheduler:
         backend = self.queue.backend
         checked = time.monotonic()
         if self._declared_at is None or checked - self._declared_at >= _DECLARE_EVERY:
-            backend.declare_schedules([
-                (s.name, s.task, every(s.trigger), s.trigger.timezone) for s in self.schedules
-            ])  # fmt: skip
+            backend.declare_schedules(
+                [(s.name, s.task, every(s.trigger), s.trigger.timezone) for s in self.schedules]
+            )
             self._declared_at = checked
         now = self.queue.clock()
         last = backend.last_slots()
@@ -65,8 +65,13 @@ class Scheduler:
                 job_id = backend.fire_slot(schedule.name, slot, self._job(schedule, slot))
                 if job_id is not None:
                     self.created += 1
-                    log.info("schedule %s: job %d %s for the slot of %s", schedule.name, job_id,
-                             schedule.task, _iso(slot))  # fmt: skip
+                    log.info(
+                        "schedule %s: job %d %s for the slot of %s",
+                        schedule.name,
+                        job_id,
+                        schedule.task,
+                        _iso(slot),
+                    )
         upcoming = min(s.trigger.next_after(now) for s in self.schedules)
         return max(0.0, upcoming - now)
 
