@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 from types import ModuleType
 
@@ -486,9 +487,27 @@ _NAME_IN_CELL = re.compile(r"`([A-Za-z_]\w*)`")
 
 
 def _keyword_only(function: object) -> set[str]:
-    """The parameters of ``function`` that are passed by keyword only (``**`` not included)."""
-    parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
-    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """The parameters of ``function`` that are passed by keyword only: its keyword-only
+    parameters, and the keys of the TypedDict of a ``**options: Unpack[...]``."""
+    names = set()
+    for parameter in inspect.signature(function).parameters.values():  # type: ignore[arg-type]
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            names.add(parameter.name)
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            names |= _unpacked_keys(function, parameter.annotation)
+    return names
+
+
+def _unpacked_keys(function: object, annotation: object) -> set[str]:
+    """The keys of the TypedDict an ``Unpack[...]`` annotation of ``function`` names (a
+    string annotation is read in the function's module); none for any other annotation."""
+    if isinstance(annotation, str):
+        namespace = inspect.unwrap(function).__globals__  # type: ignore[arg-type]
+        annotation = eval(annotation, namespace)
+    if typing.get_origin(annotation) is not typing.Unpack:
+        return set()
+    [typed_dict] = typing.get_args(annotation)
+    return set(typed_dict.__required_keys__ | typed_dict.__optional_keys__)
 
 
 def _fields(cls: type) -> set[str]:
@@ -598,18 +617,23 @@ def test_every_options_table_lists_exactly_the_options_of_the_code() -> None:
 def test_the_calls_that_share_a_table_take_the_same_options() -> None:
     """The pages document one table for calls that take the same options: the task options
     of ``Registry.task`` (and so ``TaskOptions``) and ``Queue.task``, the enqueue options of
-    ``enqueue``, ``enqueue_many``, the handles' and the batch's."""
-    from sqlitejobq import Queue, Registry, TaskHandle, TaskOptions
+    ``enqueue``, ``enqueue_many``, the handles', ``AsyncQueue``'s and the batch's (and so
+    ``EnqueueOptions``)."""
+    from sqlitejobq import AsyncQueue, Queue, Registry, TaskHandle, TaskOptions
+    from sqlitejobq.options import EnqueueOptions
 
     task = _keyword_only(Registry.task)
     assert _keyword_only(Queue.task) == task
     assert _fields(TaskOptions) <= task, sorted(_fields(TaskOptions) - task)
     enqueue = _keyword_only(Queue.enqueue)
+    assert set(EnqueueOptions._fields) == enqueue
     assert _keyword_only(Queue.enqueue_many) == enqueue
     assert _keyword_only(Queue.enqueue_batch) >= enqueue
     assert _keyword_only(TaskHandle.enqueue) == enqueue
     assert _keyword_only(TaskHandle.enqueue_many) == enqueue
     assert _keyword_only(TaskHandle.enqueue_batch) == _keyword_only(Queue.enqueue_batch)
+    assert _keyword_only(AsyncQueue.enqueue) == enqueue
+    assert _keyword_only(AsyncQueue.enqueue_batch) == _keyword_only(Queue.enqueue_batch)
 
 
 # --- measured figures live on the benchmarks page -----------------------------------------

@@ -17,12 +17,13 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import validation
 from .backends.base import FINISHED_STATUSES, NewJob
 from .errors import JobFailed, JobNotFound, QueueClosed, WaitTimeout
 from .job import Batch, BatchProgress, Job, JobEvent, JobStatus, QueueStats, ThroughputPoint
+from .options import BatchKwargs, EnqueueKwargs, EnqueueOptions
 from .queue import Queue
 from .registry import Registry
 
@@ -108,49 +109,40 @@ class AsyncQueue:
 
     # --- enqueue: grouped into shared transactions ------------------------------------
 
-    async def enqueue(self, task: str, payload: Any = None, **options: Any) -> int:
+    async def enqueue(
+        self, task: str, payload: Any = None, **options: Unpack[EnqueueKwargs]
+    ) -> int:
         """Add one job (options as ``Queue.enqueue``); its id. Concurrent calls share
         transactions. ``connection=`` (the caller's own transaction) runs on a thread."""
         connection = options.get("connection")
         if connection is not None and hasattr(connection, "__aenter__"):
-            return await self._enqueue_in_async_transaction(task, payload, options)
+            return await self._enqueue_in_async_transaction(
+                task, payload, EnqueueOptions.of(options)
+            )
         if "connection" in options:
             return await self._run(self.queue.enqueue, task, payload, **options)
-        return await self._submit(self._make(task, payload, options))
-
-    def _make(self, task: str, payload: Any, options: dict[str, Any]) -> NewJob:
-        """The job to insert, its options checked as ``Queue.enqueue`` checks them."""
-        options = dict(options)
-        job = self.queue._job_maker(
-            task,
-            options.pop("queue", None),
-            options.pop("priority", None),
-            options.pop("delay", 0.0),
-            options.pop("max_attempts", None),
-            options.pop("unique_key", None),
-            options.pop("depends_on", None),
-            options.pop("on_dependency_failure", "cancel"),
-        )(payload)
-        if options:
-            raise TypeError(f"enqueue() got unexpected options: {', '.join(sorted(options))}")
-        return job
+        return await self._submit(self.queue.new_job(task, payload, EnqueueOptions.of(options)))
 
     async def _enqueue_in_async_transaction(
-        self, task: str, payload: Any, options: dict[str, Any]
+        self, task: str, payload: Any, options: EnqueueOptions
     ) -> int:
         """One job written on the caller's async connection, in its open transaction (the
         PostgreSQL engine: a psycopg AsyncConnection)."""
-        connection = options.pop("connection")
-        job = self._make(task, payload, options)
-        job_id: int = await self.queue.backend.insert_in_async_transaction(connection, job)
+        job = self.queue.new_job(task, payload, options)
+        backend = self.queue.backend
+        job_id: int = await backend.insert_in_async_transaction(options.connection, job)
         return job_id
 
-    async def enqueue_many(self, task: str, payloads: Iterable[Any], **options: Any) -> list[int]:
+    async def enqueue_many(
+        self, task: str, payloads: Iterable[Any], **options: Unpack[EnqueueKwargs]
+    ) -> list[int]:
         """Add one job per payload in one transaction (options as ``Queue.enqueue_many``)."""
         payloads = list(payloads)
         return await self._run(self.queue.enqueue_many, task, payloads, **options)
 
-    async def enqueue_batch(self, task: str, payloads: Iterable[Any], **options: Any) -> Batch:
+    async def enqueue_batch(
+        self, task: str, payloads: Iterable[Any], **options: Unpack[BatchKwargs]
+    ) -> Batch:
         """Add jobs as one batch (options as ``Queue.enqueue_batch``)."""
         payloads = list(payloads)
         return await self._run(self.queue.enqueue_batch, task, payloads, **options)

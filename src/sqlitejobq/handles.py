@@ -19,14 +19,16 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
 
-from .errors import InvalidArgumentType, PayloadError, PermanentFailure, SqliteJobQError
+from .errors import PayloadError, PermanentFailure, SqliteJobQError
+from .options import BatchKwargs, EnqueueKwargs, TaskOptions, is_model
+from .options import check_payload_type as check_payload_type
 
 if TYPE_CHECKING:
     from .job import Batch, Job
     from .queue import Queue
-    from .registry import Handler, Registry, Task, TaskOptions
+    from .registry import Handler, Registry, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,104 +117,33 @@ class TaskHandle(Generic[P, R]):
             f"{call}, or close the others"
         )
 
-    def enqueue(
-        self,
-        payload: Any = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        connection: Any = None,
-    ) -> int:
+    def enqueue(self, payload: Any = None, **options: Unpack[EnqueueKwargs]) -> int:
         """Add one job of this task; returns its id. The options of ``Queue.enqueue``."""
-        return self.target().enqueue(
-            self,
-            payload,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-            connection=connection,
-        )
+        return self.target().enqueue(self, payload, **options)
 
-    def enqueue_many(
-        self,
-        payloads: Iterable[Any],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        connection: Any = None,
-    ) -> list[int]:
+    def enqueue_many(self, payloads: Iterable[Any], **options: Unpack[EnqueueKwargs]) -> list[int]:
         """Add one job of this task per payload in one transaction (``Queue.enqueue_many``)."""
-        return self.target().enqueue_many(
-            self,
-            payloads,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-            connection=connection,
-        )
+        return self.target().enqueue_many(self, payloads, **options)
 
-    def enqueue_batch(
-        self,
-        payloads: Iterable[Any],
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        then: str | TaskHandle[..., Any] | None = None,
-        then_payload: Any = None,
-        connection: Any = None,
-    ) -> Batch:
+    def enqueue_batch(self, payloads: Iterable[Any], **options: Unpack[BatchKwargs]) -> Batch:
         """Add jobs of this task as one batch (``Queue.enqueue_batch``)."""
-        return self.target().enqueue_batch(
-            self,
-            payloads,
-            name=name,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-            then=then,
-            then_payload=then_payload,
-            connection=connection,
-        )
+        return self.target().enqueue_batch(self, payloads, **options)
 
     # --- for asyncio code: the same, never blocking the event loop ----------------------------
 
-    async def aenqueue(self, payload: Any = None, **options: Any) -> int:
+    async def aenqueue(self, payload: Any = None, **options: Unpack[EnqueueKwargs]) -> int:
         """``enqueue`` for asyncio code: the write runs on a thread, the loop goes on."""
         return await asyncio.to_thread(self.enqueue, payload, **options)
 
-    async def aenqueue_many(self, payloads: Iterable[Any], **options: Any) -> list[int]:
+    async def aenqueue_many(
+        self, payloads: Iterable[Any], **options: Unpack[EnqueueKwargs]
+    ) -> list[int]:
         """``enqueue_many`` for asyncio code (on a thread)."""
         return await asyncio.to_thread(self.enqueue_many, list(payloads), **options)
 
-    async def aenqueue_batch(self, payloads: Iterable[Any], **options: Any) -> Batch:
+    async def aenqueue_batch(
+        self, payloads: Iterable[Any], **options: Unpack[BatchKwargs]
+    ) -> Batch:
         """``enqueue_batch`` for asyncio code (on a thread)."""
         return await asyncio.to_thread(self.enqueue_batch, list(payloads), **options)
 
@@ -223,22 +154,6 @@ def queue_is_open(queue: Queue) -> bool:
 
 
 # --- typed payloads ------------------------------------------------------------------------
-
-
-def check_payload_type(value: object) -> type[Any]:
-    """``value`` if it is a dataclass or a pydantic model class, the payload types known."""
-    if isinstance(value, type) and (dataclasses.is_dataclass(value) or _is_model(value)):
-        return value
-    raise InvalidArgumentType(
-        f"payload_type must be a dataclass or a pydantic BaseModel class, got {value!r}"
-    )
-
-
-def _is_model(cls: type[Any]) -> bool:
-    """A pydantic (v2) model class, recognized without importing pydantic."""
-    return callable(getattr(cls, "model_validate", None)) and callable(
-        getattr(cls, "model_dump", None)
-    )
 
 
 def payload_schema(payload_type: type[Any]) -> PayloadSchema:
@@ -453,7 +368,7 @@ def _load(hint: Any, value: Any, path: str) -> Any:
 def _load_class(hint: type[Any], value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _load_dataclass(hint, value, path)
-    if _is_model(hint):
+    if is_model(hint):
         try:
             return hint.model_validate(value)
         except (ValueError, TypeError) as exc:
@@ -495,7 +410,7 @@ def _dump(value: Any) -> Any:
     """``value`` as JSON-ready data: dataclasses and models as objects, enums as values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-    if _is_model(type(value)):
+    if is_model(type(value)):
         return value.model_dump(mode="json")
     if isinstance(value, enum.Enum):
         return _dump(value.value)

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import validation
 from .backends import open_backend
@@ -43,8 +43,16 @@ from .job import (
     ThroughputPoint,
     WorkerInfo,
 )
+from .options import (
+    BatchKwargs,
+    EnqueueKwargs,
+    EnqueueOptions,
+    ScheduleKwargs,
+    TaskKwargs,
+    TaskOptions,
+)
 from .payload import encode_json
-from .registry import CompletionHook, Registry, Schedule, TaskOptions
+from .registry import Registry, Schedule
 from .scheduler import every
 
 log = logging.getLogger("sqlitejobq")
@@ -189,70 +197,17 @@ class Queue:
 
     @overload
     def task(
-        self,
-        name: str | None = None,
-        /,
-        *,
-        max_attempts: int | None = None,
-        lease: float | None = None,
-        timeout: float | None = None,
-        backoff: float | None = None,
-        backoff_max: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        on_complete: CompletionHook | None = None,
-        limit: int | None = None,
-        rate: str | tuple[int, float] | None = None,
-        limit_key: str | None = None,
-        schedule: str | float | None = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        payload_type: type[Any] | None = None,
+        self, name: str | None = None, /, **options: Unpack[TaskKwargs]
     ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
 
     def task(
-        self,
-        name: str | Callable[P, R] | None = None,
-        /,
-        *,
-        max_attempts: int | None = None,
-        lease: float | None = None,
-        timeout: float | None = None,
-        backoff: float | None = None,
-        backoff_max: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        on_complete: CompletionHook | None = None,
-        limit: int | None = None,
-        rate: str | tuple[int, float] | None = None,
-        limit_key: str | None = None,
-        schedule: str | float | None = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        payload_type: type[Any] | None = None,
+        self, name: str | Callable[P, R] | None = None, /, **options: Unpack[TaskKwargs]
     ) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
         """Register a handler on this queue's registry; same arguments as Registry.task.
         The handle returned enqueues on this queue."""
         if callable(name):
             return self.registry.task(name)._bind(self)
-        decorate = self.registry.task(
-            name,
-            max_attempts=max_attempts,
-            lease=lease,
-            timeout=timeout,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            queue=queue,
-            priority=priority,
-            on_complete=on_complete,
-            limit=limit,
-            rate=rate,
-            limit_key=limit_key,
-            schedule=schedule,
-            timezone=timezone,
-            missed=missed,
-            payload_type=payload_type,
-        )
+        decorate = self.registry.task(name, **options)
 
         def bound(function: Callable[P, R]) -> TaskHandle[P, R]:
             return decorate(function)._bind(self)
@@ -260,30 +215,10 @@ class Queue:
         return bound
 
     def schedule(
-        self,
-        task: str,
-        every: str | float,
-        *,
-        name: str | None = None,
-        payload: Any = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
+        self, task: str, every: str | float, **options: Unpack[ScheduleKwargs]
     ) -> Schedule:
         """Declare a periodic job on this queue's registry; see ``Registry.schedule``."""
-        return self.registry.schedule(
-            task,
-            every,
-            name=name,
-            payload=payload,
-            timezone=timezone,
-            missed=missed,
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-        )
+        return self.registry.schedule(task, every, **options)
 
     def limit_queue(
         self, queue: str, *, limit: int | None = None, rate: str | tuple[int, float] | None = None
@@ -347,20 +282,7 @@ class Queue:
 
     # --- enqueue --------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        task: TaskRef,
-        payload: Any = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        connection: Any = None,
-    ) -> int:
+    def enqueue(self, task: TaskRef, payload: Any = None, **options: Unpack[EnqueueKwargs]) -> int:
         """Add one job of ``task`` (a name, or a handle from ``@queue.task``); returns its id.
 
         With ``unique_key``, if a queued or processing job already holds the key, nothing
@@ -371,70 +293,23 @@ class Queue:
         ``sqlite3.Connection`` on the same file, or a psycopg connection to the same
         database) and exists once the caller commits.
         """
-        make_job = self._job_maker(
-            task,
-            queue,
-            priority,
-            delay,
-            max_attempts,
-            unique_key,
-            depends_on,
-            on_dependency_failure,
-        )
-        job = make_job(payload)
+        checked = EnqueueOptions.of(options)
+        job = self._job_maker(task, checked)(payload)
         _, ids = self.backend.insert_jobs(
-            [job], batch_name=None, make_batch=False, connection=connection
+            [job], batch_name=None, make_batch=False, connection=checked.connection
         )
         if log.isEnabledFor(logging.INFO):
             log.info("job %d %s queued in %r", ids[0], job.task, job.queue)
         return ids[0]
 
     def enqueue_many(
-        self,
-        task: TaskRef,
-        payloads: Iterable[Any],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        connection: Any = None,
+        self, task: TaskRef, payloads: Iterable[Any], **options: Unpack[EnqueueKwargs]
     ) -> list[int]:
         """Add one job per payload in one transaction; the options apply to every job."""
-        return self._enqueue_all(
-            task,
-            payloads,
-            None,
-            False,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-            connection=connection,
-        )[1]
+        return self._enqueue_all(task, payloads, EnqueueOptions.of(options))[1]
 
     def enqueue_batch(
-        self,
-        task: TaskRef,
-        payloads: Iterable[Any],
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float = 0.0,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-        then: TaskRef | None = None,
-        then_payload: Any = None,
-        connection: Any = None,
+        self, task: TaskRef, payloads: Iterable[Any], **options: Unpack[BatchKwargs]
     ) -> Batch:
         """Add jobs as one batch, followed with ``batch_progress``.
 
@@ -443,9 +318,12 @@ class Queue:
         outcome, with ``then_payload`` (a dict, default empty) plus ``"batch_id"``; its id
         is the batch's ``then_id``.
         """
+        name = options.pop("name", None)
+        then = options.pop("then", None)
+        then_payload = options.pop("then_payload", None)
         follow = None
         if then is not None:
-            make_then = self._job_maker(then, None, None, 0.0, None, None, None, "run")
+            make_then = self._job_maker(then, _THEN_OPTIONS)
             extra = {} if then_payload is None else then_payload
             if not isinstance(extra, dict):
                 raise InvalidArgumentType(
@@ -462,37 +340,28 @@ class Queue:
         batch_id, ids = self._enqueue_all(
             task,
             payloads,
-            validation.optional_text(name, "batch name", max_length=200),
-            True,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-            connection=connection,
+            EnqueueOptions.of(options),
+            batch_name=validation.optional_text(name, "batch name", max_length=200),
+            make_batch=True,
             then=follow,
         )
         assert batch_id is not None
         then_id = ids.pop() if follow is not None else None
         return Batch(batch_id, ids, then_id)
 
+    def new_job(self, task: TaskRef, payload: Any, options: EnqueueOptions) -> NewJob:
+        """The job ``enqueue`` would insert with ``options`` (checked: ``EnqueueOptions.of``),
+        not inserted: for the scheduler and AsyncQueue, which insert jobs their own way."""
+        return self._job_maker(task, options)(payload)
+
     def _enqueue_all(
         self,
         task: TaskRef,
         payloads: Iterable[Any],
-        batch_name: str | None,
-        make_batch: bool,
+        options: EnqueueOptions,
         *,
-        queue: str | None,
-        priority: int | None,
-        delay: float,
-        max_attempts: int | None,
-        unique_key: str | None,
-        depends_on: Iterable[int] | None,
-        on_dependency_failure: str,
-        connection: Any,
+        batch_name: str | None = None,
+        make_batch: bool = False,
         then: Callable[[int, list[int]], NewJob] | None = None,
     ) -> tuple[int | None, list[int]]:
         if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Iterable):
@@ -500,16 +369,7 @@ class Queue:
                 f"payloads must be a list (or other iterable) of payloads, "
                 f"got {type(payloads).__name__}"
             )
-        make_job = self._job_maker(
-            task,
-            queue,
-            priority,
-            delay,
-            max_attempts,
-            unique_key,
-            depends_on,
-            on_dependency_failure,
-        )
+        make_job = self._job_maker(task, options)
         jobs = []
         for index, payload in enumerate(payloads):
             try:
@@ -519,7 +379,11 @@ class Queue:
         if not jobs and not make_batch:
             return None, []
         batch_id, ids = self.backend.insert_jobs(
-            jobs, batch_name=batch_name, make_batch=make_batch, connection=connection, then=then
+            jobs,
+            batch_name=batch_name,
+            make_batch=make_batch,
+            connection=options.connection,
+            then=then,
         )
         own = ids[:-1] if then is not None else ids  # the follow-up is not one of them
         if own and log.isEnabledFor(logging.INFO):
@@ -537,40 +401,23 @@ class Queue:
             log.info("job %d queued to run when batch %s has finished", ids[-1], batch_id)
         return batch_id, ids
 
-    def _job_maker(
-        self,
-        task: TaskRef,
-        queue: str | None,
-        priority: int | None,
-        delay: float,
-        max_attempts: int | None,
-        unique_key: str | None,
-        depends_on: Iterable[int] | None = None,
-        on_dependency_failure: str = "cancel",
-    ) -> Callable[[Any], NewJob]:
-        """Validate the options once; the returned function encodes one payload into a job."""
-        name, options = self._task_options(task)
-        dependencies = _dependencies(depends_on)
-        if on_dependency_failure not in ("cancel", "run"):
-            raise InvalidArgument(
-                f"on_dependency_failure must be 'cancel' or 'run', got {on_dependency_failure!r}"
-            )
-        queue_name = validation.name(
-            queue if queue is not None else options.queue or "default", "queue"
-        )
-        prio = validation.integer(
-            priority if priority is not None else options.priority or 0, "priority"
-        )
-        seconds = validation.seconds(delay, "delay")
-        attempts = validation.integer(
-            max_attempts if max_attempts is not None else options.max_attempts or self.max_attempts,
-            "max_attempts",
-            minimum=1,
-        )
-        key = validation.optional_text(unique_key, "unique_key", max_length=1000)
+    def _job_maker(self, task: TaskRef, options: EnqueueOptions) -> Callable[[Any], NewJob]:
+        """Resolve the options (checked) against the task's and the queue's once; the function
+        returned encodes one payload into a job."""
+        name, defaults = self._task_options(task)
+        queue_name, priority, attempts = options.queue, options.priority, options.max_attempts
+        if queue_name is None:
+            queue_name = validation.name(defaults.queue or "default", "queue")
+        if priority is None:
+            priority = validation.integer(defaults.priority or 0, "priority")
+        if attempts is None:
+            attempts = defaults.max_attempts or self.max_attempts
+            attempts = validation.integer(attempts, "max_attempts", minimum=1)
         limit = self.max_payload_bytes
         rule = rule_for(self.registry.limit_rules(), name, queue_name)
-        schema = None if options.payload_type is None else payload_schema(options.payload_type)
+        schema = None if defaults.payload_type is None else payload_schema(defaults.payload_type)
+        delay, unique_key = options.delay, options.unique_key
+        depends_on, policy = options.depends_on, options.on_dependency_failure
 
         def make_job(payload: Any) -> NewJob:
             if schema is not None:
@@ -584,17 +431,19 @@ class Queue:
                         f"must be an object whose {rule.key!r} is text or an int of 1-200 "
                         f"characters, got {str(payload)[:200]}"
                     )
+            encoded = encode_json(payload, "payload", limit)
+            # by position, in NewJob's field order: this runs once per job
             return NewJob(
                 name,
                 queue_name,
-                encode_json(payload, "payload", limit),
-                prio,
-                seconds,
+                encoded,
+                priority,
+                delay,
                 attempts,
-                key,
+                unique_key,
                 limit_key,
-                dependencies,
-                on_dependency_failure,
+                depends_on,
+                policy,
             )
 
         return make_job
@@ -974,6 +823,9 @@ class Queue:
         return found
 
 
+#: The options of a batch's ``then`` job: it runs once the batch has finished, whatever the
+#: outcome of its jobs.
+_THEN_OPTIONS = EnqueueOptions(on_dependency_failure="run")
 #: The largest cursor or scan window: their sums stay within a 64-bit integer.
 _LARGEST_CURSOR = 10**18
 
@@ -1057,18 +909,3 @@ def _timeline(record: JobRecord, history: str | None) -> list[JobEvent]:
         )
     events.sort(key=lambda e: e.at)
     return events
-
-
-def _dependencies(depends_on: Iterable[int] | None) -> tuple[int, ...]:
-    if depends_on is None:
-        return ()
-    if isinstance(depends_on, str | bytes) or not isinstance(depends_on, Iterable):
-        raise InvalidArgumentType(
-            f"depends_on must be a list of job ids, got {type(depends_on).__name__}"
-        )
-    ids = tuple(
-        dict.fromkeys(validation.integer(i, "depends_on id", minimum=1) for i in depends_on)
-    )
-    if len(ids) > 10_000:
-        raise InvalidArgument(f"depends_on may name at most 10000 jobs, got {len(ids)}")
-    return ids

@@ -7,12 +7,15 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import validation
 from .backends.base import QUEUE_RULE_PREFIX, LimitRule
 from .errors import InvalidArgument, InvalidArgumentType, UnknownTask
-from .handles import TaskHandle, check_payload_type, queue_is_open, typed_handler
+from .handles import TaskHandle, queue_is_open, typed_handler
+from .options import CompletionHook as CompletionHook
+from .options import EnqueueOptions, ScheduleKwargs, TaskKwargs, unexpected
+from .options import TaskOptions as TaskOptions
 from .schedule import MISSED_POLICIES, Trigger, parse_trigger
 
 if TYPE_CHECKING:
@@ -20,8 +23,6 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 Handler = Callable[["Job"], Any]
-#: Runs inside the transaction that records a completion: (connection, job, result).
-CompletionHook = Callable[[Any, "Job", Any], None]
 P = ParamSpec("P")
 R = TypeVar("R")
 #: How many registered names an UnknownTask message lists before counting the rest.
@@ -29,81 +30,12 @@ _NAMES_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
-class TaskOptions:
-    """Per-task settings; None means "use the queue's or worker's default"."""
-
-    max_attempts: int | None = None
-    lease: float | None = None
-    timeout: float | None = None
-    backoff: float | None = None
-    backoff_max: float | None = None
-    queue: str | None = None
-    priority: int | None = None
-    on_complete: CompletionHook | None = None
-    #: At most this many of the task's jobs processing at once, across every worker.
-    limit: int | None = None
-    #: At most ``rate[0]`` starts of the task's jobs in any ``rate[1]`` seconds.
-    rate: tuple[int, float] | None = None
-    #: With ``limit`` or ``rate``: a payload field; the limits then hold per value of it.
-    limit_key: str | None = None
-    #: A dataclass or pydantic model: payloads are checked against it at enqueue and the
-    #: handler's ``job.payload`` is an instance of it.
-    payload_type: type[Any] | None = None
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        max_attempts: int | None = None,
-        lease: float | None = None,
-        timeout: float | None = None,
-        backoff: float | None = None,
-        backoff_max: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        on_complete: CompletionHook | None = None,
-        limit: int | None = None,
-        rate: str | tuple[int, float] | None = None,
-        limit_key: str | None = None,
-        payload_type: type[Any] | None = None,
-    ) -> TaskOptions:
-        """Validate every option and build the value."""
-        if on_complete is not None and not callable(on_complete):
-            raise InvalidArgument(f"on_complete must be callable, got {on_complete!r}")
-        if limit_key is not None:
-            validation.name(limit_key, "limit_key")
-            if limit is None and rate is None:
-                raise InvalidArgument(
-                    f"limit_key {limit_key!r} needs a limit or a rate to apply per its value"
-                )
-        return cls(
-            max_attempts=None
-            if max_attempts is None
-            else validation.integer(max_attempts, "max_attempts", minimum=1),
-            lease=None if lease is None else validation.seconds(lease, "lease", positive=True),
-            timeout=None
-            if timeout is None
-            else validation.seconds(timeout, "timeout", positive=True),
-            backoff=None if backoff is None else validation.seconds(backoff, "backoff"),
-            backoff_max=None
-            if backoff_max is None
-            else validation.seconds(backoff_max, "backoff_max"),
-            queue=None if queue is None else validation.name(queue, "queue"),
-            priority=None if priority is None else validation.integer(priority, "priority"),
-            on_complete=on_complete,
-            limit=None if limit is None else validation.integer(limit, "limit", minimum=1),
-            rate=None if rate is None else validation.rate(rate, "rate"),
-            limit_key=limit_key,
-            payload_type=None if payload_type is None else check_payload_type(payload_type),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Schedule:
     """A periodic job: ``task`` with ``payload`` at every slot of ``trigger`` (a cron
     expression in a time zone, or an interval), one job per slot across every worker.
     After downtime, ``missed`` says what becomes of the slots missed: "latest" runs the
-    most recent one once, "skip" runs none. ``options`` go to the job as enqueue options."""
+    most recent one once, "skip" runs none. ``queue``, ``priority`` and ``max_attempts`` go
+    to its jobs as enqueue options."""
 
     name: str
     task: str
@@ -113,6 +45,13 @@ class Schedule:
     queue: str | None = None
     priority: int | None = None
     max_attempts: int | None = None
+
+    @property
+    def enqueue_options(self) -> EnqueueOptions:
+        """The options its jobs are enqueued with, checked."""
+        return EnqueueOptions.of(
+            {"queue": self.queue, "priority": self.priority, "max_attempts": self.max_attempts}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,47 +88,11 @@ class Registry:
 
     @overload
     def task(
-        self,
-        name: str | None = None,
-        /,
-        *,
-        max_attempts: int | None = None,
-        lease: float | None = None,
-        timeout: float | None = None,
-        backoff: float | None = None,
-        backoff_max: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        on_complete: CompletionHook | None = None,
-        limit: int | None = None,
-        rate: str | tuple[int, float] | None = None,
-        limit_key: str | None = None,
-        schedule: str | float | None = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        payload_type: type[Any] | None = None,
+        self, name: str | None = None, /, **options: Unpack[TaskKwargs]
     ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
 
     def task(
-        self,
-        name: str | Callable[P, R] | None = None,
-        /,
-        *,
-        max_attempts: int | None = None,
-        lease: float | None = None,
-        timeout: float | None = None,
-        backoff: float | None = None,
-        backoff_max: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        on_complete: CompletionHook | None = None,
-        limit: int | None = None,
-        rate: str | tuple[int, float] | None = None,
-        limit_key: str | None = None,
-        schedule: str | float | None = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        payload_type: type[Any] | None = None,
+        self, name: str | Callable[P, R] | None = None, /, **options: Unpack[TaskKwargs]
     ) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
         """Register the decorated function as the handler of task ``name``; returns its
         ``TaskHandle``: the function still, plus ``enqueue`` methods.
@@ -206,20 +109,10 @@ class Registry:
         ``payload_type`` (a dataclass or a pydantic model) checks payloads at enqueue and
         hands the handler ``job.payload`` as an instance of it.
         """
-        options = TaskOptions.checked(
-            max_attempts=max_attempts,
-            lease=lease,
-            timeout=timeout,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            queue=queue,
-            priority=priority,
-            on_complete=on_complete,
-            limit=limit,
-            rate=rate,
-            limit_key=limit_key,
-            payload_type=payload_type,
-        )
+        schedule = options.pop("schedule", None)
+        timezone = options.pop("timezone", "UTC")
+        missed = options.pop("missed", "latest")
+        task_options = TaskOptions.of(options)
         trigger = None if schedule is None else parse_trigger(schedule, timezone)
         _check_missed(missed)
 
@@ -228,9 +121,11 @@ class Registry:
                 function = function.func
             if task_name is None:
                 task_name = getattr(function, "__name__", None)
-            task = self.register(task_name, function, options)  # type: ignore[arg-type]
+            task = self.register(task_name, function, task_options)  # type: ignore[arg-type]
             if trigger is not None:
-                self.add_schedule(Schedule(task.name, task.name, trigger, missed=missed))
+                self.add_schedule(
+                    Schedule(name=task.name, task=task.name, trigger=trigger, missed=missed)
+                )
             return TaskHandle(task, self)
 
         if callable(name):
@@ -242,17 +137,7 @@ class Registry:
         return decorate
 
     def schedule(
-        self,
-        task: str,
-        every: str | float,
-        *,
-        name: str | None = None,
-        payload: Any = None,
-        timezone: str = "UTC",
-        missed: str = "latest",
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
+        self, task: str, every: str | float, **options: Unpack[ScheduleKwargs]
     ) -> Schedule:
         """Run ``task`` periodically: at every slot of ``every`` (a cron expression such as
         ``"0 16 * * *"`` read in ``timezone``, or an interval in seconds), one job per slot
@@ -261,17 +146,26 @@ class Registry:
         ``name`` (default: the task's name) identifies the schedule; declare it in code
         that every worker imports. A schedule no longer declared stops firing.
         """
+        unknown = sorted(options.keys() - ScheduleKwargs.__optional_keys__)
+        if unknown:
+            raise unexpected("schedule()", unknown[0], ScheduleKwargs.__optional_keys__)
+        name = options.get("name")
+        jobs = EnqueueOptions.of(  # its jobs' options, checked as an enqueue checks them
+            {
+                "queue": options.get("queue"),
+                "priority": options.get("priority"),
+                "max_attempts": options.get("max_attempts"),
+            }
+        )
         schedule = Schedule(
-            validation.name(name if name is not None else task, "schedule name"),
-            validation.name(task, "task"),
-            parse_trigger(every, timezone),
-            payload,
-            _check_missed(missed),
-            None if queue is None else validation.name(queue, "queue"),
-            None if priority is None else validation.integer(priority, "priority"),
-            None
-            if max_attempts is None
-            else validation.integer(max_attempts, "max_attempts", minimum=1),
+            name=validation.name(name if name is not None else task, "schedule name"),
+            task=validation.name(task, "task"),
+            trigger=parse_trigger(every, options.get("timezone", "UTC")),
+            payload=options.get("payload"),
+            missed=_check_missed(options.get("missed", "latest")),
+            queue=jobs.queue,
+            priority=jobs.priority,
+            max_attempts=jobs.max_attempts,
         )
         return self.add_schedule(schedule)
 

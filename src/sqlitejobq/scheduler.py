@@ -77,10 +77,7 @@ class Scheduler:
 
     def _job(self, schedule: Schedule, slot: float) -> NewJob:
         payload = schedule.payload if schedule.payload is not None else {"slot": _iso(slot)}
-        make = self.queue._job_maker(
-            schedule.task, schedule.queue, schedule.priority, 0.0, schedule.max_attempts, None
-        )
-        return make(payload)
+        return self.queue.new_job(schedule.task, payload, schedule.enqueue_options)
 
 
 def every(trigger: Trigger) -> str:
