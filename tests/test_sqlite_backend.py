@@ -20,7 +20,7 @@ from sqlitejobq import (
     StorageError,
     UnsafeFilesystem,
 )
-from sqlitejobq.backends.base import LockMetrics
+from sqlitejobq.backends.shared import LockMetrics
 from sqlitejobq.backends.sqlite import filesystem
 from sqlitejobq.backends.sqlite.connection import BusyRetry, is_busy, run_write
 from sqlitejobq.backends.sqlite.filesystem import NETWORK_FILESYSTEMS, filesystem_type

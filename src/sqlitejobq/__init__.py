@@ -2,7 +2,7 @@
 
 from .__about__ import __version__
 from .aqueue import AsyncQueue
-from .backends.sqlite import TransactionConnection
+from .backends import TransactionConnection
 from .errors import (
     CorruptDatabase,
     DatabaseBusy,

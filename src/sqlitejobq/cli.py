@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
-from .backends import is_postgres_target, library_schema, redact_target
+from .backends import engine_for, library_schema, redact_target
 from .errors import SqliteJobQError
 from .job import Job, JobStatus, LimitInfo, ScheduleInfo, WorkerInfo
 from .migrations import Migration, migrate
@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
     if not args.db:
         raise CliError(f"no database: pass --db PATH_OR_URL or set ${DB_ENV}")
-    if is_postgres_target(args.db):
+    if not engine_for(args.db).is_file:
         return Queue(args.db, registry=registry)
     if not os.path.exists(args.db) and args.command not in ("worker", "enqueue"):
         raise CliError(f"database {args.db} does not exist")
@@ -525,9 +525,7 @@ def _open(args: argparse.Namespace, registry: Registry | None = None) -> Queue:
 
 
 def _same_database(given: str, target: str) -> bool:
-    if is_postgres_target(given):
-        return redact_target(given) == target
-    return os.path.realpath(given) == os.path.realpath(target)
+    return engine_for(given).same_database(given, target)
 
 
 def load_app(spec: str) -> Any:
@@ -584,7 +582,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             child_args += [flag, str(value)]
         env = {}
         if args.db:  # by the environment: a URL's password must not show in `ps`
-            env[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
+            env[DB_ENV] = engine_for(args.db).location(args.db)
         for name in args.queues or []:
             child_args += ["--queue", name]
         if args.prefetch is not None:
@@ -607,7 +605,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ).run()
     queue = _queue_for_app(args)
     if args.db:  # handlers that open connections of their own find the database here
-        os.environ[DB_ENV] = args.db if is_postgres_target(args.db) else os.path.abspath(args.db)
+        os.environ[DB_ENV] = engine_for(args.db).location(args.db)
     signal_alive_to_supervisor()
     try:
         summary = Worker(

@@ -21,18 +21,23 @@ from typing import Any, TypeVar
 from . import validation
 from .backends.base import (
     FINISHED_STATUSES,
-    HOOK,
-    HOOK_FAILED,
+    Abandon,
     Backend,
     ClaimRequest,
+    Complete,
+    Defer,
+    Fail,
+    Fence,
+    Heartbeat,
     JobRecord,
     LimitedDue,
-    LockMetrics,
-    Step,
-    StepParams,
+    Progress,
+    Release,
+    StepValue,
     Waker,
     WorkerRecord,
 )
+from .backends.shared import LockMetrics
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -64,7 +69,7 @@ _WAIT_LOOK = 1.0
 _UNKNOWN_TASK_RECHECK = 2.0
 STATUS = {s.value: s for s in JobStatus}
 
-Outcome = tuple[Job, tuple[Step, StepParams]]
+Outcome = tuple[Job, StepValue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +115,9 @@ class JobCycle:
         """Update a worker's row."""
         self.backend.report_worker(worker)
 
-    def maintain(self) -> None:
-        """Upkeep an idle worker does (SQLite: fold the WAL into the file)."""
+    def checkpoint(self) -> None:
+        """Fold the engine's log into its main storage (SQLite: the WAL into the file): the
+        upkeep an idle worker does."""
         self.backend.checkpoint()
 
     def due_in(self, queues: tuple[str, ...] | None, exclude: tuple[str, ...] = ()) -> float | None:
@@ -242,8 +248,8 @@ class JobCycle:
         """
         statuses, records = self.backend.exchange([step for _, step in outcomes], request)
         if log.isEnabledFor(logging.INFO):
-            for (job, (_, params)), status in zip(outcomes, statuses, strict=True):
-                _log_outcome(job, status, params)
+            for (job, step), status in zip(outcomes, statuses, strict=True):
+                _log_outcome(job, status, step)
         jobs: list[Job] = []
         if request is not None and records:
             jobs = [self.job(record, Claim(request.worker, request.lease)) for record in records]
@@ -263,21 +269,22 @@ class JobCycle:
 
     # --- outcomes as fenced steps ----------------------------------------------------------
 
-    def complete_step(self, job: Job, result: Any) -> tuple[Step, StepParams]:
+    def complete_step(self, job: Job, result: Any) -> Complete:
         """The step that records ``result`` (and runs the task's on_complete hook)."""
         claim = _claim_of(job)
-        params: StepParams = {
-            **_fence(job, claim),
-            "result": encode_json(result, "result", self.policy.max_payload_bytes),
-            "message": claim.pending_message,
-        }
+        encoded = encode_json(result, "result", self.policy.max_payload_bytes)
         hook = self.registry.options(job.task).on_complete
-        if hook is not None:
-            params[HOOK] = lambda conn: hook(conn, job, result)
-            params[HOOK_FAILED] = lambda exc: self.fail_step(
+        if hook is None:
+            return Complete(_fence(job, claim), encoded, claim.pending_message)
+        return Complete(
+            _fence(job, claim),
+            encoded,
+            claim.pending_message,
+            on_complete=lambda conn: hook(conn, job, result),
+            on_failure=lambda exc: self.fail_step(
                 job, exc, None, not isinstance(exc, PermanentFailure), None
-            )[1]
-        return Step.COMPLETE, params
+            ),
+        )
 
     def fail_step(
         self,
@@ -286,7 +293,7 @@ class JobCycle:
         trace: str | None,
         retry: bool,
         retry_in: float | None,
-    ) -> tuple[Step, StepParams]:
+    ) -> Fail:
         """The step that records a failed attempt: back to the queue after the backoff
         while attempts remain (and ``retry``), else failed, keeping error and traceback."""
         claim = _claim_of(job)
@@ -305,30 +312,30 @@ class JobCycle:
             delay = validation.seconds(retry_in, "retry_in")
         else:
             delay = self.backoff(job.task, job.attempts) if again else 0.0
-        return Step.FAIL, {
-            **_fence(job, claim),
-            "status": "queued" if again else "failed",
-            "delay": delay,
-            "error": error[:10_000],
-            "traceback": trace[:50_000] if trace else None,
-            "message": claim.pending_message,
-        }
+        return Fail(
+            _fence(job, claim),
+            status="queued" if again else "failed",
+            delay=delay,
+            error=error[:10_000],
+            traceback=trace[:50_000] if trace else None,
+            message=claim.pending_message,
+        )
 
-    def defer_step(self, job: Job, worker: str, window: float) -> tuple[Step, StepParams]:
+    def defer_step(self, job: Job, worker: str, window: float) -> Defer:
         """Hand back a job whose task ``worker`` does not know, its attempt not counted: it
         waits for a worker that knows the task, up to ``window`` seconds from the first
         time one that did not handed it back, then fails with UnknownTask."""
-        return Step.DEFER, {
-            **_fence(job, _claim_of(job)),
-            "recheck": min(_UNKNOWN_TASK_RECHECK, window / 4),
-            "window": window,
-            "waiting_error": f"UnknownTask: waiting up to {window:g}s for a worker that knows "
+        return Defer(
+            _fence(job, _claim_of(job)),
+            recheck=min(_UNKNOWN_TASK_RECHECK, window / 4),
+            window=window,
+            waiting_error=f"UnknownTask: waiting up to {window:g}s for a worker that knows "
             f"task {job.task!r} (worker {worker} does not)",
-            "failed_error": f"UnknownTask: no worker that knows task {job.task!r} took the job "
+            failed_error=f"UnknownTask: no worker that knows task {job.task!r} took the job "
             f"within {window:g}s; register a handler for it and retry the job",
-        }
+        )
 
-    def undecodable_step(self, job: Job) -> tuple[Step, StepParams]:
+    def undecodable_step(self, job: Job) -> Fail:
         """Fail at once a claimed job whose stored payload cannot be decoded."""
         problem = _claim_of(job).undecodable or "undecodable payload"
         return self.fail_step(job, PayloadError(problem), None, False, None)
@@ -361,9 +368,10 @@ class JobCycle:
         _refuse_timed_out(job, claim)
         with claim.lock:
             if claim.pending_progress is not None:
-                return self._write_progress(job, claim, claim.pending_progress,
-                                            claim.pending_message)  # fmt: skip
-            return self._renew(job, claim, Step.HEARTBEAT, {"lease": seconds})
+                return self._write_progress(
+                    job, claim, claim.pending_progress, claim.pending_message
+                )
+            return self._renew(claim, Heartbeat(_fence(job, claim), seconds))
 
     def set_progress(self, job: Job, progress: float, message: str | None = None) -> bool:
         """Record progress (0.0..1.0) and an optional message; also extends the lease.
@@ -384,16 +392,14 @@ class JobCycle:
             return self._write_progress(job, claim, value, text)
 
     def _write_progress(self, job: Job, claim: Claim, progress: float, message: str | None) -> bool:
-        owned = self._renew(job, claim, Step.PROGRESS, {
-            "progress": progress, "message": message, "lease": claim.lease,
-        })  # fmt: skip
+        owned = self._renew(claim, Progress(_fence(job, claim), progress, message, claim.lease))
         claim.progress_written_at = time.monotonic()
         claim.pending_progress = None
         claim.pending_message = None
         return owned
 
-    def _renew(self, job: Job, claim: Claim, step: Step, params: StepParams) -> bool:
-        [cancel_flag], _ = self.backend.exchange([(step, {**_fence(job, claim), **params})], None)
+    def _renew(self, claim: Claim, step: Heartbeat | Progress) -> bool:
+        [cancel_flag], _ = self.backend.exchange([step], None)
         _note_cancel_flag(claim, cancel_flag, time.monotonic())
         return cancel_flag is not None
 
@@ -402,10 +408,11 @@ class JobCycle:
         if not jobs:
             return []
         claims = [_claim_of(job) for job in jobs]
-        flags, _ = self.backend.exchange([
-            (Step.HEARTBEAT, {**_fence(job, claim), "lease": claim.lease})
+        steps = [
+            Heartbeat(_fence(job, claim), claim.lease)
             for job, claim in zip(jobs, claims, strict=True)
-        ], None)  # fmt: skip
+        ]
+        flags, _ = self.backend.exchange(steps, None)
         checked = time.monotonic()
         for claim, flag in zip(claims, flags, strict=True):
             _note_cancel_flag(claim, flag, checked)
@@ -419,15 +426,12 @@ class JobCycle:
 
     def release(self, jobs: Sequence[Job]) -> int:
         """Return claimed jobs that never started to the queue, their attempt not counted."""
-        steps = [(job, (Step.RELEASE, _fence(job, _claim_of(job)))) for job in jobs]
-        return sum(self.finish(steps))
+        return sum(self.finish([(job, Release(_fence(job, _claim_of(job)))) for job in jobs]))
 
     def abandon(self, jobs: Sequence[Job], error: str) -> list[bool]:
         """End runs that will not report (a worker stopping hard): each counts as an attempt,
         back to the queue while attempts remain, else failed."""
-        return self.finish([
-            (job, (Step.ABANDON, {**_fence(job, _claim_of(job)), "error": error})) for job in jobs
-        ])  # fmt: skip
+        return self.finish([(job, Abandon(_fence(job, _claim_of(job)), error)) for job in jobs])
 
     def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
         """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
@@ -440,7 +444,7 @@ class JobCycle:
         if expiry is None or expiry >= 0:
             return []
         steps = [
-            (Step.HEARTBEAT, {**_fence(job, claim), "lease": claim.lease})
+            Heartbeat(_fence(job, claim), claim.lease)
             for job in renew
             if (claim := _claim_of(job)) is not None
         ]
@@ -494,20 +498,37 @@ def _note_cancel_flag(claim: Claim, flag: Any, checked: float) -> None:
     claim.cancel_checked_at = checked
 
 
-def _fence(job: Job, claim: Claim) -> StepParams:
-    return {"id": job.id, "attempts": job.attempts, "worker": claim.worker}
+def _fence(job: Job, claim: Claim) -> Fence:
+    return Fence(job.id, job.attempts, claim.worker)
 
 
-def _log_outcome(job: Job, status: str | None, params: StepParams) -> None:
+def _log_outcome(job: Job, status: str | None, step: StepValue) -> None:
+    error = getattr(step, "error", None) or ""
+    first_line = error.splitlines()[0][:200] if error else ""
     if status is None:
-        log.warning("job %d %s: attempt %d no longer owns the job (lease lost); outcome "
-                    "discarded", job.id, job.task, job.attempts)  # fmt: skip
-    elif status == "queued" and "error" in params:
-        log.info("job %d %s queued for retry at attempt %d/%d (%s)", job.id, job.task,
-                 job.attempts, job.max_attempts, params["error"].splitlines()[0][:200])  # fmt: skip
+        log.warning(
+            "job %d %s: attempt %d no longer owns the job (lease lost); outcome discarded",
+            job.id,
+            job.task,
+            job.attempts,
+        )
+    elif status == "queued" and isinstance(step, Fail | Abandon):
+        log.info(
+            "job %d %s queued for retry at attempt %d/%d (%s)",
+            job.id,
+            job.task,
+            job.attempts,
+            job.max_attempts,
+            first_line,
+        )
     elif status == "failed":
-        log.warning("job %d %s failed after attempt %d/%d: %s", job.id, job.task, job.attempts,
-                    job.max_attempts, (params.get("error") or "").splitlines()[0][:200] if
-                    params.get("error") else "")  # fmt: skip
+        log.warning(
+            "job %d %s failed after attempt %d/%d: %s",
+            job.id,
+            job.task,
+            job.attempts,
+            job.max_attempts,
+            first_line,
+        )
     else:
         log.info("job %d %s %s", job.id, job.task, status)

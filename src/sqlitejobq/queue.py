@@ -10,16 +10,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import validation
 from .backends import open_backend
-from .backends.base import (
-    FINISHED_STATUSES,
-    Backend,
-    Capabilities,
-    JobRecord,
-    NewJob,
-    limit_key_of,
-    rule_for,
-    task_of_limit_key,
-)
+from .backends.base import FINISHED_STATUSES, Backend, Capabilities, JobRecord, NewJob
 from .cycle import STATUS, JobCycle, Policy
 from .errors import (
     DuplicateJob,
@@ -43,6 +34,7 @@ from .job import (
     ThroughputPoint,
     WorkerInfo,
 )
+from .limits import limit_key_of, rule_for, task_of_limit_key
 from .options import (
     BatchKwargs,
     EnqueueKwargs,

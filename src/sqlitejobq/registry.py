@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import validation
-from .backends.base import QUEUE_RULE_PREFIX, LimitRule
 from .errors import InvalidArgument, InvalidArgumentType, UnknownTask
 from .handles import TaskHandle, queue_is_open, typed_handler
+from .limits import QUEUE_RULE_PREFIX, LimitRule
 from .options import CompletionHook as CompletionHook
 from .options import EnqueueOptions, ScheduleKwargs, TaskKwargs, unexpected
 from .options import TaskOptions as TaskOptions

@@ -19,7 +19,6 @@ names (``open_source``, ``peek_target``, ``open_target``, ``MIGRATIONS``, ...).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -30,8 +29,9 @@ from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from . import validation
-from .backends import is_postgres_target, load_postgres
-from .backends.base import BATCH_COLUMNS, JobRecord, Tally
+from .backends import engine_for
+from .backends.base import JobRecord
+from .backends.shared import BATCH_COLUMNS, Tally
 from .errors import InvalidArgumentType, SqliteJobQError
 from .job import BatchProgress
 from .migrations import migrate
@@ -245,10 +245,7 @@ def _location(value: object, what: str) -> str:
 
 def _engine(target: str) -> ModuleType:
     """The ``copy`` module of the engine ``target`` names."""
-    if is_postgres_target(target):
-        load_postgres()  # a clear error naming the extra if psycopg is missing
-        return importlib.import_module(".backends.postgres.copy", __package__)
-    return importlib.import_module(".backends.sqlite.copy", __package__)
+    return engine_for(target).copy()
 
 
 def _open_writer(target: str, retry_timeout: float) -> CopyTarget:

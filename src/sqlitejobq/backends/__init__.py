@@ -10,16 +10,16 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import sqlite3
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from ..errors import InvalidArgumentType, SqliteJobQError
-from .base import Backend, Migration, MigrationRunner
-from .sqlite import Settings, SqliteBackend, SqliteMigrationRunner
-from .sqlite import schema as sqlite_schema
+from ..errors import SqliteJobQError
+from ..migrations.values import Migration, MigrationRunner
+from .base import Backend, Engine
+from .sqlite import ENGINE as SQLITE
+from .sqlite.connection import TransactionConnection, split_statements
 
 #: The URL schemes that name a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -61,6 +61,16 @@ def redact_target(target: object) -> str:
         return f"{text.split('://', 1)[0]}://(a URL that cannot be read)"
 
 
+def engine_for(target: object) -> Engine:
+    """The engine ``target`` names: a ``postgresql://`` URL or a psycopg connection is
+    PostgreSQL (a clear error naming the extra if psycopg is missing), anything else SQLite
+    (which refuses what is not a path or a ``sqlite3`` connection when it opens it)."""
+    if is_postgres_target(target):
+        engine: Engine = load_postgres().ENGINE
+        return engine
+    return SQLITE
+
+
 def open_backend(
     target: str | os.PathLike[str],
     *,
@@ -69,38 +79,20 @@ def open_backend(
     options: dict[str, Any],
 ) -> Backend:
     """The engine that ``target`` names, configured with the queue's engine ``options``."""
-    if is_postgres_target(target):
-        return load_postgres().PostgresBackend.create(  # type: ignore[no-any-return]
-            str(target), retry_timeout=retry_timeout, clock=clock, options=options
-        )
-    if not isinstance(target, str | os.PathLike):
-        raise InvalidArgumentType(
-            f"a queue's target must be a SQLite file path or a postgresql:// URL, got "
-            f"{type(target).__name__}: {target!r}"
-        )
-    return SqliteBackend(target, Settings.checked(retry_timeout, options), clock)
+    return engine_for(target).open_backend(
+        target, retry_timeout=retry_timeout, clock=clock, options=options
+    )
 
 
 def migration_runner(db: Any, *, retry_timeout: float, options: dict[str, Any]) -> MigrationRunner:
     """The migration runner of the engine ``db`` (a path, a URL or a connection) names."""
-    if is_postgres_target(db):
-        runner: MigrationRunner = load_postgres().PostgresMigrationRunner(
-            db, retry_timeout=retry_timeout, options=options
-        )
-        return runner
-    if options:
-        raise SqliteJobQError(f"options {sorted(options)} apply to PostgreSQL only")
-    if not isinstance(db, str | os.PathLike | sqlite3.Connection):
-        raise InvalidArgumentType(
-            f"db must be a path, a postgresql:// URL or a connection, got {type(db).__name__}"
-        )
-    return SqliteMigrationRunner(db, retry_timeout)
+    return engine_for(db).migration_runner(db, retry_timeout=retry_timeout, options=options)
 
 
 def library_schema(db: Any) -> tuple[str, list[Migration]]:
     """The namespace and migrations of the library's own tables on the engine ``db`` names."""
-    module = load_postgres().schema if is_postgres_target(db) else sqlite_schema
-    return module.NAMESPACE, list(module.MIGRATIONS)
+    engine = engine_for(db)
+    return engine.namespace, list(engine.migrations)
 
 
 def load_postgres() -> ModuleType:
@@ -118,11 +110,16 @@ def load_postgres() -> ModuleType:
 
 __all__ = [
     "POSTGRES_SCHEMES",
+    "SQLITE",
     "Backend",
+    "Engine",
     "MigrationRunner",
+    "TransactionConnection",
+    "engine_for",
     "is_postgres_target",
     "library_schema",
     "migration_runner",
     "open_backend",
     "redact_target",
+    "split_statements",
 ]

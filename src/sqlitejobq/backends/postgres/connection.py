@@ -47,7 +47,7 @@ from ...errors import (
     StorageError,
 )
 from .. import POSTGRES_SCHEMES, redact_target
-from ..base import LockMetrics, RetryPolicy, options_of
+from ..shared import LentConnection, LockMetrics, RetryPolicy, options_of
 from . import queries as sql
 
 log = logging.getLogger("sqlitejobq")
@@ -723,7 +723,7 @@ def transaction_control(text: str) -> str | None:
     return None
 
 
-class TransactionConnection:
+class TransactionConnection(LentConnection):
     """A PostgreSQL connection lent to code running inside sqlitejobq's transaction (a
     migration, an on_complete hook): it can read and write, but not end the transaction.
 
@@ -735,10 +735,7 @@ class TransactionConnection:
     #: The SQL dialect, for code that serves more than one engine.
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection[Any], error: type[Exception], owner: str) -> None:
-        self._conn = conn
-        self._error = error
-        self._owner = owner
+    _conn: psycopg.Connection[Any]
 
     def execute(self, statement: Any, parameters: Any = None, /) -> psycopg.Cursor[Any]:
         """Run one statement inside the transaction; transaction control is refused."""
@@ -779,17 +776,6 @@ class TransactionConnection:
             (name,),
         ).fetchone()
         return row is not None
-
-    def commit(self) -> None:
-        """Refused: the transaction is sqlitejobq's, which commits it."""
-        raise self._error(f"{self._owner} must not commit: it runs inside one transaction")
-
-    def rollback(self) -> None:
-        """Refused: raise an exception to undo what was written instead."""
-        raise self._error(f"{self._owner} must not roll back; raise an exception instead")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
 
 
 def database_now(conn: psycopg.Connection[Any]) -> float:

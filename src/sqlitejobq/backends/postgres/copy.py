@@ -17,10 +17,13 @@ from psycopg import errors as pg_errors
 
 from ...errors import DuplicateJob, NotAQueueDatabase, SqliteJobQError
 from ...job import BatchProgress
-from ..base import JobRecord, LockMetrics, Migration, Tally, pending
+from ...migrations.values import Migration, pending
+from ..base import JobRecord
+from ..shared import LockMetrics, Tally
+from ..store import write_tally
 from . import queries as sql
 from . import schema
-from .backend import PostgresBackend, write_tally
+from .backend import PostgresBackend
 from .connection import (
     PgSettings,
     open_connection,
@@ -31,6 +34,10 @@ from .connection import (
     url_options,
 )
 from .migrate import applied
+from .statements import PgStatements
+
+#: The statements that write count changes (they need nothing of a queue).
+_COUNTS = PgStatements("public")
 
 T = TypeVar("T")
 
@@ -342,7 +349,7 @@ class PgCopyTransaction:
     def write_tally(self, tally: Tally) -> None:
         """Add the count changes as the engine's own writes do: one statement for the
         queues' counts, then one for the batches', each in key order."""
-        write_tally(self.conn, tally)
+        write_tally(_COUNTS, self.conn, tally)
 
     def wake(self, queues: set[str]) -> None:
         """NOTIFY each queue's workers, delivered when (and only if) the chunk commits."""

@@ -4,13 +4,13 @@ migration once; retried like every write."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import psycopg
 
 from ...errors import InvalidArgumentType, MigrationError
-from ..base import AppliedMigration, LockMetrics, Migration, pending
+from ...migrations.values import AppliedMigration, Migration, pending, run_pending
+from ..shared import LockMetrics
 from . import queries as sql
 from .connection import (
     PgSettings,
@@ -23,8 +23,6 @@ from .connection import (
     transaction_control,
     with_url_options,
 )
-
-log = logging.getLogger("sqlitejobq")
 
 
 def applied(conn: psycopg.Connection[Any], namespace: str) -> list[AppliedMigration]:
@@ -144,23 +142,16 @@ class PostgresMigrationRunner:
                 "migrate() needs a connection with no open transaction; commit or roll back first"
             )
         todo = pending(migrations, self.applied(namespace), namespace)
-        if dry_run or not todo:
-            for migration in todo:
-                log.info(
-                    "migration %s:%d %s would run", namespace, migration.version, migration.name
-                )
-            return [m.version for m in todo]
-        done = []
-        for migration in todo:
 
-            def run(m: Migration = migration) -> bool:
+        def apply(migration: Migration) -> bool:
+            def run() -> bool:
                 with self._conn.transaction():
-                    return apply_one(self._conn, self.schema, m, namespace)
+                    return apply_one(self._conn, self.schema, migration, namespace)
 
-            if self._retry(run, f"migration {namespace}:{migration.version}"):
-                done.append(migration.version)
-                log.info("migration %s:%d %s applied", namespace, migration.version, migration.name)
-        return done
+            ran: bool = self._retry(run, f"migration {namespace}:{migration.version}")
+            return ran
+
+        return run_pending(todo, namespace, dry_run=dry_run, apply=apply)
 
     def close(self) -> None:
         """Close the connection the runner opened (never the caller's)."""

@@ -8,7 +8,7 @@ high churn of updates (fillfactor, per-table autovacuum).
 
 from __future__ import annotations
 
-from ..base import Migration
+from ...migrations.values import Migration
 
 NAMESPACE = "sqlitejobq"
 

@@ -30,7 +30,7 @@ from ...errors import (
     SqliteJobQError,
     StorageError,
 )
-from ..base import LockMetrics, RetryPolicy
+from ..shared import LentConnection, LockMetrics, RetryPolicy
 
 log = logging.getLogger("sqlitejobq")
 
@@ -243,7 +243,7 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
-class TransactionConnection:
+class TransactionConnection(LentConnection):
     """A connection lent to code running inside sqlitejobq's transaction (a migration, an
     on_complete hook): it can read and write, but not end or escape the transaction.
 
@@ -255,10 +255,7 @@ class TransactionConnection:
     #: The SQL dialect, for code that serves more than one engine.
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection, error: type[Exception], owner: str) -> None:
-        self._conn = conn
-        self._error = error
-        self._owner = owner
+    _conn: sqlite3.Connection
 
     def column_names(self, table: str) -> list[str]:
         """The columns of ``table`` (empty if there is no such table)."""
@@ -282,17 +279,6 @@ class TransactionConnection:
         """Run the script's statements one by one, inside the transaction."""
         for statement in split_statements(script):
             self.execute(statement)
-
-    def commit(self) -> None:
-        """Refused: the transaction is sqlitejobq's, which commits it."""
-        raise self._error(f"{self._owner} must not commit: it runs inside one transaction")
-
-    def rollback(self) -> None:
-        """Refused: raise an exception to undo what was written instead."""
-        raise self._error(f"{self._owner} must not roll back; raise an exception instead")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
 
     def _refuse_transaction_control(self, statement: str) -> None:
         match = _TRANSACTION_CONTROL.match(_LEADING_COMMENTS.sub("", statement))

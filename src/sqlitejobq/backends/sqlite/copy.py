@@ -18,12 +18,19 @@ from urllib.parse import quote
 
 from ...errors import DatabaseUnavailable, DuplicateJob, NotAQueueDatabase, SqliteJobQError
 from ...job import BatchProgress
-from ..base import JobRecord, LockMetrics, Migration, Tally, pending
+from ...migrations.values import Migration, pending
+from ..base import JobRecord
+from ..shared import LockMetrics, Tally
+from ..store import write_tally
 from . import schema
-from .backend import SqliteBackend, write_tally
+from .backend import SqliteBackend
 from .connection import BusyRetry, storage_error
 from .migrate import applied
 from .queries import JOB_COLUMNS
+from .statements import SqliteStatements
+
+#: The statements that write count changes (they need nothing of a queue).
+_COUNTS = SqliteStatements()
 
 T = TypeVar("T")
 
@@ -365,7 +372,7 @@ class SqliteCopyTransaction:
 
     def write_tally(self, tally: Tally) -> None:
         """Add the count changes as the engine's own writes do."""
-        write_tally(self.conn, tally)
+        write_tally(_COUNTS, self.conn, tally)
 
     def wake(self, queues: set[str]) -> None:
         """Workers of other processes see the commit (file watch, data_version); this

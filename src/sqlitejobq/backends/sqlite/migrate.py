@@ -10,7 +10,8 @@ import sqlite3
 import time
 
 from ...errors import InvalidArgumentType, MigrationError
-from ..base import AppliedMigration, LockMetrics, Migration, pending
+from ...migrations.values import AppliedMigration, Migration, pending, run_pending
+from ..shared import LockMetrics
 from .connection import (
     BusyRetry,
     TransactionConnection,
@@ -82,27 +83,22 @@ class SqliteMigrationRunner:
                 "migrate() needs a connection with no open transaction; commit or roll back first"
             )
         todo = pending(migrations, self.applied(namespace), namespace)
-        if dry_run or not todo:
-            for migration in todo:
-                log.info(
-                    "migration %s:%d %s would run", namespace, migration.version, migration.name
-                )
-            return [m.version for m in todo]
-        if backup is not None:
-            _backup(conn, backup)
-        run_write(conn, lambda c: c.execute(BOOKKEEPING), retry=self._retry, what="migrate")
-        done = []
-        for migration in todo:
-            ran = run_write(
+
+        def prepare() -> None:
+            if backup is not None:
+                _backup(conn, backup)
+            run_write(conn, lambda c: c.execute(BOOKKEEPING), retry=self._retry, what="migrate")
+
+        def apply(migration: Migration) -> bool:
+            ran: bool = run_write(
                 conn,
-                lambda c, m=migration: _apply(c, m, namespace),  # type: ignore[misc]
+                lambda c: _apply(c, migration, namespace),
                 retry=self._retry,
                 what=f"migration {namespace}:{migration.version}",
             )
-            if ran:
-                done.append(migration.version)
-                log.info("migration %s:%d %s applied", namespace, migration.version, migration.name)
-        return done
+            return ran
+
+        return run_pending(todo, namespace, dry_run=dry_run, apply=apply, before=prepare)
 
     def close(self) -> None:
         """Close the connection the runner opened (never the caller's)."""

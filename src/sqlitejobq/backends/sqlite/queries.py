@@ -40,11 +40,11 @@ JOB_IDS_AFTER = "SELECT id FROM sqlitejobq_jobs WHERE id > ? ORDER BY id"
 
 ACTIVE_JOB_WITH_KEY = """
 SELECT id FROM sqlitejobq_jobs
-WHERE unique_key = ? AND status IN ('queued', 'processing', 'waiting')
+WHERE unique_key = :key AND status IN ('queued', 'processing', 'waiting')
 """
 
 INSERT_BATCH = """
-INSERT INTO sqlitejobq_batches (name, created_at) VALUES (?, ?) RETURNING id
+INSERT INTO sqlitejobq_batches (name, created_at) VALUES (:name, :now) RETURNING id
 """
 
 # --- claim ------------------------------------------------------------------------------
@@ -434,11 +434,11 @@ ORDER BY s.name
 
 # --- waiting -----------------------------------------------------------------------------------
 
-WATCH = "UPDATE sqlitejobq_jobs SET watched = 1 WHERE id = ? RETURNING status"
+WATCH = "UPDATE sqlitejobq_jobs SET watched = 1 WHERE id = :id RETURNING status"
 
 WATCH_BATCH = """
 UPDATE sqlitejobq_jobs SET watched = 1
-WHERE batch_id = ? AND status IN ('queued', 'processing', 'waiting')
+WHERE batch_id = :batch_id AND status IN ('queued', 'processing', 'waiting')
 """
 
 # --- operator actions -------------------------------------------------------------------
@@ -460,9 +460,9 @@ WHERE id = :id AND status IN ('queued', 'processing', 'waiting')
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
-STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = ?"
+STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = :id"
 
-UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = ?"
+UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = :id"
 
 # The history records the attempts the job had before they start again from 0.
 RETRY = f"""
@@ -511,13 +511,13 @@ WHERE last_seen < :cutoff AND (stopped_at IS NOT NULL OR last_seen < :dead_befor
 
 # --- reads ------------------------------------------------------------------------------
 
-GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = ?"
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE id = :id"
 
-JOB_WITH_HISTORY = f"SELECT {JOB_COLUMNS}, history FROM sqlitejobq_jobs WHERE id = ?"
+JOB_WITH_HISTORY = f"SELECT {JOB_COLUMNS}, history FROM sqlitejobq_jobs WHERE id = :id"
 
-JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = ?"
+JOB_STATUS = "SELECT status FROM sqlitejobq_jobs WHERE id = :id"
 
-CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = ?"
+CANCEL_REQUESTED = "SELECT cancel_requested FROM sqlitejobq_jobs WHERE id = :id"
 
 COUNTS = "SELECT queue, status, count FROM sqlitejobq_counts WHERE count != 0"
 
@@ -579,7 +579,7 @@ WITH RECURSIVE pairs (queue, priority) AS (
 
 BATCH = """
 SELECT id, name, total, queued, processing, completed, failed, cancelled, created_at, waiting
-FROM sqlitejobq_batches WHERE id = ?
+FROM sqlitejobq_batches WHERE id = :id
 """
 
 LATEST_BATCH_ID = "SELECT max(id) FROM sqlitejobq_batches"
@@ -593,7 +593,7 @@ ORDER BY id DESC LIMIT :limit
 """
 
 BATCH_JOBS = f"""
-SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = ? ORDER BY id
+SELECT {JOB_COLUMNS} FROM sqlitejobq_jobs WHERE batch_id = :batch_id ORDER BY id
 """
 
 _LIST_JOBS = f"""
@@ -659,14 +659,14 @@ DATA_VERSION = "PRAGMA data_version"
 WAITS_ON = """
 SELECT d.depends_on FROM sqlitejobq_dependencies AS d
 JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
-WHERE d.job_id = ? AND j.status = 'waiting'
+WHERE d.job_id = :id AND j.status = 'waiting'
 ORDER BY d.depends_on
 """
 
 WAITED_ON_BY = """
 SELECT d.job_id FROM sqlitejobq_dependencies AS d
 JOIN sqlitejobq_jobs AS j ON j.id = d.job_id
-WHERE d.depends_on = ? AND j.status = 'waiting'
+WHERE d.depends_on = :id AND j.status = 'waiting'
 ORDER BY d.job_id
 """
 

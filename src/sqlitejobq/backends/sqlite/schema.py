@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import Migration
+from ...migrations.values import Migration
 
 NAMESPACE = "sqlitejobq"
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import validation
-from .backends import is_postgres_target, load_postgres, migration_runner
-from .backends.base import AppliedMigration, Migration, MigrationBody, checked_migrations
-from .backends.sqlite.connection import TransactionConnection, split_statements
-from .errors import InvalidArgument, MigrationError
+from .. import backends, validation
+from ..errors import InvalidArgument, MigrationError
+from .values import AppliedMigration, Migration, MigrationBody, checked_migrations
+
+if TYPE_CHECKING:
+    from ..backends import TransactionConnection, split_statements
 
 __all__ = [
     "AppliedMigration",
@@ -42,6 +43,16 @@ __all__ = [
     "migrate",
     "split_statements",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the SQLite connection adapter and statement splitter, named here since before the
+    # engines had a package of their own; read from it when asked, so that importing this
+    # module never waits on the engines' (which import the migration values above)
+    if name in ("TransactionConnection", "split_statements"):
+        return getattr(backends, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -67,7 +78,7 @@ def migrate(
     """
     validation.name(namespace, "namespace")
     ordered = checked_migrations(migrations, namespace)
-    runner = migration_runner(db, retry_timeout=retry_timeout, options=engine_options)
+    runner = backends.migration_runner(db, retry_timeout=retry_timeout, options=engine_options)
     try:
         return runner.apply(ordered, namespace, dry_run=dry_run, backup=backup)
     finally:
@@ -79,7 +90,7 @@ def applied_migrations(
 ) -> list[AppliedMigration]:
     """The migrations recorded as applied in ``namespace``, oldest first."""
     validation.name(namespace, "namespace")
-    runner = migration_runner(db, retry_timeout=30.0, options=engine_options)
+    runner = backends.migration_runner(db, retry_timeout=30.0, options=engine_options)
     try:
         return runner.applied(namespace)
     finally:
@@ -100,9 +111,7 @@ def _inspector(conn: Any) -> Any:
     """The connection a migration got (either engine's), or a plain connection of either."""
     if hasattr(conn, "column_names"):
         return conn
-    if is_postgres_target(conn):
-        return load_postgres().TransactionConnection(conn, MigrationError, "a migration")
-    return TransactionConnection(conn, MigrationError, "a migration")
+    return backends.engine_for(conn).transaction_connection(conn, MigrationError, "a migration")
 
 
 def add_column_if_missing(conn: Any, table: str, column: str, definition: str) -> bool:
