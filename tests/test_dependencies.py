@@ -223,6 +223,6 @@ def test_a_rescued_job_that_ends_failed_releases_its_dependents(
     b = queue.enqueue("b", None, depends_on=[a])
     queue.claim(worker_id="dead", limit=1, lease=5.0)
     clock.advance(10.0)  # type: ignore[attr-defined]
-    assert queue.cycle.rescue_expired() == [a]
+    assert queue.lifecycle.rescue_expired() == [a]
     assert queue.get(a).status is JobStatus.FAILED
     assert queue.get(b).status is JobStatus.CANCELLED

@@ -206,10 +206,10 @@ def test_a_task_no_worker_knows_is_told_when_first_handed_back_and_when_it_gives
     jid = queue.enqueue("t")
     for _ in range(3):  # handed back three times: the rechecks are not told
         [job] = queue.claim("old-worker")
-        queue.cycle.finish([(job, queue.cycle.defer_step(job, "old-worker", 60.0))])
+        queue.lifecycle.finish([(job, queue.lifecycle.defer_step(job, "old-worker", 60.0))])
         clock.advance(20)
     [job] = queue.claim("old-worker")  # 60 seconds since the first: it gives up
-    queue.cycle.finish([(job, queue.cycle.defer_step(job, "old-worker", 60.0))])
+    queue.lifecycle.finish([(job, queue.lifecycle.defer_step(job, "old-worker", 60.0))])
     assert queue.get(jid).status is JobStatus.FAILED
     events = queue.timeline(jid)
     assert [(e.event, e.outcome) for e in events] == [
@@ -323,15 +323,15 @@ def test_a_report_that_fails_leaves_its_counts_for_the_next_one(
     worker = Worker(queue, worker_id="w-report")
     worker._register()
     worker._counts.update(completed=5, failed=1)
-    written = queue.cycle.report_worker
+    written = queue.lifecycle.report_worker
 
     def refuse(record: WorkerRecord) -> None:
         raise DatabaseBusy("the database stayed busy")
 
-    monkeypatch.setattr(queue.cycle, "report_worker", refuse)
+    monkeypatch.setattr(queue.lifecycle, "report_worker", refuse)
     with pytest.raises(DatabaseBusy):
         worker._report()
-    monkeypatch.setattr(queue.cycle, "report_worker", written)
+    monkeypatch.setattr(queue.lifecycle, "report_worker", written)
     worker._counts.update(completed=8, failed=2)
     worker._report()
     worker._report(stopped=True)  # nothing new: adds nothing

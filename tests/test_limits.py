@@ -57,7 +57,7 @@ def test_a_limit_frees_its_slot_on_failure_cancel_and_lease_expiry(
     queue.complete(b, None)
     [c] = claim(queue)
     clock.advance(60.0)  # the worker died: its lease ends
-    queue.cycle.rescue_expired()
+    queue.lifecycle.rescue_expired()
     [d] = claim(queue)
     assert [a.id, b.id, c.id, d.id] == ids
 
@@ -96,7 +96,7 @@ def test_a_rate_limit_counts_starts_in_any_window(
         queue.complete(job, None)
     clock.advance(5.0)
     assert claim(queue) == []  # three starts in the last 10 s, running or not
-    due = queue.cycle.limited_due(None)
+    due = queue.lifecycle.limited_due(None)
     assert due is not None and not due.claimable
     assert due.next_start is not None and due.next_start - due.now == pytest.approx(5.0)
     clock.advance(5.1)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .backends.base import WorkerRecord
-    from .cycle import JobCycle
+    from .lifecycle import JobLifecycle
     from .runners import Slots
     from .scheduler import Scheduler
 
@@ -55,8 +55,8 @@ class Rescue(Duty):
     """Takes back the jobs whose leases expired (their worker died) so they run again; due
     at once, so a dead worker's jobs are runnable from the first claim."""
 
-    def __init__(self, cycle: JobCycle, slots: Slots, interval: float, now: float) -> None:
-        self._cycle = cycle
+    def __init__(self, lifecycle: JobLifecycle, slots: Slots, interval: float, now: float) -> None:
+        self._lifecycle = lifecycle
         self._slots = slots
         self._interval = interval
         self.next_at = now
@@ -64,7 +64,7 @@ class Rescue(Duty):
     def run(self, now: float) -> Found:
         """Take back the expired leases (renewing the worker's own first)."""
         self.next_at = now + self._interval
-        rescued = self._cycle.rescue_expired(renew=self._slots.held(now))
+        rescued = self._lifecycle.rescue_expired(renew=self._slots.held(now))
         return (Found.WORK if rescued else Found.NOTHING) | Found.CLOCK
 
 
@@ -94,9 +94,9 @@ class Heartbeat(Duty):
     and passes on the cancels asked for to ``async def`` handlers."""
 
     def __init__(
-        self, cycle: JobCycle, slots: Slots, lease: float, worker: str, now: float
+        self, lifecycle: JobLifecycle, slots: Slots, lease: float, worker: str, now: float
     ) -> None:
-        self._cycle = cycle
+        self._lifecycle = lifecycle
         self._slots = slots
         self._lease = lease
         self._worker = worker
@@ -109,7 +109,7 @@ class Heartbeat(Duty):
         """Renew the leases, warning of those another worker took."""
         held = self._slots.held(now)
         if held:
-            for job, owned in zip(held, self._cycle.heartbeat_many(held), strict=True):
+            for job, owned in zip(held, self._lifecycle.heartbeat_many(held), strict=True):
                 if not owned:
                     log.warning(
                         "job %d %s: worker %s lost its lease (another worker may run it)",
@@ -126,8 +126,8 @@ class WorkerRow:
     """A worker's row: written at its start, then when its figures change or now and then
     to show it lives."""
 
-    def __init__(self, cycle: JobCycle, figures: Callable[[], WorkerRecord]) -> None:
-        self._cycle = cycle
+    def __init__(self, lifecycle: JobLifecycle, figures: Callable[[], WorkerRecord]) -> None:
+        self._lifecycle = lifecycle
         self._figures = figures  # the worker's row as it stands, but its start and stop
         self._started_at = 0.0
         self._last: WorkerRecord | None = None
@@ -136,7 +136,7 @@ class WorkerRow:
     def register(self, started_at: float) -> None:
         """Write the row of a worker that starts."""
         self._started_at = started_at
-        self._cycle.register_worker(self._current())
+        self._lifecycle.register_worker(self._current())
         self._last, self._last_at = self._current(), time.monotonic()
 
     def write(self, stopped: bool = False) -> None:
@@ -157,7 +157,7 @@ class WorkerRow:
                 completed_delta=record.jobs_completed - last.jobs_completed,
                 failed_delta=record.jobs_failed - last.jobs_failed,
             )
-        self._cycle.report_worker(record)
+        self._lifecycle.report_worker(record)
         self._last, self._last_at = record, time.monotonic()
 
     def _current(self, stopped: bool = False) -> WorkerRecord:
@@ -185,15 +185,15 @@ class Checkpoint(Duty):
 
     idle_only = True
 
-    def __init__(self, cycle: JobCycle, interval: float, now: float) -> None:
-        self._cycle = cycle
+    def __init__(self, lifecycle: JobLifecycle, interval: float, now: float) -> None:
+        self._lifecycle = lifecycle
         self._interval = interval
         self.next_at = now + interval
 
     def run(self, now: float) -> Found:
         """Do the upkeep."""
         self.next_at = now + self._interval
-        self._cycle.checkpoint()
+        self._lifecycle.checkpoint()
         return Found.NOTHING
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cycle import JobCycle
+    from .lifecycle import JobLifecycle
 
 
 class JobStatus(enum.StrEnum):
@@ -115,7 +115,7 @@ class Job:
     worker: str | None
     lease_until: float | None
     cancel_requested: bool
-    _cycle: JobCycle | None = field(default=None, repr=False, compare=False)
+    _lifecycle: JobLifecycle | None = field(default=None, repr=False, compare=False)
     _claim: Claim | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,10 +124,10 @@ class Job:
         values["status"] = self.status.value
         return values
 
-    def _owned(self) -> tuple[JobCycle, Claim]:
-        if self._cycle is None or self._claim is None:
+    def _owned(self) -> tuple[JobLifecycle, Claim]:
+        if self._lifecycle is None or self._claim is None:
             raise RuntimeError(f"job {self.id} was not claimed by this process; nothing to update")
-        return self._cycle, self._claim
+        return self._lifecycle, self._claim
 
     def set_progress(self, progress: float, message: str | None = None) -> bool:
         """Report progress (0.0..1.0, optional message); also extends the lease.
@@ -135,13 +135,13 @@ class Job:
         Writes are spaced at least ``PROGRESS_WRITE_INTERVAL`` apart; a report in between
         is kept and written with the next one. Returns False if this claim lost the job.
         """
-        cycle, _ = self._owned()
-        return cycle.set_progress(self, progress, message)
+        lifecycle, _ = self._owned()
+        return lifecycle.set_progress(self, progress, message)
 
     def heartbeat(self) -> bool:
         """Extend the lease. Returns False if this claim no longer owns the job."""
-        cycle, _ = self._owned()
-        return cycle.heartbeat(self)
+        lifecycle, _ = self._owned()
+        return lifecycle.heartbeat(self)
 
     @property
     def timed_out(self) -> bool:
@@ -152,11 +152,11 @@ class Job:
     @property
     def cancelled(self) -> bool:
         """True once someone asked to cancel this running job; the handler should stop."""
-        cycle, claim = self._owned()
+        lifecycle, claim = self._owned()
         if not claim.cancelled and (
             time.monotonic() - claim.cancel_checked_at >= CANCEL_CHECK_INTERVAL
         ):
-            claim.cancelled = cycle.cancel_requested(self.id)
+            claim.cancelled = lifecycle.cancel_requested(self.id)
             claim.cancel_checked_at = time.monotonic()
         return claim.cancelled
 
@@ -170,13 +170,13 @@ class AsyncJob(Job):
 
     async def set_progress(self, progress: float, message: str | None = None) -> bool:  # type: ignore[override]
         """Report progress (0.0..1.0, optional message); also extends the lease."""
-        cycle, _ = self._owned()
-        return await asyncio.to_thread(cycle.set_progress, self, progress, message)
+        lifecycle, _ = self._owned()
+        return await asyncio.to_thread(lifecycle.set_progress, self, progress, message)
 
     async def heartbeat(self) -> bool:  # type: ignore[override]
         """Extend the lease. Returns False if this claim no longer owns the job."""
-        cycle, _ = self._owned()
-        return await asyncio.to_thread(cycle.heartbeat, self)
+        lifecycle, _ = self._owned()
+        return await asyncio.to_thread(lifecycle.heartbeat, self)
 
     @property
     def cancelled(self) -> bool:

@@ -11,7 +11,6 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 from . import validation
 from .backends import open_backend
 from .backends.base import FINISHED_STATUSES, Backend, Capabilities, JobRecord, NewJob
-from .cycle import STATUS, JobCycle, Policy
 from .errors import (
     DuplicateJob,
     InvalidArgument,
@@ -34,6 +33,7 @@ from .job import (
     ThroughputPoint,
     WorkerInfo,
 )
+from .lifecycle import STATUS, JobLifecycle, Policy
 from .limits import limit_key_of, rule_for, task_of_limit_key
 from .options import (
     BatchKwargs,
@@ -126,7 +126,7 @@ class Queue:
         )
         #: The clock that stamps due times and leases (the engine's, unless one was given).
         self.clock: Callable[[], float] = clock or self.backend.now
-        self.cycle = JobCycle(self.backend, self.registry, policy)
+        self.lifecycle = JobLifecycle(self.backend, self.registry, policy)
         try:
             self.backend.open()
         except BaseException:
@@ -159,17 +159,17 @@ class Queue:
     @property
     def max_attempts(self) -> int:
         """Runs of a job before it ends failed, when neither its task nor its enqueue says."""
-        return self.cycle.policy.max_attempts
+        return self.lifecycle.policy.max_attempts
 
     @property
     def max_payload_bytes(self) -> int:
         """The largest payload or result, as JSON text."""
-        return self.cycle.policy.max_payload_bytes
+        return self.lifecycle.policy.max_payload_bytes
 
     @property
     def job_timeout(self) -> float | None:
         """How long a job may run when its task sets no ``timeout`` (None: no limit)."""
-        return self.cycle.policy.job_timeout
+        return self.lifecycle.policy.job_timeout
 
     def close(self) -> None:
         """Close this process's connections. Safe to call twice."""
@@ -477,7 +477,7 @@ class Queue:
         Each claimed job is ``processing``, its attempts counted, and leased to
         ``worker_id`` for ``lease`` seconds; renew it with heartbeat or set_progress.
         """
-        return self.cycle.claim(self.cycle.claim_request(worker_id, queues, limit, lease))
+        return self.lifecycle.claim(self.lifecycle.claim_request(worker_id, queues, limit, lease))
 
     def complete(self, job: Job, result: Any = None) -> bool:
         """Record success. False (and no change) if this claim no longer owns the job."""
@@ -485,8 +485,8 @@ class Queue:
 
     def complete_many(self, outcomes: Sequence[tuple[Job, Any]]) -> list[bool]:
         """Record several successes in one transaction; one bool per job as in complete."""
-        return self.cycle.finish(
-            [(job, self.cycle.complete_step(job, result)) for job, result in outcomes]
+        return self.lifecycle.finish(
+            [(job, self.lifecycle.complete_step(job, result)) for job, result in outcomes]
         )
 
     def fail(
@@ -503,42 +503,42 @@ class Queue:
 
         False (and no change) if this claim no longer owns the job.
         """
-        step = self.cycle.fail_step(job, error, traceback, retry, retry_in)
-        return self.cycle.finish([(job, step)])[0]
+        step = self.lifecycle.fail_step(job, error, traceback, retry, retry_in)
+        return self.lifecycle.finish([(job, step)])[0]
 
     def heartbeat(self, job: Job, lease: float | None = None) -> bool:
         """Extend the job's lease (by its claim's lease unless given). False if this claim
         no longer owns the job; JobTimeout once the job has run past its timeout."""
-        return self.cycle.heartbeat(job, lease)
+        return self.lifecycle.heartbeat(job, lease)
 
     def set_progress(self, job: Job, progress: float, message: str | None = None) -> bool:
         """Record progress (0.0..1.0) and an optional message; also extends the lease.
         Writes of one job are spaced at least 0.25 s apart (a report in between is kept for
         the next write); JobTimeout once the job has run past its timeout."""
-        return self.cycle.set_progress(job, progress, message)
+        return self.lifecycle.set_progress(job, progress, message)
 
     def heartbeat_many(self, jobs: Sequence[Job]) -> list[bool]:
         """Extend the leases of several running jobs in one transaction (what workers do)."""
-        return self.cycle.heartbeat_many(jobs)
+        return self.lifecycle.heartbeat_many(jobs)
 
     def release(self, jobs: Sequence[Job]) -> int:
         """Return claimed jobs that never started to the queue, their attempt not counted."""
-        return self.cycle.release(jobs)
+        return self.lifecycle.release(jobs)
 
     def abandon(self, jobs: Sequence[Job], error: str) -> list[bool]:
         """End runs that will not report (a worker stopping hard): each counts as an attempt,
         back to the queue while attempts remain, else failed."""
-        return self.cycle.abandon(jobs, error)
+        return self.lifecycle.abandon(jobs, error)
 
     def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
         """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
         attempts remain, else ``failed``. Workers call this; it returns the job ids.
         ``renew``: the caller's own running jobs, whose leases are extended first."""
-        return self.cycle.rescue_expired(renew)
+        return self.lifecycle.rescue_expired(renew)
 
     def backoff(self, task: str, attempts: int) -> float:
         """Seconds before the retry that follows failed attempt number ``attempts``."""
-        return self.cycle.backoff(task, attempts)
+        return self.lifecycle.backoff(task, attempts)
 
     def next_lease_expiry(self) -> float | None:
         """When the earliest lease of a processing job ends (None if nothing runs)."""
@@ -554,7 +554,7 @@ class Queue:
 
     def cancel_requested(self, job_id: int) -> bool:
         """True if someone asked to cancel the job (read from the database)."""
-        return self.cycle.cancel_requested(job_id)
+        return self.lifecycle.cancel_requested(job_id)
 
     # --- operator actions -----------------------------------------------------------------
 
@@ -648,7 +648,7 @@ class Queue:
         row = self.backend.get_job(job_id)
         if row is None:
             raise JobNotFound(f"no job with id {job_id} in {self.target}")
-        return self.cycle.job(row)
+        return self.lifecycle.job(row)
 
     def _status_of(self, job_id: int) -> JobStatus:
         status = self.backend.job_status(job_id)
@@ -694,7 +694,7 @@ class Queue:
             "scan": _id_or_none(scan, "scan"),
             "limit": validation.integer(limit, "limit", minimum=1),
         }
-        return [self.cycle.job(row) for row in self.backend.list_jobs(params, oldest_first)]
+        return [self.lifecycle.job(row) for row in self.backend.list_jobs(params, oldest_first)]
 
     def max_job_id(self) -> int | None:
         """The newest job's id (None: no job yet): where a newest-first ``scan`` window
@@ -768,7 +768,7 @@ class Queue:
         """
         validation.integer(job_id, "job_id")
         seconds = None if timeout is None else validation.seconds(timeout, "timeout")
-        job = self.cycle.job(self.cycle.wait(job_id, seconds))
+        job = self.lifecycle.job(self.lifecycle.wait(job_id, seconds))
         if raise_on_failure and job.status is not JobStatus.COMPLETED:
             raise JobFailed.of(job)
         return job
@@ -777,7 +777,7 @@ class Queue:
         """Block until no job of the batch is queued, processing or waiting; its counts."""
         validation.integer(batch_id, "batch_id")
         seconds = None if timeout is None else validation.seconds(timeout, "timeout")
-        return self.cycle.wait_batch(batch_id, seconds)
+        return self.lifecycle.wait_batch(batch_id, seconds)
 
     def latest_batch_id(self) -> int | None:
         """The most recent batch's id, or None if there is no batch."""
@@ -786,7 +786,7 @@ class Queue:
     def batch_jobs(self, batch_id: int) -> list[Job]:
         """Every job of the batch, in enqueue order."""
         validation.integer(batch_id, "batch_id")
-        return [self.cycle.job(row) for row in self.backend.batch_jobs(batch_id)]
+        return [self.lifecycle.job(row) for row in self.backend.batch_jobs(batch_id)]
 
     def stats(self) -> QueueStats:
         """Counts by queue and status, the age of the oldest due job, and lock waiting:

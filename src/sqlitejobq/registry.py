@@ -16,7 +16,7 @@ from .limits import QUEUE_RULE_PREFIX, LimitRule
 from .options import CompletionHook as CompletionHook
 from .options import EnqueueOptions, ScheduleKwargs, TaskKwargs, unexpected
 from .options import TaskOptions as TaskOptions
-from .schedule import MISSED_POLICIES, Trigger, parse_trigger
+from .triggers import MISSED_POLICIES, Trigger, parse_trigger
 
 if TYPE_CHECKING:
     from .job import Job

@@ -21,7 +21,7 @@ from .errors import JobTimeout, PayloadError, PermanentFailure
 from .job import AsyncJob, Job, as_async
 
 if TYPE_CHECKING:
-    from .cycle import JobCycle, Outcome
+    from .lifecycle import JobLifecycle, Outcome
 
 log = logging.getLogger("sqlitejobq")
 
@@ -39,7 +39,11 @@ class Slots:
     the outcomes not yet recorded, under one lock that the dispatcher and runners share."""
 
     def __init__(
-        self, cycle: JobCycle, concurrency: int, wake: threading.Event, stopping: threading.Event
+        self,
+        lifecycle: JobLifecycle,
+        concurrency: int,
+        wake: threading.Event,
+        stopping: threading.Event,
     ) -> None:
         self.concurrency = concurrency
         self.lock = threading.Lock()
@@ -48,8 +52,8 @@ class Slots:
         self.outcomes: list[Outcome] = []
         self.run_time = 0.0  # moving average (seconds) of a handler's run
         self.timeouts = False  # whether any job taken so far has a timeout
-        self.threads = ThreadRunner(cycle, self, stopping)
-        self.loop = AsyncRunner(cycle, self)
+        self.threads = ThreadRunner(lifecycle, self, stopping)
+        self.loop = AsyncRunner(lifecycle, self)
 
     def submit(self, jobs: list[Job]) -> None:
         """Hand claimed jobs to the runner of their handlers."""
@@ -185,8 +189,8 @@ class Runner:
     """What both runners share: the slots, a line of jobs waiting to start, and how a
     handler's end becomes an outcome."""
 
-    def __init__(self, cycle: JobCycle, slots: Slots) -> None:
-        self.cycle = cycle
+    def __init__(self, lifecycle: JobLifecycle, slots: Slots) -> None:
+        self.lifecycle = lifecycle
         self.slots = slots
         self.waiting: deque[Job] = deque()  # claimed, not started; under the slots' lock
 
@@ -194,21 +198,21 @@ class Runner:
         """The outcome of a handler that raised: retried unless PermanentFailure."""
         trace = "".join(traceback.format_exception(exc))
         again = not isinstance(exc, PermanentFailure)
-        return job, self.cycle.fail_step(job, exc, trace, again, None)
+        return job, self.lifecycle.fail_step(job, exc, trace, again, None)
 
     def _completed(self, job: Job, result: Any) -> Outcome:
         """The outcome of a handler that returned (failed at once if its result is not JSON)."""
         try:
-            return job, self.cycle.complete_step(job, result)
+            return job, self.lifecycle.complete_step(job, result)
         except PayloadError as exc:
-            return job, self.cycle.fail_step(job, exc, None, False, None)
+            return job, self.lifecycle.fail_step(job, exc, None, False, None)
 
 
 class ThreadRunner(Runner):
     """Runs plain handlers, one at a time in each of ``concurrency`` threads."""
 
-    def __init__(self, cycle: JobCycle, slots: Slots, stopping: threading.Event) -> None:
-        super().__init__(cycle, slots)
+    def __init__(self, lifecycle: JobLifecycle, slots: Slots, stopping: threading.Event) -> None:
+        super().__init__(lifecycle, slots)
         self._stopping = stopping  # once set, idle threads return
         self._ready = threading.Condition(slots.lock)
         self._threads: list[threading.Thread] = []
@@ -259,7 +263,7 @@ class ThreadRunner(Runner):
                 return  # another thread took this one's place
 
     def _execute(self, job: Job) -> Outcome:
-        task = self.cycle.registry.get(job.task)
+        task = self.lifecycle.registry.get(job.task)
         try:
             result = task.handler(job)
         except BaseException as exc:  # a handler's failure is the job's, never the worker's
@@ -271,8 +275,8 @@ class AsyncRunner(Runner):
     """Runs ``async def`` handlers on one event loop, in a thread started on first use: a
     run takes a slot but no thread, and a timeout or cancel reaches it as CancelledError."""
 
-    def __init__(self, cycle: JobCycle, slots: Slots) -> None:
-        super().__init__(cycle, slots)
+    def __init__(self, lifecycle: JobLifecycle, slots: Slots) -> None:
+        super().__init__(lifecycle, slots)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: dict[Run, asyncio.Task[None]] = {}  # touched on the loop only
@@ -287,7 +291,7 @@ class AsyncRunner(Runner):
         """True if the handler of ``task`` is an ``async def``."""
         known = self._async.get(task)
         if known is None:
-            handler = self.cycle.registry.get(task).handler
+            handler = self.lifecycle.registry.get(task).handler
             known = self._async[task] = inspect.iscoroutinefunction(handler)
         return known
 
@@ -374,18 +378,18 @@ class AsyncRunner(Runner):
         self._pump()
 
     async def _execute(self, job: AsyncJob) -> Outcome:
-        cycle = self.cycle
-        task = cycle.registry.get(job.task)
+        lifecycle = self.lifecycle
+        task = lifecycle.registry.get(job.task)
         claim = job._claim
         try:
             result = await task.handler(job)
         except asyncio.CancelledError as exc:
             if claim is not None and claim.timed_out():
                 timeout = JobTimeout(f"timed out after {claim.timeout:g}s (cancelled)")
-                return job, cycle.fail_step(job, timeout, None, True, None)
+                return job, lifecycle.fail_step(job, timeout, None, True, None)
             reason = "cancelled" if claim is not None and claim.cancelled else "interrupted"
             trace = "".join(traceback.format_exception(exc))
-            return job, cycle.fail_step(job, f"CancelledError: {reason}", trace, False, None)
+            return job, lifecycle.fail_step(job, f"CancelledError: {reason}", trace, False, None)
         except Exception as exc:  # a handler's failure is the job's, never the worker's
             return self._failed(job, exc)
         return self._completed(job, result)

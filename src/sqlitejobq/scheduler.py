@@ -6,7 +6,7 @@ same transaction that inserts the slot's job: the first worker to do so creates 
 the others find the slot taken and create nothing, and a slot once passed is never taken
 again. Only the current slot is run as on time; the slots missed while no worker looked
 are handled by the schedule's ``missed`` policy ("latest": the most recent once), so a
-look creates at most two jobs per schedule (see ``sqlitejobq.schedule.due_slots``).
+look creates at most two jobs per schedule (see ``sqlitejobq.triggers.due_slots``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .registry import Schedule
-from .schedule import Trigger, due_slots
+from .triggers import Trigger, due_slots
 
 if TYPE_CHECKING:
     from .backends.base import NewJob

@@ -59,7 +59,7 @@ from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .backends.base import Waker
-    from .cycle import Outcome
+    from .lifecycle import Outcome
 
 log = logging.getLogger("sqlitejobq")
 
@@ -154,7 +154,7 @@ class Worker:
                 f"queue must be a sqlitejobq.Queue, got {type(queue).__name__}"
             )
         self.queue = queue
-        self.cycle = queue.cycle
+        self.lifecycle = queue.lifecycle
         self.concurrency = validation.integer(concurrency, "concurrency", minimum=1)
         self.queues = validation.names(queues, "queues")
         self.lease = validation.seconds(lease, "lease", positive=True)
@@ -186,8 +186,8 @@ class Worker:
         self._stop_deadline: float | None = None
         self._active = False
         self._counts = {"completed": 0, "failed": 0, "retried": 0, "lost": 0, "stuck": 0}
-        self._slots = Slots(self.cycle, self.concurrency, self._wake, self._stopping)
-        self._row = WorkerRow(self.cycle, self._record)
+        self._slots = Slots(self.lifecycle, self.concurrency, self._wake, self._stopping)
+        self._row = WorkerRow(self.lifecycle, self._record)
         self._scheduler = Scheduler(queue, queue.registry.schedules)
         self._unknown_until: dict[str, float] = {}  # task: until when it is not claimed
         self._round_trip = 0.0  # moving average (seconds) of a dispatch round trip
@@ -232,7 +232,7 @@ class Worker:
         started = time.monotonic()
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
-        waker = self.cycle.waker
+        waker = self.lifecycle.waker
         try:
             with self._signals(handle_signals):
                 self._slots.threads.start()
@@ -302,18 +302,18 @@ class Worker:
 
     def _duties(self, now: float, burst: bool, parent: int | None) -> list[Duty]:
         """This run's duties, in the order a round runs them."""
-        duties: list[Duty] = [Rescue(self.cycle, self._slots, self.rescue_interval, now)]
+        duties: list[Duty] = [Rescue(self.lifecycle, self._slots, self.rescue_interval, now)]
         if parent is not None:
             duties.append(ParentWatch(parent, self.rescue_interval, self.stop, self.id, now))
         duties += [
-            Heartbeat(self.cycle, self._slots, self.lease, self.id, now),
+            Heartbeat(self.lifecycle, self._slots, self.lease, self.id, now),
             Report(self._row, self.report_interval, now),
         ]
         # burst mode runs what is there, then returns: it creates no periodic jobs
         if self.run_schedules and not burst and self._scheduler.schedules:
             duties.append(Schedules(self._scheduler, self.schedule_check, now))
         if self.checkpoint_interval:
-            duties.append(Checkpoint(self.cycle, self.checkpoint_interval, now))
+            duties.append(Checkpoint(self.lifecycle, self.checkpoint_interval, now))
         return duties
 
     def _loop(self, burst: bool) -> None:
@@ -322,7 +322,7 @@ class Worker:
         now = time.monotonic()
         parent = _expected_parent()
         duties = self._duties(now, burst, parent)
-        sleep = _Sleep(self.cycle.waker, self._wake, self.poll_interval, now)
+        sleep = _Sleep(self.lifecycle.waker, self._wake, self.poll_interval, now)
         maybe_work = True  # there may be due jobs: try a claim
         look_ahead = False  # the queue looked drained or changed: read when work is next due
         next_due: float | None = None  # when the next delayed job we know of is due (monotonic)
@@ -350,7 +350,7 @@ class Worker:
                 maybe_work = False
                 if look_ahead:
                     look_ahead = False
-                    due_in = self.cycle.due_in(self.queues, self._unknown())
+                    due_in = self.lifecycle.due_in(self.queues, self._unknown())
                     if due_in is not None and due_in <= 0:
                         maybe_work, next_due = True, None
                         continue
@@ -398,13 +398,13 @@ class Worker:
         if not outcomes and not (claim and free > 0):
             return False, False
         request = (
-            self.cycle.claim_request(self.id, self.queues, free, self.lease, self._unknown())
+            self.lifecycle.claim_request(self.id, self.queues, free, self.lease, self._unknown())
             if claim and free > 0
             else None
         )
         started = time.perf_counter()
         try:
-            statuses, jobs = self.cycle.settle(outcomes, request)
+            statuses, jobs = self.lifecycle.settle(outcomes, request)
             recorded = list(zip(outcomes, statuses, strict=True))
         except Exception as exc:
             if not outcomes or isinstance(exc, _TRANSIENT):
@@ -430,8 +430,8 @@ class Worker:
         decoded fails. True if any was not handed to a runner."""
         if not jobs:
             return False
-        cycle = self.cycle
-        registry = cycle.registry
+        lifecycle = self.lifecycle
+        registry = lifecycle.registry
         known: list[Job] = []
         deferred: list[Outcome] = []
         settings: dict[str, tuple[float | None, float | None]] = {}  # task: lease, timeout
@@ -439,11 +439,11 @@ class Worker:
             claim = job._claim
             assert claim is not None
             if claim.undecodable:
-                deferred.append((job, cycle.undecodable_step(job)))
+                deferred.append((job, lifecycle.undecodable_step(job)))
                 continue
             if job.task in registry:
                 lease, timeout = settings.get(job.task) or settings.setdefault(
-                    job.task, (registry.options(job.task).lease, cycle.timeout_of(job.task))
+                    job.task, (registry.options(job.task).lease, lifecycle.timeout_of(job.task))
                 )
                 if lease is not None:
                     claim.lease = lease
@@ -465,7 +465,7 @@ class Worker:
             self._unknown_until[job.task] = time.monotonic() + min(
                 _UNKNOWN_TASK_RECHECK, self.unknown_task_window / 4
             )
-            deferred.append((job, cycle.defer_step(job, self.id, self.unknown_task_window)))
+            deferred.append((job, lifecycle.defer_step(job, self.id, self.unknown_task_window)))
         self._slots.add(deferred)
         self._slots.submit(known)
         return bool(deferred)
@@ -495,7 +495,7 @@ class Worker:
         with the reason instead. Returns the outcome recorded and the job's status."""
         job = outcome[0]
         try:
-            return outcome, self.cycle.settle([outcome], None)[0][0]
+            return outcome, self.lifecycle.settle([outcome], None)[0][0]
         except Exception as exc:
             if isinstance(exc, _TRANSIENT):
                 raise
@@ -507,9 +507,9 @@ class Worker:
             problem,
         )
         error = f"the outcome could not be recorded: {problem}"
-        failure = (job, self.cycle.fail_step(job, error, None, False, None))
+        failure = (job, self.lifecycle.fail_step(job, error, None, False, None))
         try:
-            return failure, self.cycle.settle([failure], None)[0][0]
+            return failure, self.lifecycle.settle([failure], None)[0][0]
         except Exception as exc:
             if isinstance(exc, _TRANSIENT):
                 raise
@@ -550,14 +550,14 @@ class Worker:
         """Burst mode: None when it ends (nothing due in our queues, no lease left to rescue,
         no job held back only by a rate limit), else how long to wait before looking again
         (0: at once)."""
-        due_in = self.cycle.due_in(self.queues, self._unknown())
+        due_in = self.lifecycle.due_in(self.queues, self._unknown())
         if due_in is not None and due_in <= 0:
             return 0.0
-        expiry_in = self.cycle.lease_expiry_in()
+        expiry_in = self.lifecycle.lease_expiry_in()
         if expiry_in is not None and expiry_in < 0:
             held = self._slots.held(time.monotonic())
-            return 0.0 if self.cycle.rescue_expired(renew=held) else None
-        limited = self.cycle.limited_due(self.queues, self._unknown())
+            return 0.0 if self.lifecycle.rescue_expired(renew=held) else None
+        limited = self.lifecycle.limited_due(self.queues, self._unknown())
         if limited is not None:
             if limited.claimable:  # its rate freed a start since the look above
                 return 0.0
@@ -575,7 +575,7 @@ class Worker:
                 f"timed out after {timeout:g}s (the handler still ran {self.timeout_grace:g}s "
                 f"later; its thread was left behind)"
             )
-            self._slots.add([(job, self.cycle.fail_step(job, error, None, True, None))])
+            self._slots.add([(job, self.lifecycle.fail_step(job, error, None, True, None))])
             self._counts["stuck"] += 1
             log.error(
                 "job %d %s: handler still running %gs after its timeout of %gs; the attempt "
@@ -604,7 +604,7 @@ class Worker:
         unstarted, running = self._slots.withdraw()
         if unstarted:
             try:
-                released = self.cycle.release(unstarted)
+                released = self.lifecycle.release(unstarted)
             except Exception:
                 self._slots.put_back(unstarted)
                 raise
@@ -624,7 +624,7 @@ class Worker:
     def _abandon(self, jobs: list[Job], reason: str) -> None:
         self._slots.abandon(jobs)
         if jobs:
-            self.cycle.abandon(jobs, reason)
+            self.lifecycle.abandon(jobs, reason)
             log.warning(
                 "worker %s: %d running jobs did not finish in time: %s",
                 self.id,
@@ -638,7 +638,7 @@ class Worker:
         try:
             unstarted, running = self._slots.withdraw()
             if unstarted:
-                self.cycle.release(unstarted)
+                self.lifecycle.release(unstarted)
             self._flush_outcomes()
             self._abandon(running, "interrupted: the worker stopped at once")
             self._report(stopped=True)
@@ -693,7 +693,7 @@ class Worker:
             concurrency=self.concurrency,
             jobs_completed=self._counts["completed"],
             jobs_failed=self._counts["failed"],
-            lock=self.cycle.metrics.snapshot(),
+            lock=self.lifecycle.metrics.snapshot(),
         )
 
     def _register(self) -> None:

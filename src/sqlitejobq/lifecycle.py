@@ -1,6 +1,6 @@
 """The life of a claimed job: claiming, renewing, and recording outcomes.
 
-``JobCycle`` is the interface workers use: the library's ``Worker`` and custom workers
+``JobLifecycle`` is the interface workers use: the library's ``Worker`` and custom workers
 (through ``Queue``'s public ``claim``, ``complete``, ``fail``, ...). It turns outcomes into
 fenced steps and hands them to the backend, so it owns the policy (retry backoff, timeouts,
 what an unknown task does) and no SQL.
@@ -83,7 +83,7 @@ class Policy:
     job_timeout: float | None = None
 
 
-class JobCycle:
+class JobLifecycle:
     """Claims jobs and records what became of them, through one backend.
 
     Workers use it directly; ``Queue``'s low-level calls (``claim``, ``complete``, ...) are

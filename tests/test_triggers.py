@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlitejobq.errors import InvalidArgument, InvalidArgumentType, SqliteJobQError
-from sqlitejobq.schedule import (
+from sqlitejobq.triggers import (
     MAX_INTERVAL,
     MISSED_POLICIES,
     Trigger,
@@ -602,7 +602,7 @@ def test_without_cronsim_cron_schedules_name_the_extra(monkeypatch: pytest.Monke
 def test_the_core_imports_without_cronsim() -> None:
     code = (
         "import sys; sys.modules['cronsim'] = None\n"
-        "import sqlitejobq, sqlitejobq.schedule as s\n"
+        "import sqlitejobq, sqlitejobq.triggers as s\n"
         "assert s.due_slots(s.parse_trigger(60), None, 120.0, 'latest', 1) == [120.0]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
