@@ -12,6 +12,7 @@ own snapshot). An engine subclasses it with its connections, schema and wake-up.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -122,13 +123,17 @@ class Store(Generic[Tx]):
         """Insert jobs that all go in (no batch, unique key or dependency) in their own
         transaction, waking the workers of their queues when it commits."""
 
+        if len(jobs) == 1:
+            changed = [(jobs[0].queue, "queued", 1)]
+        else:
+            counts = Counter(job.queue for job in jobs)
+            changed = sorted((queue, "queued", n) for queue, n in counts.items())
+        queues = {queue for queue, _, _ in changed}
+
         def body(tx: Tx) -> list[int]:
             ids = [int(i) for i in self.sql.insert_jobs(tx, jobs, None, now) if i is not None]
-            tally = Tally()
-            for job in jobs:
-                tally.move(job.queue, None, None, "queued")
-            self.write_tally(tx, tally)
-            self.sql.notify(tx, {job.queue for job in jobs})
+            self.sql.add_to_counts(tx, changed)
+            self.sql.notify(tx, queues)
             return ids
 
         return self.write(body, "enqueue")
