@@ -142,24 +142,27 @@ class PostgresBackend(Store[psycopg.Connection[Any]]):
         trip."""
         wake = self.waker.channels_to_notify({j.queue for j in jobs})
         if len(jobs) == 1:
-            (job,) = jobs
-            params = {
-                "task": job.task,
-                "queue": job.queue,
-                "payload": job.payload,
-                "priority": job.priority,
-                "delay": job.delay,
-                "max_attempts": job.max_attempts,
-                "limit_key": job.limit_key,
-                "now": now,
-                "channel": self.waker.channel,
-                "wake": wake[0] if wake else None,
-            }
+            params = self._enqueue_one(jobs[0], now, wake[0] if wake else None)
             rows = self.connections.write_statement(sql.ENQUEUE_ONE, params, "enqueue")
         else:
             params = {**job_arrays(jobs), "now": now, "channel": self.waker.channel, "wake": wake}
             rows = self.connections.write_statement(sql.ENQUEUE_QUEUED, params, "enqueue")
         return [int(row[0]) for row in rows]
+
+    def _enqueue_one(self, job: NewJob, now: float | None, wake: str | None) -> dict[str, Any]:
+        """The parameters of ENQUEUE_ONE: the job, and the queue to NOTIFY (None: none)."""
+        return {
+            "task": job.task,
+            "queue": job.queue,
+            "payload": job.payload,
+            "priority": job.priority,
+            "delay": job.delay,
+            "max_attempts": job.max_attempts,
+            "limit_key": job.limit_key,
+            "now": now,
+            "channel": self.waker.channel,
+            "wake": wake,
+        }
 
     async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
         """Insert one job in the caller's open transaction on a psycopg AsyncConnection to
@@ -188,19 +191,7 @@ class PostgresBackend(Store[psycopg.Connection[Any]]):
                 sql.SET_SEARCH_PATH, {"schema": self.settings.schema, "is_local": True}
             )
             cursor = await conn.execute(
-                sql.ENQUEUE_ONE,
-                {
-                    "task": job.task,
-                    "queue": job.queue,
-                    "payload": job.payload,
-                    "priority": job.priority,
-                    "delay": job.delay,
-                    "max_attempts": job.max_attempts,
-                    "limit_key": job.limit_key,
-                    "now": self.bound_now(),
-                    "channel": self.waker.channel,
-                    "wake": job.queue,
-                },
+                sql.ENQUEUE_ONE, self._enqueue_one(job, self.bound_now(), job.queue)
             )
             row = await cursor.fetchone()
             await conn.execute("SELECT set_config('search_path', %s, true)", (previous,))

@@ -73,37 +73,11 @@ class SqliteStatements(Statements[sqlite3.Connection], queries=sql):
             return list(_insert_many(tx, jobs, batch_id, now))
         ids: list[int | None] = []
         for job in jobs:
-            if job.limit_key is None:
-                row = tx.execute(
-                    sql.INSERT_ONE_UNLIMITED,
-                    (
-                        job.task,
-                        job.queue,
-                        job.payload,
-                        job.priority,
-                        now + job.delay,
-                        job.max_attempts,
-                        job.unique_key,
-                        batch_id,
-                        now,
-                    ),
-                ).fetchone()
+            values = _job_values(job, now)
+            if job.limit_key is None:  # one parameter fewer
+                row = tx.execute(sql.INSERT_ONE_UNLIMITED, (*values, batch_id, now)).fetchone()
             else:
-                row = tx.execute(
-                    sql.INSERT_JOB,
-                    (
-                        job.task,
-                        job.queue,
-                        job.payload,
-                        job.priority,
-                        now + job.delay,
-                        job.max_attempts,
-                        job.unique_key,
-                        job.limit_key,
-                        batch_id,
-                        now,
-                    ),
-                ).fetchone()
+                row = tx.execute(sql.INSERT_JOB, (*values, job.limit_key, batch_id, now)).fetchone()
             ids.append(None if row is None else int(row[0]))
         return ids
 
@@ -401,6 +375,20 @@ class SqliteStatements(Statements[sqlite3.Connection], queries=sql):
         return Snapshot(counts, earliest, now, LockStats(*workers[:5]), int(workers[5]))
 
 
+def _job_values(job: NewJob, now: float) -> tuple[Any, ...]:
+    """The first seven values of every job insert, in the statements' column order."""
+    run_at = now + job.delay
+    return (
+        job.task,
+        job.queue,
+        job.payload,
+        job.priority,
+        run_at,
+        job.max_attempts,
+        job.unique_key,
+    )
+
+
 def _insert_many(
     tx: sqlite3.Connection, jobs: Sequence[NewJob], batch_id: int | None, now: float
 ) -> list[int]:
@@ -411,42 +399,11 @@ def _insert_many(
     """
     before = tx.execute(sql.MAX_JOB_ID).fetchone()[0] or 0
     if all(job.limit_key is None for job in jobs):  # one parameter fewer per row
-        tx.executemany(
-            sql.INSERT_JOB_UNLIMITED,
-            [
-                (
-                    j.task,
-                    j.queue,
-                    j.payload,
-                    j.priority,
-                    now + j.delay,
-                    j.max_attempts,
-                    None,
-                    batch_id,
-                    now,
-                )
-                for j in jobs
-            ],
-        )
+        rows = [(*_job_values(j, now), batch_id, now) for j in jobs]
+        tx.executemany(sql.INSERT_JOB_UNLIMITED, rows)
     else:
-        tx.executemany(
-            sql.INSERT_JOB_PLAIN,
-            [
-                (
-                    j.task,
-                    j.queue,
-                    j.payload,
-                    j.priority,
-                    now + j.delay,
-                    j.max_attempts,
-                    None,
-                    j.limit_key,
-                    batch_id,
-                    now,
-                )
-                for j in jobs
-            ],
-        )
+        rows = [(*_job_values(j, now), j.limit_key, batch_id, now) for j in jobs]
+        tx.executemany(sql.INSERT_JOB_PLAIN, rows)
     ids = [row[0] for row in tx.execute(sql.JOB_IDS_AFTER, (before,))]
     if len(ids) != len(jobs):
         raise SqliteJobQError(f"inserted {len(jobs)} jobs but found {len(ids)} new ids")
