@@ -257,8 +257,14 @@ class JobLifecycle:
                 jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             if log.isEnabledFor(logging.INFO):
                 for job in jobs:
-                    log.info("job %d %s processing, attempt %d/%d (worker %s)", job.id,
-                             job.task, job.attempts, job.max_attempts, request.worker)  # fmt: skip
+                    log.info(
+                        "job %d %s processing, attempt %d/%d (worker %s)",
+                        job.id,
+                        job.task,
+                        job.attempts,
+                        job.max_attempts,
+                        request.worker,
+                    )
         return statuses, jobs
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -349,9 +355,10 @@ class JobLifecycle:
         options = self.registry.options(task)
         base = options.backoff if options.backoff is not None else self.policy.retry_backoff
         cap = (
-            options.backoff_max if options.backoff_max is not None
+            options.backoff_max
+            if options.backoff_max is not None
             else self.policy.retry_backoff_max
-        )  # fmt: skip
+        )
         ceiling = min(cap, base * 2.0 ** min(max(attempts - 1, 0), 60))
         return ceiling / 2.0 + random.random() * ceiling / 2.0
 
@@ -452,9 +459,15 @@ class JobLifecycle:
             "lease expired: the worker stopped renewing it (crashed, killed or hung)", steps
         )
         for job in rescued:
-            log.warning("job %d %s lease expired (worker %s, attempt %d/%d): now %s", job.id,
-                        job.task, job.worker, job.attempts, job.max_attempts,
-                        job.status)  # fmt: skip
+            log.warning(
+                "job %d %s lease expired (worker %s, attempt %d/%d): now %s",
+                job.id,
+                job.task,
+                job.worker,
+                job.attempts,
+                job.max_attempts,
+                job.status,
+            )
         return [job.id for job in rescued]
 
     # --- values ----------------------------------------------------------------------------
@@ -471,10 +484,19 @@ class JobLifecycle:
                 raise PayloadError(problem) from None
             claim.undecodable = problem  # the worker fails it; it never reaches a handler
             payload = result = None
-        return job_from_values((
-            *record[:3], payload, STATUS[record[4]], *record[5:10], result, *record[11:21],
-            record[21], None if claim is None else self, claim,
-        ))  # fmt: skip
+        return job_from_values(
+            (
+                *record[:3],
+                payload,
+                STATUS[record[4]],
+                *record[5:10],
+                result,
+                *record[11:21],
+                record[21],
+                None if claim is None else self,
+                claim,
+            )
+        )
 
 
 def _claim_of(job: Job) -> Claim:

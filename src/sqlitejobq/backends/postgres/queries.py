@@ -924,13 +924,15 @@ def list_jobs(oldest_first: bool, by: str = "id") -> str:
         raise ValueError(f"by must be one of {LIST_JOBS_BY}, got {by!r}")
     return _LIST_JOBS.format(
         status="status IN ('failed', 'cancelled') AND status = %(status)s::text"
-        if by == "finished_badly" else "(%(status)s::text IS NULL OR status = %(status)s::text)",
-        batch="batch_id = %(batch_id)s::bigint" if by == "batch"
+        if by == "finished_badly"
+        else "(%(status)s::text IS NULL OR status = %(status)s::text)",
+        batch="batch_id = %(batch_id)s::bigint"
+        if by == "batch"
         else "(%(batch_id)s::bigint IS NULL OR batch_id = %(batch_id)s::bigint)",
         lowest=_AFTER if oldest_first else _NEWEST_LOWEST,
         highest=_OLDEST_HIGHEST if oldest_first else _BEFORE,
         order="ASC" if oldest_first else "DESC",
-    )  # fmt: skip
+    )
 
 
 # The earliest run_at of queued jobs (due or not) and the statement's now. No index of its

@@ -636,17 +636,20 @@ def list_jobs(oldest_first: bool, by: str = "id") -> str:
         raise ValueError(f"by must be one of {LIST_JOBS_BY}, got {by!r}")
     return _LIST_JOBS.format(
         indexed={
-            "id": "", "batch": " INDEXED BY sqlitejobq_jobs_batch",
+            "id": "",
+            "batch": " INDEXED BY sqlitejobq_jobs_batch",
             "finished_badly": " INDEXED BY sqlitejobq_jobs_finished_badly",
         }[by],
-        status="status IN ('failed', 'cancelled') AND status = :status" if by == "finished_badly"
+        status="status IN ('failed', 'cancelled') AND status = :status"
+        if by == "finished_badly"
         else "(:status IS NULL OR status = :status)",
-        batch="batch_id = :batch_id" if by == "batch"
+        batch="batch_id = :batch_id"
+        if by == "batch"
         else "(:batch_id IS NULL OR batch_id = :batch_id)",
         lowest=_AFTER if oldest_first else _NEWEST_LOWEST,
         highest=_OLDEST_HIGHEST if oldest_first else _BEFORE,
         order="ASC" if oldest_first else "DESC",
-    )  # fmt: skip
+    )
 
 
 DATA_VERSION = "PRAGMA data_version"
