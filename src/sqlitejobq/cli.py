@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
-from .backends import engine_for, library_schema, redact_target
+from .backends import DRIVER_LOGGERS, engine_for, library_schema, redact_target
 from .errors import SqliteJobQError
 from .job import Job, JobStatus, LimitInfo, ScheduleInfo, WorkerInfo
 from .migrations import Migration, migrate
@@ -499,9 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # the driver's pool reports each failed connection attempt; the library's own message
+    # a driver's pool reports each failed connection attempt; the library's own message
     # (one line, or the worker's retry warnings) says the same once
-    logging.getLogger("psycopg").setLevel(logging.ERROR)
+    for name in DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     command: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return command(args)

@@ -21,6 +21,9 @@ from .base import Backend, Engine
 from .sqlite import ENGINE as SQLITE
 from .sqlite.connection import TransactionConnection, split_statements
 
+#: The loggers of the engines' drivers, which a command line quiets below errors.
+DRIVER_LOGGERS = ("psycopg",)
+
 #: The URL schemes that name a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -109,6 +112,7 @@ def load_postgres() -> ModuleType:
 
 
 __all__ = [
+    "DRIVER_LOGGERS",
     "POSTGRES_SCHEMES",
     "SQLITE",
     "Backend",
