@@ -343,11 +343,8 @@ class Waker(Protocol):
         be new work (SQLite: ``PRAGMA data_version``)."""
 
 
-class Backend(Protocol):
-    """What the queue needs of a database. Every method that writes is atomic and retried
-    while the fault passes (a busy lock, a lost connection), within ``retry_timeout``.
-    Times are stamped by the engine's clock: the queue's injected ``clock`` if it has one,
-    else the process's (SQLite) or the database server's (PostgreSQL)."""
+class Storage(Protocol):
+    """The database itself: opening, closing, its clock, its upkeep."""
 
     #: The database, for messages: a path, or a URL without its password.
     target: str
@@ -369,12 +366,15 @@ class Backend(Protocol):
     def closed(self) -> bool:
         """True once ``close()`` was called."""
 
-    async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
-        """Insert one job in the caller's open transaction on an asyncio connection; an
-        engine without ``capabilities.async_transaction`` refuses it saying so."""
-
     def now(self) -> float:
         """The time of the clock that stamps leases and due times."""
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Fold the engine's log into its main storage when idle: (busy, log, folded)."""
+
+
+class HotPath(Protocol):
+    """What workers and enqueuers run all day."""
 
     def insert_jobs(
         self,
@@ -389,6 +389,10 @@ class Backend(Protocol):
         and the job ids, in order; the active holder's id for a unique key already held.
         ``then(batch_id, ids)`` gives one more job to insert after them (its id comes last)."""
 
+    async def insert_in_async_transaction(self, conn: Any, job: NewJob) -> int:
+        """Insert one job in the caller's open transaction on an asyncio connection; an
+        engine without ``capabilities.async_transaction`` refuses it saying so."""
+
     def exchange(
         self, steps: Sequence[StepValue], claim: ClaimRequest | None
     ) -> tuple[list[Any], list[JobRecord]]:
@@ -398,6 +402,33 @@ class Backend(Protocol):
         """Take back the jobs whose lease ended; ``renew`` (the caller's own heartbeats)
         is applied first, in the same transaction."""
 
+    def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
+        the clock's now: how long until it is due, whatever the host."""
+
+    def next_lease_expiry(self) -> tuple[float | None, float]:
+        """When the earliest lease of a processing job ends (None: none), and now."""
+
+    def limited_due(self, claim: ClaimRequest) -> LimitedDue:
+        """When limited jobs can next be claimed under ``claim.limits`` (a slot that frees
+        when a running job ends is signalled instead)."""
+
+
+class Operations(Protocol):
+    """What an operator (or code acting for one) does to jobs."""
+
+    def cancel(self, job_id: int) -> str | None:
+        """Cancel a queued job or flag a running one; its status then, None if neither."""
+
+    def retry(self, job_ids: Sequence[int]) -> list[int]:
+        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued.
+        DuplicateJob if another active job holds one's unique key."""
+
+    def purge(self, older_than: float, dead_after: float) -> int:
+        """Delete jobs that finished more than ``older_than`` seconds ago, then batches left
+        with no job, and the rows of workers that stopped (or were silent for
+        ``dead_after`` seconds) that long ago; how many jobs."""
+
     def watch(self, job_id: int) -> str | None:
         """Mark a job as waited for, so that the transaction that ends it wakes waiters
         (in every process); its status, or None if there is no such job."""
@@ -405,13 +436,9 @@ class Backend(Protocol):
     def watch_batch(self, batch_id: int) -> None:
         """Mark every unfinished job of a batch as waited for."""
 
-    def limited_due(self, claim: ClaimRequest) -> LimitedDue:
-        """When limited jobs can next be claimed under ``claim.limits`` (a slot that frees
-        when a running job ends is signalled instead)."""
 
-    def limit_usage(self, limit: int) -> list[tuple[str, int, int, int]]:
-        """Per limit key (up to ``limit`` keys): queued and processing jobs, and the starts
-        within the last hour (for status)."""
+class Schedules(Protocol):
+    """Periodic jobs: one job per slot across every worker."""
 
     def declare_schedules(self, schedules: Sequence[tuple[str, str, str, str]]) -> None:
         """Record the (name, task, spec, timezone) of the schedules a worker runs."""
@@ -427,20 +454,25 @@ class Backend(Protocol):
         """Recorded schedules: name, task, spec, timezone, last slot, last job id, its
         status, when a worker last declared it."""
 
-    def cancel(self, job_id: int) -> str | None:
-        """Cancel a queued job or flag a running one; its status then, None if neither."""
 
-    def retry(self, job_ids: Sequence[int]) -> list[int]:
-        """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued.
-        DuplicateJob if another active job holds one's unique key."""
+class WorkerRows(Protocol):
+    """The workers' rows: who runs, what each has done."""
 
-    def purge(self, older_than: float, dead_after: float) -> int:
-        """Delete jobs that finished more than ``older_than`` seconds ago, then batches left
-        with no job, and the rows of workers that stopped (or were silent for
-        ``dead_after`` seconds) that long ago; how many jobs."""
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record a worker that starts (or starts again under the same id)."""
 
-    def checkpoint(self) -> tuple[int, int, int]:
-        """Fold the engine's log into its main storage when idle: (busy, log, folded)."""
+    def report_worker(self, worker: WorkerRecord) -> None:
+        """Update a worker's row (write it anew if it is missing)."""
+
+    def workers(self, limit: int) -> list[WorkerInfo]:
+        """The workers as they last reported, most recently started first."""
+
+
+# --- lock and retry telemetry, and the shape of every engine's retry policy ---------------
+
+
+class Reads(Protocol):
+    """What the API, the CLI and the dashboard show."""
 
     def get_job(self, job_id: int) -> JobRecord | None:
         """The job's row, or None."""
@@ -470,14 +502,6 @@ class Backend(Protocol):
     def batches(self, limit: int, before: int | None) -> list[BatchProgress]:
         """Up to ``limit`` batches with ids below ``before`` (None: any), newest first."""
 
-    def dependencies(self, job_id: int) -> tuple[list[int], list[int]] | None:
-        """The unfinished jobs the job waits for, and the jobs waiting for it (None: no such
-        job)."""
-
-    def throughput(self, minutes: int) -> tuple[int, list[tuple[int, int, int]]]:
-        """The current minute (the epoch second it starts, by the engine's clock), and the
-        (minute, completed, failed) rows of the last ``minutes`` minutes up to it."""
-
     def batch(self, batch_id: int) -> BatchProgress | None:
         """The batch's counts, or None if there is no such batch."""
 
@@ -487,27 +511,27 @@ class Backend(Protocol):
     def batch_jobs(self, batch_id: int) -> list[JobRecord]:
         """Rows of the batch's jobs in enqueue order."""
 
-    def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
-        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
-        the clock's now: how long until it is due, whatever the host."""
+    def dependencies(self, job_id: int) -> tuple[list[int], list[int]] | None:
+        """The unfinished jobs the job waits for, and the jobs waiting for it (None: no such
+        job)."""
 
-    def next_lease_expiry(self) -> tuple[float | None, float]:
-        """When the earliest lease of a processing job ends (None: none), and now."""
+    def throughput(self, minutes: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """The current minute (the epoch second it starts, by the engine's clock), and the
+        (minute, completed, failed) rows of the last ``minutes`` minutes up to it."""
 
     def snapshot(self, alive_window: float) -> Snapshot:
         """Counts, the earliest run_at and the workers' totals, for ``stats()``."""
 
-    def register_worker(self, worker: WorkerRecord) -> None:
-        """Record a worker that starts (or starts again under the same id)."""
-
-    def report_worker(self, worker: WorkerRecord) -> None:
-        """Update a worker's row (write it anew if it is missing)."""
-
-    def workers(self, limit: int) -> list[WorkerInfo]:
-        """The workers as they last reported, most recently started first."""
+    def limit_usage(self, limit: int) -> list[tuple[str, int, int, int]]:
+        """Per limit key (up to ``limit`` keys): queued and processing jobs, and the starts
+        within the last hour (for status)."""
 
 
-# --- lock and retry telemetry, and the shape of every engine's retry policy ---------------
+class Backend(Storage, HotPath, Operations, Schedules, WorkerRows, Reads, Protocol):
+    """What the queue needs of a database. Every method that writes is atomic and retried
+    while the fault passes (a busy lock, a lost connection), within ``retry_timeout``.
+    Times are stamped by the engine's clock: the queue's injected ``clock`` if it has one,
+    else the process's (SQLite) or the database server's (PostgreSQL)."""
 
 
 @dataclass(frozen=True, slots=True)
