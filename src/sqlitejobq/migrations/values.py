@@ -150,3 +150,17 @@ def run_pending(
             done.append(migration.version)
             log.info("migration %s:%d %s applied", namespace, migration.version, migration.name)
     return done
+
+
+def applied_meanwhile(checksum: str | None, migration: Migration, namespace: str) -> bool:
+    """Whether another process applied ``migration`` while this one waited for its lock
+    (``checksum``: the one recorded for its version, None if none is): True if so, and
+    MigrationError if the text it applied differs."""
+    if checksum is None:
+        return False
+    if checksum != migration.checksum:
+        raise MigrationError(
+            f"migration {namespace}:{migration.version} was applied concurrently with "
+            f"different text"
+        )
+    return True

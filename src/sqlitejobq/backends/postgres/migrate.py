@@ -9,7 +9,13 @@ from typing import Any
 import psycopg
 
 from ...errors import InvalidArgumentType, MigrationError
-from ...migrations.values import AppliedMigration, Migration, pending, run_pending
+from ...migrations.values import (
+    AppliedMigration,
+    Migration,
+    applied_meanwhile,
+    pending,
+    run_pending,
+)
 from ..shared import LockMetrics
 from . import queries as sql
 from .connection import (
@@ -51,12 +57,7 @@ def apply_one(
         "SELECT checksum FROM sqlitejobq_migrations WHERE namespace = %s AND version = %s",
         (namespace, migration.version),
     ).fetchone()
-    if row is not None:
-        if row[0] != migration.checksum:
-            raise MigrationError(
-                f"migration {namespace}:{migration.version} was applied concurrently with "
-                f"different text"
-            )
+    if applied_meanwhile(None if row is None else row[0], migration, namespace):
         return False
     wrapped = TransactionConnection(conn, MigrationError, "a migration")
     if isinstance(migration.sql, str):

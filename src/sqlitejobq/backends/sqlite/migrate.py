@@ -10,7 +10,13 @@ import sqlite3
 import time
 
 from ...errors import InvalidArgumentType, MigrationError
-from ...migrations.values import AppliedMigration, Migration, pending, run_pending
+from ...migrations.values import (
+    AppliedMigration,
+    Migration,
+    applied_meanwhile,
+    pending,
+    run_pending,
+)
 from ..shared import LockMetrics
 from .connection import (
     BusyRetry,
@@ -108,12 +114,7 @@ class SqliteMigrationRunner:
 
 def _apply(conn: sqlite3.Connection, migration: Migration, namespace: str) -> bool:
     row = conn.execute(_IS_APPLIED, (namespace, migration.version)).fetchone()
-    if row is not None:
-        if row[0] != migration.checksum:
-            raise MigrationError(
-                f"migration {namespace}:{migration.version} was applied concurrently with "
-                f"different text"
-            )
+    if applied_meanwhile(None if row is None else row[0], migration, namespace):
         return False
     wrapped = TransactionConnection(conn, MigrationError, "a migration")
     try:
