@@ -1,0 +1,17 @@
+"""sqlitejobq as a backend of Django's Tasks framework (``django.tasks`` or the
+``django-tasks`` backport): ``"BACKEND": "sqlitejobq.django.TasksBackend"`` in ``TASKS``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TasksBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: Django loads this package as an app before settings are read
+    if name == "TasksBackend":
+        from .backend import TasksBackend
+
+        return TasksBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

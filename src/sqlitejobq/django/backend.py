@@ -1,0 +1,206 @@
+"""``TasksBackend``: Django's Tasks framework on a sqlitejobq queue, in a Django database
+(enqueued in its transaction) or in a database of its own."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+from ..errors import InvalidArgument, JobNotFound
+from ..queue import Queue
+from .compat import (
+    BaseTaskBackend,
+    Task,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    normalize_json,
+    task_enqueued,
+)
+from .results import django_task, task_result
+from .worker import DjangoRegistry
+
+#: OPTIONS that choose where the jobs are kept (one of them, not both).
+WHERE_OPTIONS = frozenset({"database", "target"})
+#: OPTIONS passed to the sqlitejobq Queue as they are.
+QUEUE_OPTIONS = frozenset(
+    {"schema", "max_attempts", "retry_backoff", "retry_backoff_max", "job_timeout"}
+)
+_queues: dict[tuple[Any, ...], tuple[int, Queue]] = {}
+_queues_lock = threading.Lock()
+
+
+class TasksBackend(BaseTaskBackend):
+    """Django tasks as sqlitejobq jobs: task name the task's module path, payload its
+    ``args`` and ``kwargs``, queue and priority the task's. The result id is the job id."""
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        options = dict(self.options)
+        unknown = sorted(set(options) - WHERE_OPTIONS - QUEUE_OPTIONS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS'] has unknown keys {unknown}; "
+                f"sqlitejobq takes {sorted(WHERE_OPTIONS | QUEUE_OPTIONS)}"
+            )
+        if "database" in options and "target" in options:
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS'] names both a database "
+                f"({options['database']!r}) and a target ({options['target']!r}): give one"
+            )
+        self.target: str
+        #: The Django database alias the jobs are kept in (None: a target of their own).
+        self.database: str | None = None
+        if "target" in options:
+            target = options["target"]
+            if not isinstance(target, str | os.PathLike) or not os.fspath(target):
+                raise ImproperlyConfigured(
+                    f"TASKS[{alias!r}]['OPTIONS']['target'] must be a path or a "
+                    f"postgresql:// URL, got {target!r}"
+                )
+            self.target = os.fspath(target)
+        else:
+            self.database = options.get("database", "default")
+            self.target = database_target(self.database)
+        self.queue_options = {key: options[key] for key in QUEUE_OPTIONS if key in options}
+
+    @property
+    def queue(self) -> Queue:
+        """This process's sqlitejobq queue for the backend, opened on first use (again in a
+        forked child: connections do not cross a fork)."""
+        key = (self.target, tuple(sorted(self.queue_options.items())))
+        pid = os.getpid()
+        with _queues_lock:
+            found = _queues.get(key)
+            if found is not None and found[0] == pid:
+                return found[1]
+            queue = Queue(
+                self.target, registry=DjangoRegistry(), strict_tasks=False, **self.queue_options
+            )
+            _queues[key] = (pid, queue)
+            return queue
+
+    def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any]:
+        """Check the task and its arguments, then add the job: in the Django database's
+        transaction when the jobs live there and an atomic block is open."""
+        self.validate_task(task)
+        payload = {"args": normalize_json(list(args)), "kwargs": normalize_json(dict(kwargs))}
+        delay = 0.0
+        if task.run_after is not None:
+            delay = max(0.0, task.run_after.timestamp() - time.time())
+        connection = None
+        if self.database is not None:
+            django_connection = connections[self.database]
+            if django_connection.in_atomic_block:
+                django_connection.ensure_connection()
+                connection = django_connection.connection
+        queue = self.queue
+        job_id = queue.enqueue(
+            task.module_path,
+            payload,
+            queue=task.queue_name,
+            priority=task.priority,
+            delay=delay,
+            connection=connection,
+        )
+        now = datetime.now(UTC)
+        result: TaskResult[Any] = TaskResult(
+            task=task,
+            id=str(job_id),
+            status=TaskResultStatus("READY"),
+            enqueued_at=now,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=payload["args"],
+            kwargs=payload["kwargs"],
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult[Any]:
+        """The task result of job ``result_id``; TaskResultDoesNotExist if there is no such
+        job, or it is not a Django task's."""
+        try:
+            job_id = int(result_id)
+        except (TypeError, ValueError):
+            raise TaskResultDoesNotExist(f"no task result with id {result_id!r}") from None
+        queue = self.queue
+        try:
+            job = queue.get(job_id)
+            events = queue.timeline(job_id)
+        except (JobNotFound, InvalidArgument):
+            raise TaskResultDoesNotExist(f"no task result with id {result_id!r}") from None
+        task = django_task(job.task)
+        if task is None:
+            raise TaskResultDoesNotExist(
+                f"job {result_id} is of task {job.task!r}, not a Django task"
+            )
+        return task_result(self.alias, task, job, events)
+
+
+def database_target(alias: str) -> str:
+    """The sqlitejobq target of Django database ``alias``: its SQLite file, or a
+    ``postgresql://`` URL of its database."""
+    from django.conf import settings
+
+    databases: Mapping[str, Mapping[str, Any]] = settings.DATABASES
+    if alias not in databases:
+        raise ImproperlyConfigured(
+            f"TASKS OPTIONS name database {alias!r}, which is not in DATABASES "
+            f"({', '.join(sorted(databases)) or 'none'})"
+        )
+    config = databases[alias]
+    engine = str(config.get("ENGINE", ""))
+    name = config.get("NAME")
+    if engine.endswith("sqlite3"):
+        path = os.fspath(name) if name else ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}] NAME {name!r} is not a SQLite file: jobs need one "
+                "that workers can open too"
+            )
+        return path
+    if "postgresql" in engine:
+        user = quote(str(config.get("USER") or ""), safe="")
+        password = config.get("PASSWORD")
+        if password:
+            user += ":" + quote(str(password), safe="")
+        host = str(config.get("HOST") or "")
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        port = config.get("PORT")
+        netloc = (user + "@" if user else "") + host + (f":{port}" if port else "")
+        return f"postgresql://{netloc}/{quote(str(name or ''), safe='')}"
+    raise ImproperlyConfigured(
+        f"DATABASES[{alias!r}] ENGINE {engine!r}: sqlitejobq keeps jobs in SQLite or "
+        "PostgreSQL; use OPTIONS {'target': ...} for a database of their own"
+    )
+
+
+def close_queues() -> None:
+    """Close the queues this process opened for its backends (at shutdown, or between
+    tests that change settings); the next use opens them again."""
+    with _queues_lock:
+        found = list(_queues.values())
+        _queues.clear()
+    pid = os.getpid()
+    for owner, queue in found:
+        if owner == pid:
+            queue.close()

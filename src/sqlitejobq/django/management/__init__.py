@@ -1,0 +1,1 @@
+"""The management commands of sqlitejobq's Django app."""

@@ -1,0 +1,1 @@
+"""``sqlitejobq_worker``: run the Django tasks enqueued through ``TasksBackend``."""
