@@ -1,0 +1,52 @@
+"""Django tasks the tests enqueue (module level, as Django requires)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+try:
+    from django.tasks import TaskContext, task
+except ImportError:
+    from django_tasks import TaskContext, task
+
+#: Labels in the order ``record`` ran them (in this process).
+CALLS: list[str] = []
+
+
+class Boom(Exception):
+    """What the failing tasks raise."""
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def explode(message: str) -> None:
+    raise Boom(message)
+
+
+@task(takes_context=True)
+def flaky(context: TaskContext, succeed_on: int) -> dict[str, Any]:
+    if context.attempt < succeed_on:
+        raise Boom(f"attempt {context.attempt}")
+    return {"attempt": context.attempt, "workers": len(context.task_result.worker_ids)}
+
+
+@task
+def record(label: str) -> str:
+    CALLS.append(label)
+    return label
+
+
+@task
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task(queue_name="other", priority=5)
+def on_other(value: Any) -> Any:
+    return value
