@@ -158,7 +158,9 @@ class WorkerRow:
                 failed_delta=record.jobs_failed - last.jobs_failed,
             )
         self._lifecycle.report_worker(record)
-        self._last, self._last_at = record, time.monotonic()
+        # the row's own write is no news: an idle worker writes it again only to show it lives
+        self._last = replace(record, lock=self._current().lock)
+        self._last_at = time.monotonic()
 
     def _current(self, stopped: bool = False) -> WorkerRecord:
         return replace(self._figures(), started_at=self._started_at, stopped=stopped)
