@@ -1,16 +1,23 @@
 """``python manage.py sqlitejobq_worker``: a sqlitejobq worker for the Django tasks of one
-``TasksBackend`` (SIGTERM or SIGINT stop it gracefully)."""
+``TasksBackend`` (SIGTERM or SIGINT stop it gracefully), in this process or, with
+``--processes N``, in N supervised processes that each run this command."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sqlitejobq.django.backend import TasksBackend
 from sqlitejobq.django.compat import task_backends
-from sqlitejobq.worker import Worker
+from sqlitejobq.supervisor import Supervisor, signal_alive_to_supervisor
+from sqlitejobq.worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
+
+COMMAND = "sqlitejobq_worker"
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -64,6 +71,22 @@ class Command(BaseCommand):
             help="how long a claim holds a job between heartbeats (default: 30)",
         )
         parser.add_argument("--burst", action="store_true", help="stop once nothing is runnable")
+        parser.add_argument(
+            "--processes",
+            type=_positive(int),
+            default=None,
+            metavar="N",
+            help="run N worker processes under a supervisor that replaces one that dies, hangs "
+            "or has a stuck handler (default: the worker runs in this process)",
+        )
+        parser.add_argument(
+            "--hang-timeout",
+            type=_positive(float),
+            default=60.0,
+            metavar="SECONDS",
+            help="with --processes: kill and replace a process that gives no sign of life for "
+            "this long (default: 60)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run a worker in this process on the backend's queue."""
@@ -77,7 +100,11 @@ class Command(BaseCommand):
                 f"task backend {alias!r} is a {type(backend).__name__}, not "
                 "sqlitejobq.django.TasksBackend"
             )
+        if options["processes"] is not None:
+            self._supervise(options)
+            return
         queues = options["queues"] or sorted(backend.queues) or None
+        signal_alive_to_supervisor()
         summary = Worker(
             backend.queue,
             concurrency=options["concurrency"],
@@ -89,3 +116,47 @@ class Command(BaseCommand):
             f"worker finished: {summary.completed} completed, {summary.failed} failed, "
             f"{summary.retried} retried, {summary.lost} lost in {summary.seconds:.1f}s"
         )
+        if summary.stuck and os.environ.get(PARENT_PID_ENV):
+            # a handler thread is stuck and cannot be killed: ask the supervisor for a new process
+            raise SystemExit(EXIT_REPLACE)
+
+    def _supervise(self, options: dict[str, Any]) -> None:
+        """Run ``options["processes"]`` copies of this command, each a worker of its own."""
+        child_args = [
+            COMMAND,
+            "--backend",
+            options["backend"],
+            "--concurrency",
+            str(options["concurrency"]),
+            "--lease",
+            str(options["lease"]),
+            "--skip-checks",  # checked once, here
+        ]
+        for name in options["queues"] or []:
+            child_args += ["--queue", name]
+        if options["burst"]:
+            child_args.append("--burst")
+        if options.get("pythonpath"):
+            child_args += ["--pythonpath", options["pythonpath"]]
+        status = Supervisor(
+            [*_django_command(), *child_args],
+            options["processes"],
+            burst=options["burst"],
+            hang_timeout=options["hang_timeout"],
+            env={"DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE},
+        ).run()
+        if status:
+            raise CommandError("a worker process exited with an error", returncode=status)
+
+
+def _django_command() -> list[str]:
+    """How to run a management command as this process was started: the same ``manage.py``
+    (or ``django-admin``) script, else ``python -m django``."""
+    script = sys.argv[0] if sys.argv else ""
+    if (
+        sys.argv[1:2] == [COMMAND]
+        and os.path.isfile(script)
+        and os.path.basename(script) != "__main__.py"
+    ):
+        return [sys.executable, os.path.abspath(script)]
+    return [sys.executable, "-m", "django"]
