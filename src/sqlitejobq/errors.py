@@ -100,6 +100,12 @@ class JobFailed(SqliteJobQError):
         return cls(f"job {job.id} {job.task} ended {job.status.value}{error}", job)
 
 
+class LeaseExpired(SqliteJobQError):
+    """A run that ended without an outcome: its worker stopped renewing the lease (it
+    crashed, was killed or hung) and another worker took the job back; the error of that
+    attempt, as its history records it."""
+
+
 class JobTimeout(SqliteJobQError):
     """A running job outlived its task's timeout: raised by its next progress report or
     heartbeat, and recorded as the error of the attempt the worker ends."""

@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("django")
 
+import django
 from django.conf import settings
 
-import django
 from sqlitejobq import Queue
 from tests.conftest import ROOT, PgServer, with_schema
 

@@ -14,10 +14,9 @@ from tests.django import tasks
 from tests.django.conftest import DjangoSetup
 
 try:
+    from django.tasks import TaskResultStatus, default_task_backend
     from django.tasks.exceptions import TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
-
-    from django.tasks import TaskResultStatus, default_task_backend
 except ImportError:
     from django_tasks import TaskResultStatus, default_task_backend
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,9 +11,12 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from ..errors import LeaseExpired
 from ..job import Job, JobEvent, JobStatus
-from .compat import Task, TaskError, TaskResult, TaskResultStatus
+from .compat import Task, TaskError, TaskResult, TaskResultStatus, get_module_path
 
+#: A dotted path of identifiers: what an exception class path looks like.
+_CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 #: Job statuses as Django names them.
 STATUSES: dict[JobStatus, TaskResultStatus] = {
     JobStatus.QUEUED: TaskResultStatus("READY"),
@@ -24,6 +28,10 @@ STATUSES: dict[JobStatus, TaskResultStatus] = {
 }
 #: Timeline events that end an attempt with an error.
 _ATTEMPT_ERRORS = frozenset({"attempt failed", "lease expired", "abandoned", "failed"})
+#: The events of runs that ended without an outcome (no exception was raised), and the
+#: class path their errors are given.
+_LOST_RUNS = frozenset({"lease expired", "abandoned"})
+LOST_RUN = get_module_path(LeaseExpired)
 
 
 def django_task(name: str) -> Task[Any, Any] | None:
@@ -42,7 +50,9 @@ def task_result(
     starts = [event for event in events if event.event == "started"]
     errors = [
         TaskError(
-            exception_class_path=exception_path(event.error or "", event.traceback),
+            exception_class_path=LOST_RUN
+            if event.event in _LOST_RUNS
+            else exception_path(event.error or "", event.traceback),
             traceback=event.traceback or event.error or "",
         )
         for event in events
@@ -87,7 +97,9 @@ def aware(seconds: float | None) -> datetime | None:
 def exception_path(error: str, trace: str | None) -> str:
     """The dotted path of the exception class an attempt failed with: from the last line of
     its traceback that names it (``module.Class: message``), else the error's class name."""
-    name = error.split(":", 1)[0].strip() or "Exception"
+    name = error.split(":", 1)[0].strip()
+    if not _CLASS_PATH.fullmatch(name):
+        return "builtins.Exception"  # an error text that names no class
     for line in reversed((trace or "").splitlines()):
         head = line.split(":", 1)[0].strip()
         if not line.startswith(" ") and (head == name or head.endswith("." + name)):
