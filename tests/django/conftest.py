@@ -32,7 +32,18 @@ if not settings.configured:
     settings.configure(
         SECRET_KEY="sqlitejobq-tests",
         USE_TZ=True,
-        INSTALLED_APPS=["sqlitejobq.django"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "sqlitejobq.django",
+        ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(_BOOT)}},
         TASKS={"default": {"BACKEND": "sqlitejobq.django.TasksBackend", "QUEUES": QUEUES}},
     )
