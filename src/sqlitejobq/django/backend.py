@@ -155,6 +155,22 @@ class TasksBackend(BaseTaskBackend):
         return task_result(self.alias, task, job, events)
 
 
+def tasks_backend(alias: str) -> TasksBackend:
+    """The ``TasksBackend`` at TASKS alias ``alias``; ImproperlyConfigured naming what is
+    there instead."""
+    from .compat import task_backends
+
+    try:
+        backend = task_backends[alias]
+    except Exception as exc:
+        raise ImproperlyConfigured(f"no TASKS alias {alias!r}: {exc}") from exc
+    if not isinstance(backend, TasksBackend):
+        raise ImproperlyConfigured(
+            f"TASKS[{alias!r}] is a {type(backend).__name__}, not sqlitejobq.django.TasksBackend"
+        )
+    return backend
+
+
 def database_target(alias: str) -> str:
     """The sqlitejobq target of Django database ``alias``: its SQLite file, or a
     ``postgresql://`` URL of its database."""

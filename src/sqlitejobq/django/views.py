@@ -20,8 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..queue import Queue
 from ..web.app import Dashboard
 from ..web.auth import Auth, printable
-from .backend import TasksBackend
-from .compat import task_backends
+from .backend import tasks_backend
 
 log = logging.getLogger("sqlitejobq.django")
 
@@ -52,15 +51,9 @@ def can_act(user: Any, permission: str | None) -> bool:
 def backend_queue(alias: str) -> Queue:
     """The queue of the ``TasksBackend`` at TASKS alias ``alias``."""
     try:
-        backend = task_backends[alias]
-    except Exception as exc:
-        raise ImproperlyConfigured(f"the sqlitejobq dashboard: no TASKS alias {alias!r}") from exc
-    if not isinstance(backend, TasksBackend):
-        raise ImproperlyConfigured(
-            f"the sqlitejobq dashboard: TASKS[{alias!r}] is a {type(backend).__name__}, "
-            "not sqlitejobq.django.TasksBackend"
-        )
-    return backend.queue
+        return tasks_backend(alias).queue
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"the sqlitejobq dashboard: {exc}") from exc
 
 
 def _dashboard(alias: str, read_only: bool) -> Dashboard:

@@ -10,10 +10,10 @@ import sys
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from sqlitejobq.django.backend import TasksBackend
-from sqlitejobq.django.compat import task_backends
+from sqlitejobq.django.backend import tasks_backend
 from sqlitejobq.supervisor import Supervisor, signal_alive_to_supervisor
 from sqlitejobq.worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
@@ -90,16 +90,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run a worker in this process on the backend's queue."""
-        alias = options["backend"]
         try:
-            backend = task_backends[alias]
-        except Exception as exc:
-            raise CommandError(f"no task backend {alias!r}: {exc}") from exc
-        if not isinstance(backend, TasksBackend):
-            raise CommandError(
-                f"task backend {alias!r} is a {type(backend).__name__}, not "
-                "sqlitejobq.django.TasksBackend"
-            )
+            backend = tasks_backend(options["backend"])
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         if options["processes"] is not None:
             self._supervise(options)
             return
