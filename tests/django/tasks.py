@@ -50,3 +50,28 @@ async def async_add(a: int, b: int) -> int:
 @task(queue_name="other", priority=5)
 def on_other(value: Any) -> Any:
     return value
+
+
+@task
+def report_progress(steps: int) -> bool | None:
+    """Reports progress through ``current_job`` (None under another backend)."""
+    from sqlitejobq.django import current_job
+
+    job = current_job()
+    if job is None:
+        return None
+    for step in range(1, steps + 1):
+        job.set_progress(step / steps, f"step {step} of {steps}")
+    return current_job() is job
+
+
+@task
+async def async_report_progress(steps: int) -> bool | None:
+    from sqlitejobq.django import current_job
+
+    job = current_job()
+    if job is None:
+        return None
+    for step in range(1, steps + 1):
+        await job.set_progress(step / steps, f"step {step} of {steps}")  # type: ignore[misc]
+    return current_job() is job

@@ -96,6 +96,21 @@ def test_an_async_task_runs(django_setup: DjangoSetup) -> None:
     assert result.return_value == 42
 
 
+@pytest.mark.parametrize("name", ["report_progress", "async_report_progress"])
+def test_a_task_reports_progress_on_its_job(django_setup: DjangoSetup, name: str) -> None:
+    from sqlitejobq.django import current_job
+
+    task = getattr(tasks, name)
+    result = task.enqueue(4)
+    assert current_job() is None  # outside a run
+    work()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value is True
+    job = django_setup.queue().get(int(result.id))
+    assert (job.progress, job.progress_message) == (1.0, "step 4 of 4")
+    assert current_job() is None  # the worker's run left nothing behind
+
+
 def test_higher_priority_runs_first(django_setup: DjangoSetup) -> None:
     tasks.CALLS.clear()
     tasks.record.using(priority=-10).enqueue("low")

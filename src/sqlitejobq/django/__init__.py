@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TasksBackend"]
+__all__ = ["TasksBackend", "current_job"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from .backend import TasksBackend
 
         return TasksBackend
+    if name == "current_job":
+        from .worker import current_job
+
+        return current_job
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

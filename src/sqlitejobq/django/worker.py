@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,17 @@ from .compat import (
 from .results import django_task, task_result
 
 log = logging.getLogger("sqlitejobq.django")
+
+#: The sqlitejobq job of the Django task running in this thread or asyncio task.
+_current: ContextVar[Job | None] = ContextVar("sqlitejobq_django_job", default=None)
+
+
+def current_job() -> Job | None:
+    """The sqlitejobq job the running Django task is, for progress, heartbeats and
+    cancellation (``job.set_progress(0.5, "half")``; an ``async def`` task gets an
+    ``AsyncJob``: ``await job.set_progress(...)``). None outside a sqlitejobq worker's run,
+    so a task that reports progress still runs under another backend."""
+    return _current.get()
 
 
 class DjangoRegistry(Registry):
@@ -91,19 +103,24 @@ def handler_for(task: Task[Any, Any]) -> Handler:
     if inspect.iscoroutinefunction(task.func):
 
         async def run_async(job: Job) -> Any:
-            result = _started(task, job)
-            args, kwargs = _arguments(task, result)
+            running = _current.set(job)
             try:
-                value = normalize_json(await task.func(*args, **kwargs))
-            except BaseException as exc:
-                _failed(task, job, result, exc)
-                raise
-            return _succeeded(task, result, value)
+                result = _started(task, job)
+                args, kwargs = _arguments(task, result)
+                try:
+                    value = normalize_json(await task.func(*args, **kwargs))
+                except BaseException as exc:
+                    _failed(task, job, result, exc)
+                    raise
+                return _succeeded(task, result, value)
+            finally:
+                _current.reset(running)
 
         return run_async
 
     def run(job: Job) -> Any:
         close_old_connections()
+        running = _current.set(job)
         try:
             result = _started(task, job)
             args, kwargs = _arguments(task, result)
@@ -114,6 +131,7 @@ def handler_for(task: Task[Any, Any]) -> Handler:
                 raise
             return _succeeded(task, result, value)
         finally:
+            _current.reset(running)
             close_old_connections()
 
     return run
@@ -173,4 +191,4 @@ def _set(result: TaskResult[Any], **values: Any) -> None:
         object.__setattr__(result, name, value)
 
 
-__all__ = ["DjangoRegistry", "handler_for"]
+__all__ = ["DjangoRegistry", "current_job", "handler_for"]
