@@ -114,7 +114,7 @@ class Registry:
         missed = options.pop("missed", "latest")
         task_options = TaskOptions.of(options)
         trigger = None if schedule is None else parse_trigger(schedule, timezone)
-        _check_missed(missed)
+        check_missed(missed)
 
         def add(task_name: str | None, function: Callable[P, R]) -> TaskHandle[P, R]:
             if isinstance(function, TaskHandle):  # stacked decorators: register the function
@@ -162,7 +162,7 @@ class Registry:
             task=validation.name(task, "task"),
             trigger=parse_trigger(every, options.get("timezone", "UTC")),
             payload=options.get("payload"),
-            missed=_check_missed(options.get("missed", "latest")),
+            missed=check_missed(options.get("missed", "latest")),
             queue=jobs.queue,
             priority=jobs.priority,
             max_attempts=jobs.max_attempts,
@@ -302,7 +302,8 @@ class Registry:
 _NO_OPTIONS = TaskOptions()
 
 
-def _check_missed(value: object) -> str:
+def check_missed(value: object) -> str:
+    """``value`` if it is a policy for missed slots ("latest" or "skip")."""
     if not isinstance(value, str):
         raise InvalidArgumentType(f"missed must be a str, got {type(value).__name__}")
     if value not in MISSED_POLICIES:

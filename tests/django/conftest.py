@@ -37,6 +37,7 @@ if not settings.configured:
             "django.contrib.contenttypes",
             "django.contrib.sessions",
             "sqlitejobq.django",
+            "tests.django",
         ],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",

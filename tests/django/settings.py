@@ -10,6 +10,6 @@ _CONFIG = json.loads(os.environ["SQLITEJOBQ_DJANGO_TEST"])
 
 SECRET_KEY = "sqlitejobq-tests"
 USE_TZ = True
-INSTALLED_APPS = ["sqlitejobq.django"]
+INSTALLED_APPS = ["sqlitejobq.django", "tests.django", *_CONFIG.get("APPS", [])]
 DATABASES = _CONFIG["DATABASES"]
 TASKS = _CONFIG["TASKS"]

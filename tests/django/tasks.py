@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 try:
     from django.tasks import TaskContext, task
 except ImportError:
     from django_tasks import TaskContext, task
+
+from sqlitejobq.django import task as sqlitejobq_task
 
 #: Labels in the order ``record`` ran them (in this process).
 CALLS: list[str] = []
@@ -75,3 +78,36 @@ async def async_report_progress(steps: int) -> bool | None:
     for step in range(1, steps + 1):
         await job.set_progress(step / steps, f"step {step} of {steps}")  # type: ignore[misc]
     return current_job() is job
+
+
+#: Runs of ``one_at_a_time``: ("start" | "end", label, time) in the order they happened.
+SPANS: list[tuple[str, str, float]] = []
+
+
+@sqlitejobq_task(max_attempts=5, backoff=0)
+def stubborn(fail_times: int) -> int:
+    """Fails its first ``fail_times`` attempts (counted in CALLS), then returns the count."""
+    CALLS.append("stubborn")
+    if CALLS.count("stubborn") <= fail_times:
+        raise Boom(f"attempt {CALLS.count('stubborn')}")
+    return CALLS.count("stubborn")
+
+
+@sqlitejobq_task(timeout=0.2, max_attempts=1)
+def overrun() -> None:
+    """Heartbeats past its timeout: the heartbeat raises JobTimeout."""
+    from sqlitejobq.django import current_job
+
+    job = current_job()
+    assert job is not None
+    for _ in range(200):
+        time.sleep(0.02)
+        job.heartbeat()
+
+
+@sqlitejobq_task(limit=1)
+def one_at_a_time(label: str) -> str:
+    SPANS.append(("start", label, time.monotonic()))
+    time.sleep(0.05)
+    SPANS.append(("end", label, time.monotonic()))
+    return label

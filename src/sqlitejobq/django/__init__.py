@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TasksBackend", "current_job"]
+__all__ = ["Task", "TasksBackend", "current_job", "task"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,6 +14,10 @@ def __getattr__(name: str) -> Any:
         from .backend import TasksBackend
 
         return TasksBackend
+    if name in ("Task", "task"):
+        from . import options
+
+        return getattr(options, name)
     if name == "current_job":
         from .worker import current_job
 

@@ -25,6 +25,7 @@ from .compat import (
     normalize_json,
     task_enqueued,
 )
+from .options import Task as OptionsTask
 from .results import django_task, task_result
 from .worker import DjangoRegistry
 
@@ -46,6 +47,9 @@ class TasksBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    #: Django's ``@task`` builds this class, passing it sqlitejobq's options (Django 6.1,
+    #: the backport 0.12).
+    task_class = OptionsTask
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -107,6 +111,9 @@ class TasksBackend(BaseTaskBackend):
             if django_connection.in_atomic_block:
                 django_connection.ensure_connection()
                 connection = django_connection.connection
+        unique_key = max_attempts = None
+        if isinstance(task, OptionsTask):
+            unique_key, max_attempts = task.unique_key, task.max_attempts
         queue = self.queue
         job_id = queue.enqueue(
             task.module_path,
@@ -114,8 +121,15 @@ class TasksBackend(BaseTaskBackend):
             queue=task.queue_name,
             priority=task.priority,
             delay=delay,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
             connection=connection,
         )
+        if unique_key is not None and connection is None:
+            # the job may be one enqueued before, holding the key: its result as it stands
+            existing = self.get_result(str(job_id))
+            task_enqueued.send(type(self), task_result=existing)
+            return existing
         now = datetime.now(UTC)
         result: TaskResult[Any] = TaskResult(
             task=task,

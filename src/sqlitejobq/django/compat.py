@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from traceback import format_exception
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from django_tasks import task_backends
@@ -11,12 +12,11 @@ if TYPE_CHECKING:
     from django_tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
-    from django_tasks.utils import get_exception_traceback, get_module_path, normalize_json
+    from django_tasks.utils import normalize_json
 else:
     try:
         from django.tasks import exceptions as _exceptions
         from django.tasks import task_backends
-        from django.tasks import utils as _utils
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
         from django.tasks.signals import task_enqueued, task_finished, task_started
@@ -24,9 +24,10 @@ else:
         # names that moved while django.tasks took shape: the released ones first
         InvalidTaskError = getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
         TaskResultDoesNotExist = _exceptions.TaskResultDoesNotExist
-        normalize_json = getattr(_utils, "normalize_json", None) or _utils.json_normalize
-        get_exception_traceback = _utils.get_exception_traceback
-        get_module_path = _utils.get_module_path
+        try:
+            from django.utils.json import normalize_json
+        except ImportError:
+            from django.tasks.utils import normalize_json
     except ImportError:
         from django_tasks import task_backends
         from django_tasks.backends.base import BaseTaskBackend
@@ -39,9 +40,25 @@ else:
         )
         from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
-        from django_tasks.utils import get_exception_traceback, get_module_path, normalize_json
+        from django_tasks.utils import normalize_json
+
+#: Whether Django's ``@task`` passes keywords it does not know to the backend's
+#: ``task_class`` (Django 6.1, the django-tasks backport 0.12).
+TASK_CLASS_OPTIONS = hasattr(BaseTaskBackend, "task_class")
+
+
+def get_module_path(value: Any) -> str:
+    """The dotted path of a class or function, as Django names an exception's class."""
+    return f"{value.__module__}.{value.__qualname__}"
+
+
+def get_exception_traceback(exc: BaseException) -> str:
+    """The exception's traceback as text, as Django's backends keep it."""
+    return "".join(format_exception(exc))
+
 
 __all__ = [
+    "TASK_CLASS_OPTIONS",
     "BaseTaskBackend",
     "InvalidTaskError",
     "Task",

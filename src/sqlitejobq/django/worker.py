@@ -27,6 +27,7 @@ from .compat import (
     task_finished,
     task_started,
 )
+from .options import app_tasks, register_task
 from .results import django_task, task_result
 
 log = logging.getLogger("sqlitejobq.django")
@@ -65,8 +66,19 @@ class DjangoRegistry(Registry):
             if task is None:
                 self._not_django.add(name)
                 return False
-            self.register(name, handler_for(task))
+            register_task(self, task, handler_for(task))
             return True
+
+    def discover(self, alias: str) -> int:
+        """Register the tasks of TASKS alias ``alias`` found in installed apps' ``tasks``
+        modules, with their options and schedules (a worker knows its limits and schedules
+        before its first claim); returns how many."""
+        found = 0
+        for task in app_tasks(alias):
+            if not super().__contains__(task.module_path) and _backend_task(task.module_path):
+                register_task(self, task, handler_for(task))
+                found += 1
+        return found
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._resolve(name)
@@ -77,7 +89,7 @@ class DjangoRegistry(Registry):
         return super().get(name)
 
     def options(self, name: str) -> TaskOptions:
-        """The options of ``name`` (a Django task's are the queue's defaults)."""
+        """The options of ``name`` (a Django task's are those its ``@task`` gave)."""
         self._resolve(name)
         return super().options(name)
 

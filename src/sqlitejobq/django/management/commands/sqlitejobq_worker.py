@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from sqlitejobq.django.backend import tasks_backend
+from sqlitejobq.django.worker import DjangoRegistry
 from sqlitejobq.supervisor import Supervisor, signal_alive_to_supervisor
 from sqlitejobq.worker import EXIT_REPLACE, PARENT_PID_ENV, Worker
 
@@ -98,13 +99,15 @@ class Command(BaseCommand):
             self._supervise(options)
             return
         queues = options["queues"] or sorted(backend.queues) or None
+        registry = backend.queue.registry
+        assert isinstance(registry, DjangoRegistry)  # the backend's queue has no other
+        registry.discover(backend.alias)
         signal_alive_to_supervisor()
         summary = Worker(
             backend.queue,
             concurrency=options["concurrency"],
             queues=queues,
             lease=options["lease"],
-            run_schedules=False,
         ).run(burst=options["burst"])
         self.stdout.write(
             f"worker finished: {summary.completed} completed, {summary.failed} failed, "
