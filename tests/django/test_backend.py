@@ -96,6 +96,33 @@ def test_an_async_task_runs(django_setup: DjangoSetup) -> None:
     assert result.return_value == 42
 
 
+def test_migrate_makes_the_job_tables_so_a_first_enqueue_in_a_transaction_is_quick(
+    django_setup: DjangoSetup,
+) -> None:
+    """Left to the first enqueue, the tables would be made inside the view's transaction:
+    on SQLite that waits for the write lock the transaction itself holds, then fails."""
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    from sqlitejobq.django.backend import close_queues
+
+    call_command("migrate", verbosity=0)
+    close_queues()  # as in a new web process: the queue is opened by the enqueue below
+    with connection.cursor() as cursor:
+        if django_setup.engine == "sqlite":
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlitejobq_jobs'")
+        else:
+            schema = django_setup.tasks["default"]["OPTIONS"]["schema"]
+            cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", [schema])
+        assert cursor.fetchone()[0] >= 1
+    with transaction.atomic():
+        Group.objects.create(name="writers")
+        result = tasks.add.enqueue(5, 6)
+    work()
+    assert tasks.add.get_result(result.id).return_value == 11
+    assert Group.objects.filter(name="writers").exists()
+
+
 @pytest.mark.parametrize("name", ["report_progress", "async_report_progress"])
 def test_a_task_reports_progress_on_its_job(django_setup: DjangoSetup, name: str) -> None:
     from sqlitejobq.django import current_job

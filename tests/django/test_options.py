@@ -63,6 +63,42 @@ def test_a_postgresql_database_becomes_a_url() -> None:
         assert database_target("pg") == "postgresql://me:p%40ss%2Fword@db.example:5433/app"
 
 
+def test_a_socket_directory_and_libpq_options_go_in_the_query() -> None:
+    from django.test.utils import override_settings
+
+    from sqlitejobq.django.backend import database_target
+
+    config = {
+        "pg": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "app",
+            "USER": "me",
+            "HOST": "/var/run/postgresql",
+            "OPTIONS": {"sslmode": "require", "pool": True, "options": "-c work_mem=8MB"},
+        }
+    }
+    with pytest.warns(UserWarning, match="DATABASES"), override_settings(DATABASES=config):
+        assert database_target("pg") == (
+            "postgresql://me@/app?host=%2Fvar%2Frun%2Fpostgresql&sslmode=require"
+            "&options=-c%20work_mem%3D8MB"  # libpq reads %20 as a space, not +
+        )
+
+
+def test_the_target_follows_the_database_as_it_is_now(tmp_path: Path) -> None:
+    """Django's test runner points a database at its test copy after the backend exists:
+    the jobs go to the copy."""
+    from django.conf import settings
+
+    found = backend({})
+    before = found.target
+    copy = str(tmp_path / "test_copy.sqlite3")
+    settings.DATABASES["default"]["NAME"] = copy
+    try:
+        assert found.target == copy != before
+    finally:
+        settings.DATABASES["default"]["NAME"] = before
+
+
 def test_an_in_memory_sqlite_database_is_refused() -> None:
     from django.test.utils import override_settings
 

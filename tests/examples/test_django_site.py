@@ -115,7 +115,7 @@ def test_migrate_creates_the_tables_of_the_site_and_of_its_jobs(site: Site) -> N
         print(json.dumps(connection.introspection.table_names()))
     """)
     assert {"reports_report", "auth_user", "django_session"} <= set(tables)
-    # by the app's post_migrate hook: not left to the first enqueue, inside a transaction
+    # by sqlitejobq.django after Django's migrations: not left to the first enqueue
     assert "sqlitejobq_jobs" in tables
     assert "No migrations to apply." in site.manage("migrate")
     assert "No changes detected" in site.manage("makemigrations", "--check", "--dry-run")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -65,9 +65,9 @@ class TasksBackend(BaseTaskBackend):
                 f"TASKS[{alias!r}]['OPTIONS'] names both a database "
                 f"({options['database']!r}) and a target ({options['target']!r}): give one"
             )
-        self.target: str
         #: The Django database alias the jobs are kept in (None: a target of their own).
         self.database: str | None = None
+        self._target: str | None = None
         if "target" in options:
             target = options["target"]
             if not isinstance(target, str | os.PathLike) or not os.fspath(target):
@@ -75,24 +75,34 @@ class TasksBackend(BaseTaskBackend):
                     f"TASKS[{alias!r}]['OPTIONS']['target'] must be a path or a "
                     f"postgresql:// URL, got {target!r}"
                 )
-            self.target = os.fspath(target)
+            self._target = os.fspath(target)
         else:
             self.database = options.get("database", "default")
-            self.target = database_target(self.database)
+            database_target(self.database)  # refused now if it cannot hold jobs
         self.queue_options = {key: options[key] for key in QUEUE_OPTIONS if key in options}
+
+    @property
+    def target(self) -> str:
+        """Where the jobs are: the ``target`` option, else the Django database's file or URL
+        as it is now (Django's test runner points a database at its test copy)."""
+        if self._target is not None:
+            return self._target
+        assert self.database is not None
+        return database_target(self.database)
 
     @property
     def queue(self) -> Queue:
         """This process's sqlitejobq queue for the backend, opened on first use (again in a
         forked child: connections do not cross a fork)."""
-        key = (self.target, tuple(sorted(self.queue_options.items())))
+        target = self.target
+        key = (target, tuple(sorted(self.queue_options.items())))
         pid = os.getpid()
         with _queues_lock:
             found = _queues.get(key)
             if found is not None and found[0] == pid:
                 return found[1]
             queue = Queue(
-                self.target, registry=DjangoRegistry(), strict_tasks=False, **self.queue_options
+                target, registry=DjangoRegistry(), strict_tasks=False, **self.queue_options
             )
             _queues[key] = (pid, queue)
             return queue
@@ -204,24 +214,64 @@ def database_target(alias: str) -> str:
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ImproperlyConfigured(
                 f"DATABASES[{alias!r}] NAME {name!r} is not a SQLite file: jobs need one "
-                "that workers can open too"
+                "that workers can open too (under Django's test runner, give the test "
+                "database a file: DATABASES[...]['TEST'] = {'NAME': 'test.sqlite3'})"
             )
         return path
     if "postgresql" in engine:
-        user = quote(str(config.get("USER") or ""), safe="")
-        password = config.get("PASSWORD")
-        if password:
-            user += ":" + quote(str(password), safe="")
-        host = str(config.get("HOST") or "")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        port = config.get("PORT")
-        netloc = (user + "@" if user else "") + host + (f":{port}" if port else "")
-        return f"postgresql://{netloc}/{quote(str(name or ''), safe='')}"
+        return _postgres_url(config)
     raise ImproperlyConfigured(
         f"DATABASES[{alias!r}] ENGINE {engine!r}: sqlitejobq keeps jobs in SQLite or "
         "PostgreSQL; use OPTIONS {'target': ...} for a database of their own"
     )
+
+
+def _postgres_url(config: Mapping[str, Any]) -> str:
+    """A ``postgresql://`` URL of a Django PostgreSQL database: a socket directory as HOST
+    and libpq's options in ``OPTIONS`` (``sslmode``...) go in its query, as libpq reads
+    them; Django's own options (``pool``, ``isolation_level``...) are not libpq's."""
+    user = quote(str(config.get("USER") or ""), safe="")
+    password = config.get("PASSWORD")
+    if password:
+        user += ":" + quote(str(password), safe="")
+    host = str(config.get("HOST") or "")
+    query: dict[str, str] = {}
+    if host.startswith("/"):  # a Unix socket's directory
+        query["host"], host = host, ""
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = config.get("PORT")
+    netloc = (user + "@" if user else "") + host + (f":{port}" if port else "")
+    options: Mapping[str, Any] = config.get("OPTIONS") or {}
+    query.update({key: str(value) for key, value in options.items() if key in LIBPQ_OPTIONS})
+    url = f"postgresql://{netloc}/{quote(str(config.get('NAME') or ''), safe='')}"
+    return f"{url}?{urlencode(query, quote_via=quote)}" if query else url
+
+
+#: The keywords of libpq a Django PostgreSQL database's OPTIONS may hold.
+LIBPQ_OPTIONS = frozenset(
+    {
+        "application_name",
+        "channel_binding",
+        "connect_timeout",
+        "gssencmode",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "options",
+        "passfile",
+        "service",
+        "sslcert",
+        "sslcrl",
+        "sslkey",
+        "sslmode",
+        "sslpassword",
+        "sslrootcert",
+        "target_session_attrs",
+        "tcp_user_timeout",
+    }
+)
 
 
 def close_queues() -> None:
