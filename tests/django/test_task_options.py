@@ -26,10 +26,14 @@ try:
     from django.tasks import TaskResultStatus
     from django.tasks import task as django_task
     from django.tasks.exceptions import InvalidTask as InvalidTaskError
+
+    DJANGO_TASKS = "django.tasks"
 except ImportError:
     from django_tasks import TaskResultStatus
     from django_tasks import task as django_task
     from django_tasks.exceptions import InvalidTaskError
+
+    DJANGO_TASKS = "django_tasks"
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -187,3 +191,14 @@ def test_djangos_own_task_decorator_takes_the_options() -> None:
     declared = django_task(max_attempts=4, timeout=30)(unplanned)  # type: ignore[call-arg]
     assert isinstance(declared, Task)
     assert (declared.max_attempts, declared.timeout) == (4, 30)
+
+
+def test_under_another_backend_the_task_runs_its_options_ignored() -> None:
+    from django.test.utils import override_settings
+
+    immediate = {"default": {"BACKEND": f"{DJANGO_TASKS}.backends.immediate.ImmediateBackend"}}
+    tasks.CALLS.clear()
+    with override_settings(TASKS=immediate):
+        result = tasks.stubborn.using(unique_key="k").enqueue(0)
+        assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 1
+    assert tasks.CALLS == ["stubborn"]
