@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -115,38 +117,41 @@ def handler_for(task: Task[Any, Any]) -> Handler:
     if inspect.iscoroutinefunction(task.func):
 
         async def run_async(job: Job) -> Any:
-            running = _current.set(job)
-            try:
-                result = _started(task, job)
-                args, kwargs = _arguments(task, result)
-                try:
-                    value = normalize_json(await task.func(*args, **kwargs))
-                except BaseException as exc:
-                    _failed(task, job, result, exc)
-                    raise
+            with _run(task, job) as (result, args, kwargs):
+                value = normalize_json(await task.func(*args, **kwargs))
                 return _succeeded(task, result, value)
-            finally:
-                _current.reset(running)
 
         return run_async
 
     def run(job: Job) -> Any:
         close_old_connections()
-        running = _current.set(job)
         try:
-            result = _started(task, job)
-            args, kwargs = _arguments(task, result)
-            try:
+            with _run(task, job) as (result, args, kwargs):
                 value = normalize_json(task.func(*args, **kwargs))
-            except BaseException as exc:
-                _failed(task, job, result, exc)
-                raise
-            return _succeeded(task, result, value)
+                return _succeeded(task, result, value)
         finally:
-            _current.reset(running)
             close_old_connections()
 
     return run
+
+
+@contextmanager
+def _run(
+    task: Task[Any, Any], job: Job
+) -> Iterator[tuple[TaskResult[Any], list[Any], dict[str, Any]]]:
+    """One run of ``task`` as ``job``: ``current_job()`` is the job, ``task_started`` sent;
+    an exception in the block is recorded as Django records a failure, and raised."""
+    running = _current.set(job)
+    try:
+        result = _started(task, job)
+        args, kwargs = _arguments(task, result)
+        try:
+            yield result, args, kwargs
+        except BaseException as exc:
+            _failed(task, job, result, exc)
+            raise
+    finally:
+        _current.reset(running)
 
 
 def _started(task: Task[Any, Any], job: Job) -> Any:
