@@ -1,7 +1,7 @@
 """sqlitejobq's Django backend beside django-tasks-db on SQLite: the same machine, the same
 run, the same Django database settings (the ones docs/django.md recommends).
 
-    python -m benchmarks.django_vs_db [--tasks N] [--quick] [--out FILE]
+    python -m benchmarks.django_vs_db [--tasks N] [--quick] [--tuned-peer] [--out FILE]
 
 For each backend, each variant on a fresh database file in a temporary folder, prepared by
 ``python -m django migrate`` (``benchmarks/django_site`` is the site):
@@ -13,13 +13,16 @@ For each backend, each variant on a fresh database file in a temporary folder, p
   last exit; for sqlitejobq also ``sqlitejobq_worker --processes 4 --burst``;
 - the atomic loop again while 4 workers run (``sqlitejobq_worker``, ``db_worker``), to the
   moment every task has run;
-- "database is locked": raised in the enqueue loops; written in the workers' logs (each
-  library's loggers at DEBUG to stderr); and raised inside a process but handled there:
+- "database is locked": raised to the enqueue loops; written in the workers' output (the
+  site's ``LOGGING`` sends each library's loggers to stderr); and met inside a worker:
   lines of the site's lock probe (a Django execute wrapper that logs every such error of a
-  Django query, which ``db_worker`` catches without logging it) and sqlitejobq's busy
-  retries (its own connections, counted in its workers table);
+  Django query, which ``db_worker`` drops without a log line in its claim) and sqlitejobq's
+  busy retries (its own connections, counted in its workers table);
 - a worker SIGKILLed in the middle of a sleeping task, then a fresh worker: the task's
   ``TaskResult`` (``get_result``) once it has finished, or when a bounded wait ends.
+
+``--tuned-peer`` adds django-tasks-db again with ``CONN_MAX_AGE`` None and
+``synchronous=NORMAL`` on Django's connection (sqlitejobq's own connections commit so).
 
 Every task notes its run in a file (O_APPEND), so "ran exactly once" is checked on what
 ran as well as on each result's status and worker ids. Django work happens in
