@@ -52,6 +52,18 @@ class PermanentFailure(SqliteJobQError):
     """Raised by a handler: fail the job now, without using the attempts it has left."""
 
 
+class Snooze(SqliteJobQError):
+    """Raised by a handler: not yet. The job goes back to ``queued``, due in ``seconds``,
+    without counting the attempt; its history records the snooze. A job snoozed more than
+    the queue's ``max_snoozes`` times fails instead, saying so."""
+
+    def __init__(self, seconds: float) -> None:
+        from .validation import seconds as checked_seconds
+
+        self.seconds = checked_seconds(seconds, "Snooze seconds")
+        super().__init__(f"snoozed for {self.seconds:g}s")
+
+
 class PayloadError(SqliteJobQError, ValueError):
     """A payload or result is not JSON, not valid Unicode, too deep, or over the size bound."""
 

@@ -212,7 +212,7 @@ def job_from_values(values: tuple[Any, ...]) -> Job:
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """One moment of a job's life, as ``Queue.timeline`` tells it: ``event`` is "enqueued",
-    "started", "attempt failed", "lease expired", "abandoned", "deferred", "cancel
+    "started", "attempt failed", "snoozed", "lease expired", "abandoned", "deferred", "cancel
     requested", "retried", "completed", "failed" or "cancelled"; ``outcome`` the status
     the job moved to (None: it did not move)."""
 

@@ -31,6 +31,7 @@ from .backends.base import (
     Heartbeat,
     JobRecord,
     LimitedDue,
+    Postpone,
     Progress,
     Release,
     StepValue,
@@ -77,10 +78,12 @@ class Policy:
     """The queue's defaults for jobs whose task does not set its own."""
 
     max_attempts: int = 3
-    retry_backoff: float = 1.0
+    retry_backoff: float | tuple[float, ...] = 1.0
     retry_backoff_max: float = 600.0
     max_payload_bytes: int = 1024 * 1024
     job_timeout: float | None = None
+    #: How often a job may be put off by ``raise Snooze`` before it fails instead.
+    max_snoozes: int = 100
 
 
 class JobLifecycle:
@@ -341,6 +344,19 @@ class JobLifecycle:
             f"within {window:g}s; register a handler for it and retry the job",
         )
 
+    def snooze_step(self, job: Job, delay: float) -> Postpone:
+        """The step of a handler that raised ``Snooze(delay)``: back to the queue, due in
+        ``delay`` seconds, the attempt not counted; failed past ``max_snoozes``."""
+        limit = self.policy.max_snoozes
+        return Postpone(
+            _fence(job, _claim_of(job)),
+            delay=delay,
+            max_snoozes=limit,
+            error=f"Snooze: put off more than max_snoozes={limit} times; "
+            "raise Snooze for a bounded wait, or give the queue a larger max_snoozes",
+            note=f"snoozed for {delay:g}s",
+        )
+
     def undecodable_step(self, job: Job) -> Fail:
         """Fail at once a claimed job whose stored payload cannot be decoded."""
         problem = _claim_of(job).undecodable or "undecodable payload"
@@ -350,10 +366,13 @@ class JobLifecycle:
         """Seconds before the retry that follows failed attempt number ``attempts``.
 
         Exponential from the task's (or queue's) ``backoff``, capped at ``backoff_max``,
-        with jitter over the upper half so that failures of one cause spread out.
+        with jitter over the upper half so that failures of one cause spread out; or, when
+        ``backoff`` lists waits, the wait of this retry (the last one for later retries).
         """
         options = self.registry.options(task)
         base = options.backoff if options.backoff is not None else self.policy.retry_backoff
+        if isinstance(base, tuple):
+            return base[min(max(attempts - 1, 0), len(base) - 1)]
         cap = (
             options.backoff_max
             if options.backoff_max is not None
@@ -438,7 +457,18 @@ class JobLifecycle:
     def abandon(self, jobs: Sequence[Job], error: str) -> list[bool]:
         """End runs that will not report (a worker stopping hard): each counts as an attempt,
         back to the queue while attempts remain, else failed."""
-        return self.finish([(job, Abandon(_fence(job, _claim_of(job)), error)) for job in jobs])
+        return self.finish(
+            [
+                (job, Abandon(_fence(job, _claim_of(job)), error, self.retry_delay(job)))
+                for job in jobs
+            ]
+        )
+
+    def retry_delay(self, job: Job) -> float:
+        """Seconds before a job whose run ended without an outcome is due again: the
+        task's backoff while attempts remain, so that a job that kills its worker is not
+        retried at once, again and again."""
+        return self.backoff(job.task, job.attempts) if job.attempts < job.max_attempts else 0.0
 
     def rescue_expired(self, renew: Sequence[Job] = ()) -> list[int]:
         """Take back jobs whose lease expired (their worker died or hung): to ``queued`` while
@@ -456,7 +486,9 @@ class JobLifecycle:
             if (claim := _claim_of(job)) is not None
         ]
         rescued = self.backend.rescue_expired(
-            "lease expired: the worker stopped renewing it (crashed, killed or hung)", steps
+            "lease expired: the worker stopped renewing it (crashed, killed or hung)",
+            steps,
+            self.backoff,
         )
         for job in rescued:
             log.warning(

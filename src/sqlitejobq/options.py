@@ -80,7 +80,7 @@ class TaskOptionsDict(TypedDict, total=False):
     max_attempts: int | None
     lease: float | None
     timeout: float | None
-    backoff: float | None
+    backoff: float | list[float] | tuple[float, ...] | None
     backoff_max: float | None
     queue: str | None
     priority: int | None
@@ -106,7 +106,9 @@ class TaskOptions:
     max_attempts: Annotated[int | None, _minimum_one] = None
     lease: Annotated[float | None, _positive_seconds] = None
     timeout: Annotated[float | None, _positive_seconds] = None
-    backoff: Annotated[float | None, validation.seconds] = None
+    #: Seconds before the first retry, doubled for each later one (up to ``backoff_max``);
+    #: or the wait before each retry, one per retry, the last one repeated.
+    backoff: Annotated[float | tuple[float, ...] | None, validation.backoff] = None
     backoff_max: Annotated[float | None, validation.seconds] = None
     queue: Annotated[str | None, validation.name] = None
     priority: Annotated[int | None, validation.integer] = None

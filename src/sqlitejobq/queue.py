@@ -91,10 +91,11 @@ class Queue:
         strict_tasks: bool = True,
         retry_timeout: float = 30.0,
         max_attempts: int = 3,
-        retry_backoff: float = 1.0,
+        retry_backoff: float | Sequence[float] = 1.0,
         retry_backoff_max: float = 600.0,
         max_payload_bytes: int = 1024 * 1024,
         job_timeout: float | None = None,
+        max_snoozes: int = 100,
         clock: Callable[[], float] | None = None,
         **engine_options: Any,
     ) -> None:
@@ -110,9 +111,10 @@ class Queue:
             job_timeout = validation.seconds(job_timeout, "job_timeout", positive=True)
         policy = Policy(
             max_attempts=validation.integer(max_attempts, "max_attempts", minimum=1),
-            retry_backoff=validation.seconds(retry_backoff, "retry_backoff"),
+            retry_backoff=validation.backoff(retry_backoff, "retry_backoff"),
             retry_backoff_max=validation.seconds(retry_backoff_max, "retry_backoff_max"),
             max_payload_bytes=validation.integer(max_payload_bytes, "max_payload_bytes", minimum=2),
+            max_snoozes=validation.integer(max_snoozes, "max_snoozes", minimum=0),
             job_timeout=job_timeout,
         )
         self.registry = registry if registry is not None else Registry()
@@ -848,8 +850,8 @@ def _filters(
     }
 
 
-#: The history events that close an attempt: a "started" event goes before each.
-_ATTEMPT_ENDS = frozenset({"attempt failed", "lease expired", "abandoned"})
+#: The history events that close a run: a "started" event goes before each.
+_ATTEMPT_ENDS = frozenset({"attempt failed", "snoozed", "lease expired", "abandoned"})
 
 
 def _timeline(record: JobRecord, history: str | None) -> list[JobEvent]:

@@ -17,7 +17,7 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobTimeout, PayloadError, PermanentFailure
+from .errors import JobTimeout, PayloadError, PermanentFailure, Snooze
 from .job import AsyncJob, Job, as_async
 
 if TYPE_CHECKING:
@@ -195,7 +195,10 @@ class Runner:
         self.waiting: deque[Job] = deque()  # claimed, not started; under the slots' lock
 
     def _failed(self, job: Job, exc: BaseException) -> Outcome:
-        """The outcome of a handler that raised: retried unless PermanentFailure."""
+        """The outcome of a handler that raised: retried unless PermanentFailure; put off,
+        the attempt not counted, for Snooze."""
+        if isinstance(exc, Snooze):
+            return job, self.lifecycle.snooze_step(job, exc.seconds)
         trace = "".join(traceback.format_exception(exc))
         again = not isinstance(exc, PermanentFailure)
         return job, self.lifecycle.fail_step(job, exc, trace, again, None)

@@ -67,6 +67,28 @@ def seconds(value: object, what: str, *, positive: bool = False) -> float:
     return result
 
 
+#: The most waits a retry schedule may list.
+MAX_BACKOFF_WAITS = 100
+
+
+def backoff(value: object, what: str) -> float | tuple[float, ...]:
+    """A retry backoff: seconds (the first wait, doubled for each later one), or a list of
+    waits in seconds, one per retry, the last one repeated."""
+    if isinstance(value, list | tuple):
+        if not value:
+            raise InvalidArgument(f"{what} must list at least one wait, got an empty list")
+        if len(value) > MAX_BACKOFF_WAITS:
+            raise InvalidArgument(
+                f"{what} may list at most {MAX_BACKOFF_WAITS} waits, got {len(value)}"
+            )
+        return tuple(seconds(wait, f"{what}[{n}]") for n, wait in enumerate(value))
+    if isinstance(value, str | bytes):
+        raise InvalidArgumentType(
+            f"{what} must be seconds or a list of waits in seconds, got {type(value).__name__}"
+        )
+    return seconds(value, what)
+
+
 def optional_text(value: object, what: str, *, max_length: int) -> str | None:
     """None or non-empty text of at most ``max_length`` characters."""
     if value is None:

@@ -103,11 +103,12 @@ class WorkerSummary:
     lost: int
     seconds: float
     stuck: int = 0
+    snoozed: int = 0
 
     @property
     def processed(self) -> int:
         """Jobs whose handler ran to an outcome that was recorded."""
-        return self.completed + self.failed + self.retried
+        return self.completed + self.failed + self.retried + self.snoozed
 
     # ``lost``: outcomes refused because the claim no longer owned the job (its lease
     # expired and it was taken back). ``stuck``: handlers still running past their timeout
@@ -185,7 +186,14 @@ class Worker:
         self._hard_stop = threading.Event()
         self._stop_deadline: float | None = None
         self._active = False
-        self._counts = {"completed": 0, "failed": 0, "retried": 0, "lost": 0, "stuck": 0}
+        self._counts = {
+            "completed": 0,
+            "failed": 0,
+            "retried": 0,
+            "lost": 0,
+            "stuck": 0,
+            "snoozed": 0,
+        }
         self._slots = Slots(self.lifecycle, self.concurrency, self._wake, self._stopping)
         self._row = WorkerRow(self.lifecycle, self._record)
         self._scheduler = Scheduler(queue, queue.registry.schedules)
@@ -528,6 +536,8 @@ class Worker:
                 self._counts["lost"] += 1
             elif step.kind is Step.COMPLETE:
                 self._counts["completed"] += 1
+            elif step.kind is Step.SNOOZE and status == "queued":
+                self._counts["snoozed"] += 1
             elif status == "queued":
                 if step.kind is not Step.DEFER:
                     self._counts["retried"] += 1

@@ -111,3 +111,14 @@ def one_at_a_time(label: str) -> str:
     time.sleep(0.05)
     SPANS.append(("end", label, time.monotonic()))
     return label
+
+
+@task
+def snooze_once() -> int:
+    """Puts itself off once (``Snooze(0)``), then returns how often it ran."""
+    from sqlitejobq import Snooze
+
+    CALLS.append("snooze_once")
+    if CALLS.count("snooze_once") == 1:
+        raise Snooze(0)
+    return CALLS.count("snooze_once")

@@ -138,6 +138,15 @@ def test_a_task_reports_progress_on_its_job(django_setup: DjangoSetup, name: str
     assert current_job() is None  # the worker's run left nothing behind
 
 
+def test_a_snoozed_run_is_not_an_attempt(django_setup: DjangoSetup) -> None:
+    tasks.CALLS.clear()
+    result = tasks.snooze_once.enqueue()
+    work()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
+    assert len(result.worker_ids) == 1 and result.errors == []
+
+
 def test_higher_priority_runs_first(django_setup: DjangoSetup) -> None:
     tasks.CALLS.clear()
     tasks.record.using(priority=-10).enqueue("low")

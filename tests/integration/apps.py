@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from sqlitejobq import Job, Registry
+from sqlitejobq import Job, Registry, Snooze
 
 registry = Registry()
 
@@ -50,6 +50,22 @@ def flaky(job: Job) -> dict[str, int]:
     if job.payload.get("doomed") or (job.payload.get("fail_first") and job.attempts == 1):
         raise RuntimeError(f"job {job.id} fails attempt {job.attempts} on purpose")
     return {"attempt": job.attempts}
+
+
+@registry.task("snoozy", max_attempts=1)
+def snoozy(job: Job) -> int:
+    """Puts itself off (``Snooze(0)``) until it has run ``payload['runs']`` times, counted
+    as bytes appended to the file ``payload['marker']``; then returns the count."""
+    _record(job)
+    fd = os.open(job.payload["marker"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+    runs = os.path.getsize(job.payload["marker"])
+    if runs < job.payload["runs"]:
+        raise Snooze(0)
+    return runs
 
 
 @registry.task("db_seen")

@@ -202,10 +202,13 @@ class Step(enum.Enum):
     HEARTBEAT = "heartbeat"
     PROGRESS = "progress"
     DEFER = "defer"
+    SNOOZE = "snooze"
 
 
 #: The steps that change a job's status (and so its counts).
-STATUS_STEPS = frozenset({Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON, Step.DEFER})
+STATUS_STEPS = frozenset(
+    {Step.COMPLETE, Step.FAIL, Step.RELEASE, Step.ABANDON, Step.DEFER, Step.SNOOZE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +257,12 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Abandon:
-    """Give up a run whose outcome is lost (counted as a failed attempt)."""
+    """Give up a run whose outcome is lost (counted as a failed attempt): back to
+    ``queued`` after ``delay`` seconds while attempts remain, else failed."""
 
     fence: Fence
     error: str
+    delay: float
     kind: ClassVar[Step] = Step.ABANDON
 
 
@@ -297,7 +302,22 @@ class Defer:
 #: A fenced change to a claimed job. Applied, it gives the job's status after it
 #: (HEARTBEAT and PROGRESS: whether a cancel was requested), or None when the claim no
 #: longer owned the job and nothing changed.
-StepValue = Complete | Fail | Release | Abandon | Heartbeat | Progress | Defer
+@dataclass(frozen=True, slots=True)
+class Postpone:
+    """Put a job off at its handler's word (``raise Snooze``), its attempt not counted:
+    due in ``delay`` seconds, or failed with ``error`` once it was put off ``max_snoozes``
+    times."""
+
+    fence: Fence
+    delay: float
+    max_snoozes: int
+    error: str
+    #: What the history says of it ("snoozed for 30s").
+    note: str
+    kind: ClassVar[Step] = Step.SNOOZE
+
+
+StepValue = Complete | Fail | Release | Abandon | Heartbeat | Progress | Defer | Postpone
 
 
 def step_parameters(step: StepValue) -> dict[str, Any]:
@@ -398,9 +418,15 @@ class HotPath(Protocol):
     ) -> tuple[list[Any], list[JobRecord]]:
         """Apply fenced steps to claimed jobs, then claim more, in one transaction."""
 
-    def rescue_expired(self, error: str, renew: Sequence[Heartbeat] = ()) -> list[RescuedJob]:
+    def rescue_expired(
+        self,
+        error: str,
+        renew: Sequence[Heartbeat] = (),
+        backoff: Callable[[str, int], float] | None = None,
+    ) -> list[RescuedJob]:
         """Take back the jobs whose lease ended; ``renew`` (the caller's own heartbeats)
-        is applied first, in the same transaction."""
+        is applied first, in the same transaction. A job going back to the queue is due
+        ``backoff(task, attempts)`` seconds later (None: at once)."""
 
     def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
         """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and

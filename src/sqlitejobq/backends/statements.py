@@ -78,6 +78,7 @@ STEP_SQL = {
     Step.HEARTBEAT: "HEARTBEAT",
     Step.PROGRESS: "SET_PROGRESS",
     Step.DEFER: "DEFER_UNKNOWN",
+    Step.SNOOZE: "SNOOZE",
 }
 
 
@@ -225,6 +226,10 @@ class Statements(Generic[Tx]):
 
     def rescue_expired(self, tx: Tx, error: str, now: float | None) -> list[RescuedJob]:
         """Take back jobs whose lease ended."""
+        raise NotImplementedError
+
+    def delay_jobs(self, tx: Tx, delays: Sequence[tuple[int, float]], now: float | None) -> None:
+        """Make queued jobs due ``delay`` seconds from now: (id, delay) pairs."""
         raise NotImplementedError
 
     def next_lease_expiry(self, tx: Tx, now: float | None) -> tuple[float | None, float]:

@@ -385,16 +385,30 @@ class Store(Generic[Tx]):
 
     # --- leases ---------------------------------------------------------------------------
 
-    def rescue_expired(self, error: str, renew: Sequence[Heartbeat] = ()) -> list[RescuedJob]:
+    def rescue_expired(
+        self,
+        error: str,
+        renew: Sequence[Heartbeat] = (),
+        backoff: Callable[[str, int], float] | None = None,
+    ) -> list[RescuedJob]:
         """Take back jobs whose lease ended; ``renew`` (heartbeats of the caller's own
         running jobs) is applied first, in the same transaction, so that a worker never
-        takes back a job it is still running."""
+        takes back a job it is still running. A job going back to the queue is due
+        ``backoff(task, attempts)`` seconds later, as after a failed attempt."""
 
         def body(tx: Tx) -> list[RescuedJob]:
             now = self.bound_now()
             tally = Tally()
             self._apply_steps(tx, renew, tally, now)
             rows = self.sql.rescue_expired(tx, error, now)
+            if backoff is not None:
+                delays = [
+                    (row.id, wait)
+                    for row in rows
+                    if row.status == "queued" and (wait := backoff(row.task, row.attempts)) > 0
+                ]
+                if delays:
+                    self.sql.delay_jobs(tx, delays, now)
             for row in rows:
                 tally.changed(
                     (

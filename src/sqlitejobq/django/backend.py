@@ -33,7 +33,7 @@ from .worker import DjangoRegistry
 WHERE_OPTIONS = frozenset({"database", "target"})
 #: OPTIONS passed to the sqlitejobq Queue as they are.
 QUEUE_OPTIONS = frozenset(
-    {"schema", "max_attempts", "retry_backoff", "retry_backoff_max", "job_timeout"}
+    {"schema", "max_attempts", "retry_backoff", "retry_backoff_max", "job_timeout", "max_snoozes"}
 )
 _queues: dict[tuple[Any, ...], tuple[int, Queue]] = {}
 _queues_lock = threading.Lock()

@@ -40,7 +40,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
     max_attempts: int | None
     timeout: float | None
     lease: float | None
-    backoff: float | None
+    backoff: float | list[float] | tuple[float, ...] | None
     backoff_max: float | None
     limit: int | None
     rate: str | None
@@ -66,8 +66,9 @@ class Task(DjangoTask):  # type: ignore[type-arg]
     timeout: float | None = None
     #: Seconds a claim holds the job between heartbeats.
     lease: float | None = None
-    #: Seconds before the first retry, doubled for each later one up to ``backoff_max``.
-    backoff: float | None = None
+    #: Seconds before the first retry, doubled for each later one up to ``backoff_max``; or
+    #: a list of waits, one per retry, the last one repeated.
+    backoff: float | list[float] | tuple[float, ...] | None = None
     backoff_max: float | None = None
     #: At most this many of the task's jobs running at once, across every worker.
     limit: int | None = None
@@ -86,6 +87,8 @@ class Task(DjangoTask):  # type: ignore[type-arg]
     unique_key: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.backoff, list):  # kept as a tuple: the task stays hashable
+            object.__setattr__(self, "backoff", tuple(self.backoff))
         try:
             self.task_options()
             check_missed(self.missed)

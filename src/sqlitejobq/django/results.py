@@ -47,7 +47,12 @@ def task_result(
     alias: str, task: Task[Any, Any], job: Job, events: Sequence[JobEvent]
 ) -> TaskResult[Any]:
     """A job as Django's TaskResult: each attempt's worker, each failed attempt's error."""
-    starts = [event for event in events if event.event == "started"]
+    starts: list[JobEvent] = []
+    for event in events:
+        if event.event == "started":
+            starts.append(event)
+        elif event.event == "snoozed" and starts:
+            starts.pop()  # a run put off (raise Snooze) is not an attempt
     errors = [
         TaskError(
             exception_class_path=LOST_RUN

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from ..errors import Snooze
 from ..job import Job, JobEvent
 from ..registry import Handler, Registry, TaskOptions
 from ..registry import Task as RegisteredTask
@@ -147,6 +148,8 @@ def _run(
         args, kwargs = _arguments(task, result)
         try:
             yield result, args, kwargs
+        except Snooze:  # not an attempt: the job comes back later, nothing is finished
+            raise
         except BaseException as exc:
             _failed(task, job, result, exc)
             raise

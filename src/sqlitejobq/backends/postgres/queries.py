@@ -416,6 +416,24 @@ WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
+# A handler said "not yet" (raise Snooze): back to the queue, due after %(delay)s, the
+# attempt not counted; failed instead once the job was put off %(max_snoozes)s times.
+_SNOOZE_ENDS = "(cancel_requested OR snoozes >= %(max_snoozes)s::integer)"
+_SNOOZE_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN snoozes >= %(max_snoozes)s::integer THEN 'failed' ELSE 'queued' END"""
+SNOOZE = f"""
+UPDATE sqlitejobq_jobs
+SET status = {_SNOOZE_STATUS},
+    attempts = attempts - CASE WHEN {_SNOOZE_ENDS} THEN 0 ELSE 1 END,
+    snoozes = snoozes + 1, run_at = {NOW} + %(delay)s::float8, lease_until = NULL,
+    error = CASE WHEN NOT cancel_requested AND snoozes >= %(max_snoozes)s::integer
+                 THEN %(error)s::text ELSE error END,
+    finished_at = CASE WHEN {_SNOOZE_ENDS} THEN {NOW} END,
+    history = {_appended("snoozed", _SNOOZE_STATUS, error="%(note)s::text")}
+WHERE {_FENCE}
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
+"""
+
 # A run that ended without an outcome (lease expired, worker interrupted) counts as an
 # attempt: back to the queue while attempts remain, else failed.
 _ABANDON_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
@@ -423,11 +441,12 @@ _ABANDON_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
                   ELSE 'queued' END"""
 
 
-def _abandon_set(event: str) -> str:
-    """The SET of a run that ended without an outcome, recorded in the history as ``event``."""
+def _abandon_set(event: str, run_at: str) -> str:
+    """The SET of a run that ended without an outcome, recorded in the history as ``event``,
+    due again at ``run_at``."""
     return f"""
 SET status = {_ABANDON_STATUS},
-    run_at = {NOW}, lease_until = NULL, error = %(error)s::text, traceback = NULL,
+    run_at = {run_at}, lease_until = NULL, error = %(error)s::text, traceback = NULL,
     unknown_since = NULL,
     finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {NOW} END,
     history = {_appended(event, _ABANDON_STATUS, error="%(error)s::text")}
@@ -435,7 +454,7 @@ SET status = {_ABANDON_STATUS},
 
 
 ABANDON = f"""
-UPDATE sqlitejobq_jobs {_abandon_set("abandoned")}
+UPDATE sqlitejobq_jobs {_abandon_set("abandoned", f"{NOW} + %(delay)s::float8")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
@@ -450,10 +469,18 @@ WITH expired AS MATERIALIZED (
     LIMIT %(limit)s::integer
     FOR UPDATE SKIP LOCKED
 )
-UPDATE sqlitejobq_jobs AS j {_abandon_set("lease expired")}
+UPDATE sqlitejobq_jobs AS j {_abandon_set("lease expired", NOW)}
 WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING j.id, j.task, j.status, j.attempts, j.max_attempts, j.worker, j.queue, j.batch_id,
           j.has_dependents, j.limit_key, j.watched
+"""
+
+# Rescued jobs due later, after their task's backoff.
+DELAY_JOBS = f"""
+UPDATE sqlitejobq_jobs AS j
+SET run_at = {NOW} + d.delay
+FROM unnest(%(ids)s::bigint[], %(delays)s::float8[]) AS d (id, delay)
+WHERE j.id = d.id AND j.status = 'queued'
 """
 
 # The earliest lease end of a processing job (NULL: none), and the statement's now, so a

@@ -193,6 +193,15 @@ CREATE TABLE sqlitejobq_throughput (
     failed    bigint NOT NULL DEFAULT 0
 );
 """
+# How often a job's handler put it off (``raise Snooze``), bounded by the queue's
+# ``max_snoozes``; the queues an operator paused (no worker claims from them until resumed).
+_V7_STEERING = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+CREATE TABLE sqlitejobq_queues (
+    name      text PRIMARY KEY,
+    paused_at double precision
+);
+"""
 
 #: Each runs in its own transaction, under the schema's advisory lock, together with its
 #: bookkeeping row. No statement takes parameters, so a migration's text goes to the server
@@ -204,4 +213,5 @@ MIGRATIONS = [
     Migration(4, "dependencies, limits and schedules", _V4_SCHEDULING),
     Migration(5, "jobs someone waits for", _V5_WATCHED),
     Migration(6, "job history, throughput per minute, failed jobs by id", _V6_HISTORY),
+    Migration(7, "snoozes of a job, paused queues", _V7_STEERING),
 ]

@@ -190,6 +190,11 @@ class PgStatements(Statements[Conn], queries=sql):
         params = {"now": now, "error": error, "limit": _RESCUE_LIMIT}
         return [RescuedJob(*row) for row in tx.execute(sql.RESCUE_EXPIRED, params)]
 
+    def delay_jobs(self, tx: Conn, delays: Sequence[tuple[int, float]], now: float | None) -> None:
+        """Make queued jobs due ``delay`` seconds from now."""
+        ids, waits = zip(*delays, strict=True)
+        tx.execute(sql.DELAY_JOBS, {"ids": list(ids), "delays": list(waits), "now": now})
+
     def next_lease_expiry(self, tx: Conn, now: float | None) -> tuple[float | None, float]:
         """When the earliest lease ends, and the database's now."""
         row = tx.execute(sql.NEXT_LEASE_EXPIRY, {"now": now}).fetchone()

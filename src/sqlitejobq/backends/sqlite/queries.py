@@ -213,28 +213,37 @@ _ABANDON_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
                   ELSE 'queued' END"""
 
 
-def _abandon_set(event: str) -> str:
-    """The SET of a run that ended without an outcome, recorded in the history as ``event``."""
+def _abandon_set(event: str, run_at: str) -> str:
+    """The SET of a run that ended without an outcome, recorded in the history as ``event``,
+    due again at ``run_at``."""
     return f"""
 SET status = {_ABANDON_STATUS},
-    run_at = :now, lease_until = NULL, error = :error, traceback = NULL, unknown_since = NULL,
+    run_at = {run_at}, lease_until = NULL, error = :error, traceback = NULL, unknown_since = NULL,
     finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now END,
     history = {_appended(event, _ABANDON_STATUS, error=":error")}
 """
 
 
 ABANDON = f"""
-UPDATE sqlitejobq_jobs {_abandon_set("abandoned")}
+UPDATE sqlitejobq_jobs {_abandon_set("abandoned", ":now + :delay")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """
 
 RESCUE_EXPIRED = f"""
-UPDATE sqlitejobq_jobs {_abandon_set("lease expired")}
+UPDATE sqlitejobq_jobs {_abandon_set("lease expired", ":now")}
 WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_lease
              WHERE status = 'processing' AND lease_until < :now)
 RETURNING id, task, status, attempts, max_attempts, worker, queue, batch_id, has_dependents,
           limit_key, watched
+"""
+
+# Rescued jobs due later, after their task's backoff: :delays is a JSON list of [id, seconds].
+DELAY_JOBS = """
+UPDATE sqlitejobq_jobs
+SET run_at = :now + json_extract(d.value, '$[1]')
+FROM json_each(:delays) AS d
+WHERE sqlitejobq_jobs.id = json_extract(d.value, '$[0]') AND sqlitejobq_jobs.status = 'queued'
 """
 
 # Claimed by a worker that does not know the task (an older worker during a rolling deploy):
@@ -261,6 +270,23 @@ SET status = {_DEFER_STATUS},
     history = CASE WHEN unknown_since IS NULL OR cancel_requested OR {_GIVE_UP}
                    THEN {_appended("deferred", _DEFER_STATUS, error=_DEFER_ERROR)}
                    ELSE history END
+WHERE {_FENCE}
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
+"""
+
+# A handler said "not yet" (raise Snooze): back to the queue, due after :delay, the attempt
+# not counted; failed instead once the job was put off :max_snoozes times.
+_SNOOZE_ENDS = "(cancel_requested OR snoozes >= :max_snoozes)"
+_SNOOZE_STATUS = """CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN snoozes >= :max_snoozes THEN 'failed' ELSE 'queued' END"""
+SNOOZE = f"""
+UPDATE sqlitejobq_jobs
+SET status = {_SNOOZE_STATUS},
+    attempts = attempts - CASE WHEN {_SNOOZE_ENDS} THEN 0 ELSE 1 END,
+    snoozes = snoozes + 1, run_at = :now + :delay, lease_until = NULL,
+    error = CASE WHEN NOT cancel_requested AND snoozes >= :max_snoozes THEN :error ELSE error END,
+    finished_at = CASE WHEN {_SNOOZE_ENDS} THEN :now END,
+    history = {_appended("snoozed", _SNOOZE_STATUS, error=":note")}
 WHERE {_FENCE}
 RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 """

@@ -240,6 +240,18 @@ def _v5(conn: Any) -> None:
     conn.executescript(_V5_TABLES)
 
 
+# How often a job's handler put it off (``raise Snooze``), bounded by the queue's
+# ``max_snoozes``; the queues an operator paused (no worker claims from them until resumed).
+_V8_STEERING = """
+ALTER TABLE sqlitejobq_jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE sqlitejobq_queues (
+    name      TEXT PRIMARY KEY,
+    paused_at REAL
+);
+"""
+
+
 MIGRATIONS = [
     Migration(1, "jobs, batches and workers tables", _V1_TABLES),
     Migration(2, "indexes for claims, timers, leases, batches and unique keys", _V1_INDEXES),
@@ -248,4 +260,5 @@ MIGRATIONS = [
     Migration(5, "dependencies, limits and schedules", _v5),
     Migration(6, "jobs someone waits for", _V6_WATCHED),
     Migration(7, "job history, throughput per minute, failed jobs by id", _V7_HISTORY),
+    Migration(8, "snoozes of a job, paused queues", _V8_STEERING),
 ]

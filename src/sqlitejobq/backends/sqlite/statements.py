@@ -189,6 +189,12 @@ class SqliteStatements(Statements[sqlite3.Connection], queries=sql):
             RescuedJob(*row) for row in tx.execute(sql.RESCUE_EXPIRED, {"now": now, "error": error})
         ]
 
+    def delay_jobs(
+        self, tx: sqlite3.Connection, delays: Sequence[tuple[int, float]], now: float | None
+    ) -> None:
+        """Make queued jobs due ``delay`` seconds from now."""
+        tx.execute(sql.DELAY_JOBS, {"delays": json.dumps(delays), "now": now})
+
     def next_lease_expiry(
         self, tx: sqlite3.Connection, now: float | None
     ) -> tuple[float | None, float]:
