@@ -3,6 +3,7 @@ enqueue, results, the worker command, retries, transactions, what is refused."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,12 +116,13 @@ def test_migrate_makes_the_job_tables_so_a_first_enqueue_in_a_transaction_is_qui
             schema = django_setup.tasks["default"]["OPTIONS"]["schema"]
             cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", [schema])
         assert cursor.fetchone()[0] >= 1
+    name = f"writers-{uuid.uuid4().hex}"  # Django's tables on PostgreSQL outlive the test
     with transaction.atomic():
-        Group.objects.create(name="writers")
+        Group.objects.create(name=name)
         result = tasks.add.enqueue(5, 6)
     work()
     assert tasks.add.get_result(result.id).return_value == 11
-    assert Group.objects.filter(name="writers").exists()
+    assert Group.objects.filter(name=name).exists()
 
 
 @pytest.mark.parametrize("name", ["report_progress", "async_report_progress"])
