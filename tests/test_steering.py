@@ -9,14 +9,17 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from sqlitejobq import (
+    AsyncQueue,
     InvalidArgument,
     InvalidArgumentType,
     Job,
+    JobNotFound,
     JobStatus,
     Queue,
     Registry,
@@ -251,3 +254,82 @@ def test_an_abandoned_run_waits_its_backoff(target: str) -> None:
         assert queue.lifecycle.abandon(jobs, "worker interrupted") == [True]
         assert queue.get(job_id).status is JobStatus.QUEUED
         assert 13 < due_in(queue, job_id) <= 15.5
+
+
+# --- changing a job that has not started -------------------------------------------------------
+
+
+def test_update_changes_a_queued_jobs_priority_queue_and_due_time(queue: Queue) -> None:
+    first = queue.enqueue("noop", {}, queue="bulk")
+    second = queue.enqueue("noop", {}, queue="bulk")
+    job = queue.update(second, priority=10, queue="urgent")
+    assert (job.priority, job.queue, job.status) == (10, "urgent", JobStatus.QUEUED)
+    assert queue.stats().counts["urgent"]["queued"] == 1
+    assert queue.stats().counts["bulk"]["queued"] == 1
+    assert [j.id for j in queue.claim("w", ["urgent", "bulk"], limit=2)] == [second, first]
+    third = queue.enqueue("noop", {})
+    later = queue.update(third, delay=60)
+    assert 58 < later.run_at - time.time() <= 61
+    assert queue.claim("w") == []
+    sooner = queue.update(third, run_at=datetime.now(UTC))
+    assert sooner.run_at <= time.time()
+    events = [(e.event, e.outcome, e.error) for e in queue.timeline(third)]
+    assert events[1] == ("updated", "queued", "changed: due in 60s")
+    assert events[2][:2] == ("updated", "queued") and events[2][2].startswith("changed: due at")
+    assert [e.event for e in queue.timeline(second)][1:] == ["updated", "started"]
+
+
+def test_update_refuses_a_job_that_started_and_changes_nothing(queue: Queue) -> None:
+    job_id = queue.enqueue("noop", {})
+    (claimed,) = queue.claim("w")
+    with pytest.raises(InvalidArgument, match=f"job {job_id} is processing"):
+        queue.update(job_id, priority=5)
+    assert queue.get(job_id).priority == 0
+    queue.complete(claimed, 1)
+    with pytest.raises(InvalidArgument, match="is completed"):
+        queue.update(job_id, queue="other")
+    assert queue.get(job_id).queue == "default"
+
+
+def test_update_of_a_waiting_job_takes_priority_and_queue_not_a_due_time(queue: Queue) -> None:
+    first = queue.enqueue("noop", {})
+    waiting = queue.enqueue("noop", {}, depends_on=[first])
+    assert queue.update(waiting, priority=3).priority == 3
+    with pytest.raises(InvalidArgument, match="waiting for its dependencies"):
+        queue.update(waiting, delay=10)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({}, InvalidArgument, "needs priority, queue, delay or run_at"),
+        ({"delay": -1}, InvalidArgument, "delay"),
+        ({"delay": 1, "run_at": datetime.now(UTC)}, InvalidArgument, "not both"),
+        ({"run_at": datetime(2030, 1, 1)}, InvalidArgument, "naive"),
+        ({"run_at": 1_900_000_000}, InvalidArgumentType, "aware datetime"),
+        ({"queue": ""}, InvalidArgument, "queue"),
+        ({"priority": "high"}, InvalidArgumentType, "priority"),
+    ],
+)
+def test_bad_changes_are_refused_with_nothing_changed(
+    queue: Queue, changes: dict[str, object], error: type, message: str
+) -> None:
+    job_id = queue.enqueue("noop", {})
+    before = queue.get(job_id)
+    with pytest.raises(error, match=message):
+        queue.update(job_id, **changes)  # type: ignore[arg-type]
+    assert queue.get(job_id) == before
+
+
+def test_update_of_an_unknown_job_is_job_not_found(queue: Queue) -> None:
+    with pytest.raises(JobNotFound):
+        queue.update(12345, priority=1)
+
+
+def test_async_queue_updates_too(target: str) -> None:
+    async def main() -> Job:
+        async with AsyncQueue(target) as aqueue:
+            job_id = await aqueue.enqueue("noop", {})
+            return await aqueue.update(job_id, priority=7)
+
+    assert asyncio.run(main()).priority == 7

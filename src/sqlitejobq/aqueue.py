@@ -219,6 +219,10 @@ class AsyncQueue:
         """Cancel a queued or waiting job, or ask a running one to stop."""
         return await self._run(self.queue.cancel, job_id)
 
+    async def update(self, job_id: int, **changes: Any) -> Job:
+        """Change a job that has not started (see ``Queue.update``)."""
+        return await self._run(self.queue.update, job_id, **changes)
+
     async def retry(self, job_id: int) -> bool:
         """Queue a failed or cancelled job again with fresh attempts."""
         return await self._run(self.queue.retry, job_id)

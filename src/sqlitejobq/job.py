@@ -212,9 +212,9 @@ def job_from_values(values: tuple[Any, ...]) -> Job:
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """One moment of a job's life, as ``Queue.timeline`` tells it: ``event`` is "enqueued",
-    "started", "attempt failed", "snoozed", "lease expired", "abandoned", "deferred", "cancel
-    requested", "retried", "completed", "failed" or "cancelled"; ``outcome`` the status
-    the job moved to (None: it did not move)."""
+    "started", "attempt failed", "snoozed", "lease expired", "abandoned", "deferred",
+    "cancel requested", "updated", "retried", "completed", "failed" or "cancelled";
+    ``outcome`` the status the job moved to (None: it did not move)."""
 
     at: float
     event: str

@@ -6,11 +6,19 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import validation
 from .backends import open_backend
-from .backends.base import FINISHED_STATUSES, Backend, Capabilities, JobRecord, NewJob
+from .backends.base import (
+    FINISHED_STATUSES,
+    Backend,
+    Capabilities,
+    JobChange,
+    JobRecord,
+    NewJob,
+)
 from .errors import (
     DuplicateJob,
     InvalidArgument,
@@ -575,6 +583,63 @@ class Queue:
             "cancelled" if status == "cancelled" else "cancel requested while processing",
         )
         return True
+
+    def update(
+        self,
+        job_id: int,
+        *,
+        priority: int | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+    ) -> Job:
+        """Change a job that has not started: its ``priority``, its ``queue``, or when it is
+        due (``delay`` seconds from now, or ``run_at``, an aware datetime); the job as it is
+        then. Only a queued or waiting job changes (a waiting job's due time is when its
+        dependencies finish: it takes no ``delay`` or ``run_at``); any other is refused with
+        InvalidArgument saying its status, nothing changed. JobNotFound if there is none."""
+        validation.integer(job_id, "job_id")
+        parts = []
+        if priority is not None:
+            priority = validation.integer(priority, "priority")
+            parts.append(f"priority {priority}")
+        if queue is not None:
+            queue = validation.name(queue, "queue")
+            parts.append(f"queue {queue!r}")
+        if delay is not None and run_at is not None:
+            raise InvalidArgument("give delay or run_at, not both")
+        due_at = None
+        if delay is not None:
+            delay = validation.seconds(delay, "delay")
+            parts.append(f"due in {delay:g}s")
+        elif run_at is not None:
+            if not isinstance(run_at, datetime):
+                raise InvalidArgumentType(
+                    f"run_at must be an aware datetime, got {type(run_at).__name__}"
+                )
+            if run_at.tzinfo is None or run_at.utcoffset() is None:
+                raise InvalidArgument(f"run_at must be an aware datetime, got naive {run_at}")
+            due_at = run_at.timestamp()
+            parts.append(f"due at {run_at.isoformat()}")
+        if not parts:
+            raise InvalidArgument("update needs priority, queue, delay or run_at to change")
+        if (delay is not None or due_at is not None) and self.get(job_id).status is (
+            JobStatus.WAITING
+        ):
+            raise InvalidArgument(
+                f"job {job_id} is waiting for its dependencies: it is due when they finish, "
+                "so it takes no delay or run_at"
+            )
+        change = JobChange(priority, queue, delay, due_at, "changed: " + ", ".join(parts))
+        status = self.backend.update_job(job_id, change)
+        if status is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        if status not in ("queued", "waiting"):
+            raise InvalidArgument(
+                f"job {job_id} is {status}: only a queued or waiting job can be changed"
+            )
+        log.info("job %d %s", job_id, change.note)
+        return self.get(job_id)
 
     def retry(self, job_id: int) -> bool:
         """Put a failed or cancelled job back in the queue with fresh attempts.

@@ -212,6 +212,19 @@ STATUS_STEPS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class JobChange:
+    """What an operator changes of a job that has not started (None: left as it is);
+    ``delay`` (seconds from now) and ``run_at`` (epoch seconds) are the due time, at most
+    one of them. ``note`` says what changed, for the job's history."""
+
+    priority: int | None
+    queue: str | None
+    delay: float | None
+    run_at: float | None
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class Fence:
     """Who holds a claimed job: a step changes the job only while this claim owns it."""
 
@@ -445,6 +458,10 @@ class Operations(Protocol):
 
     def cancel(self, job_id: int) -> str | None:
         """Cancel a queued job or flag a running one; its status then, None if neither."""
+
+    def update_job(self, job_id: int, change: JobChange) -> str | None:
+        """Change a queued or waiting job's priority, queue or due time; its status (the
+        job is changed only if it is queued or waiting), None if there is no such job."""
 
     def retry(self, job_ids: Sequence[int]) -> list[int]:
         """Queue failed or cancelled jobs again with fresh attempts; the ids re-queued.

@@ -67,6 +67,8 @@ SHARED_SQL = (
     "LIST_WORKERS",
     "PURGE_WORKERS",
     "UNIQUE_KEY",
+    "LOCK_JOB_STATE",
+    "UPDATE_WAITING",
 )
 
 #: The statement of each kind of step, by its name in every engine's ``queries`` module.
@@ -117,6 +119,8 @@ class Statements(Generic[Tx]):
     LIST_WORKERS: str
     PURGE_WORKERS: str
     UNIQUE_KEY: str
+    LOCK_JOB_STATE: str
+    UPDATE_WAITING: str
     #: Finished jobs deleted per purge transaction.
     purge_chunk: int
     #: The engine's module of SQL text.

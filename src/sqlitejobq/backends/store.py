@@ -27,6 +27,7 @@ from .base import (
     ClaimRequest,
     Complete,
     Heartbeat,
+    JobChange,
     JobRecord,
     LimitedDue,
     NewJob,
@@ -464,6 +465,42 @@ class Store(Generic[Tx]):
         status = self.write(body, "cancel")
         if status == "cancelled":
             self.waker.notify()  # waiters of this job, and of the jobs it released
+        return status
+
+    def update_job(self, job_id: int, change: JobChange) -> str | None:
+        """Change a queued or waiting job's priority, queue or due time; its status (changed
+        only if queued or waiting), None if there is no such job. Counts follow a move to
+        another queue; workers of a queued job's queue are woken."""
+
+        def body(tx: Tx) -> str | None:
+            before = self.sql.one(tx, self.sql.LOCK_JOB_STATE, {"id": job_id})
+            if before is None:
+                return None
+            status, queue = str(before[0]), str(before[1])
+            if status not in ("queued", "waiting"):
+                return status
+            params = {
+                "id": job_id,
+                "priority": change.priority,
+                "queue": change.queue,
+                "delay": change.delay,
+                "run_at": change.run_at,
+                "note": change.note,
+                "now": self.bound_now(),
+            }
+            self.sql.one(tx, self.sql.UPDATE_WAITING, params)
+            if change.queue is not None and change.queue != queue:
+                tally = Tally()
+                tally.move(queue, None, status, None)
+                tally.move(change.queue, None, None, status)
+                self.write_tally(tx, tally)
+            if status == "queued":
+                self.sql.notify(tx, {change.queue or queue})
+            return status
+
+        status = self.write(body, "update")
+        if status == "queued":
+            self.waker.notify()
         return status
 
     def retry(self, job_ids: Sequence[int]) -> list[int]:

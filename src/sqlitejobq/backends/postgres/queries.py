@@ -735,6 +735,31 @@ STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE 
 
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
 
+# The job's status, queue and batch before an operator changes it, its row locked.
+LOCK_JOB_STATE = f"{STATUS_QUEUE_BATCH} FOR UPDATE"
+
+# A job that has not started gets another priority, queue or due time (%(delay)s from now,
+# or %(run_at)s); the history records what changed (%(note)s).
+UPDATE_WAITING = f"""
+UPDATE sqlitejobq_jobs
+SET priority = coalesce(%(priority)s::integer, priority),
+    queue = coalesce(%(queue)s::text, queue),
+    run_at = CASE WHEN %(delay)s::float8 IS NOT NULL THEN {NOW} + %(delay)s::float8
+                  ELSE coalesce(%(run_at)s::float8, run_at) END,
+    history = {
+    _appended(
+        "updated",
+        "status",
+        attempt="nullif(attempts, 0)",
+        worker="NULL::text",
+        started_at="NULL::float8",
+        error="%(note)s::text",
+    )
+}
+WHERE id = %(id)s::bigint AND status IN ('queued', 'waiting')
+RETURNING status
+"""
+
 # Failed or cancelled jobs of %(ids)s (bigint[]) queued again with fresh attempts, locked in
 # id order. Returns id, the status before, queue, batch_id, by id: what the tally needs.
 # A job whose unique key another active job holds makes the statement fail with

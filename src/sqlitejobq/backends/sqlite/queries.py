@@ -490,6 +490,30 @@ STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE 
 
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = :id"
 
+# The job's status, queue and batch before an operator changes it (the write lock is held).
+LOCK_JOB_STATE = STATUS_QUEUE_BATCH
+
+# A job that has not started gets another priority, queue or due time (:delay from now, or
+# :run_at); the history records what changed (:note).
+UPDATE_WAITING = f"""
+UPDATE sqlitejobq_jobs
+SET priority = coalesce(:priority, priority),
+    queue = coalesce(:queue, queue),
+    run_at = CASE WHEN :delay IS NOT NULL THEN :now + :delay ELSE coalesce(:run_at, run_at) END,
+    history = {
+    _appended(
+        "updated",
+        "status",
+        attempt="nullif(attempts, 0)",
+        worker="NULL",
+        started_at="NULL",
+        error=":note",
+    )
+}
+WHERE id = :id AND status IN ('queued', 'waiting')
+RETURNING status
+"""
+
 # The history records the attempts the job had before they start again from 0.
 RETRY = f"""
 UPDATE sqlitejobq_jobs
