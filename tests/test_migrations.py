@@ -334,7 +334,9 @@ def test_the_library_schema_is_recorded_as_migrations(
     namespace, migrations = library_schema(target)
     versions = [r.version for r in applied_migrations(target, namespace)]
     assert versions == [m.version for m in migrations]
-    assert versions == {"sqlite": [1, 2, 3, 4, 5, 6, 7], "postgres": [1, 2, 3, 4, 5, 6]}[engine]
+    assert (
+        versions == {"sqlite": [1, 2, 3, 4, 5, 6, 7, 8], "postgres": [1, 2, 3, 4, 5, 6, 7]}[engine]
+    )
     assert {
         "sqlitejobq_jobs_claim", "sqlitejobq_jobs_lease", "sqlitejobq_jobs_unique",
         "sqlitejobq_jobs_finished_badly", "sqlitejobq_dependencies_job",

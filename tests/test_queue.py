@@ -406,6 +406,7 @@ def test_complete_many_records_each_and_reports_lost_claims(
     clock.advance(6)
     # job 1's lease expired and another worker took it over
     assert clocked_queue.rescue_expired() == [j.id for j in jobs]
+    clock.advance(1)  # the retry backoff after a lost run (1 s at most for a first attempt)
     [taken] = clocked_queue.claim("other", limit=1)
     assert clocked_queue.complete_many([(j, j.payload) for j in jobs]) == [False, False, False]
     assert clocked_queue.get(taken.id).status is JobStatus.PROCESSING
@@ -428,6 +429,9 @@ def test_an_expired_lease_is_rescued_and_the_old_claim_is_fenced(
     rescued = clocked_queue.get(jid)
     assert rescued.status is JobStatus.QUEUED and rescued.attempts == 1
     assert rescued.error is not None and "lease expired" in rescued.error
+    assert clock() < rescued.run_at <= clock() + 1  # after the backoff, not at once
+    assert clocked_queue.claim("w2", lease=10) == []
+    clock.advance(1)
     [second] = clocked_queue.claim("w2", lease=10)
     assert second.attempts == 2
     # the first worker wakes up: nothing it does changes the job
