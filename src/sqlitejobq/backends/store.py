@@ -550,10 +550,9 @@ class Store(Generic[Tx]):
         return self._set_paused(name, self.sql.RESUME_QUEUE, "resume")
 
     def _set_paused(self, name: str, statement: str, what: str) -> bool:
-        """Pause or resume: the write wakes every worker as an enqueue does (NOTIFY on the
-        queue's channel, or the commit to the file and this process's waker), so that a
-        resumed queue's backlog is claimed at once, and an idle worker reads again when its
-        next job is due (a paused queue's jobs never are)."""
+        """Pause or resume in one write that wakes the workers as an enqueue does (a NOTIFY
+        of the queue, or the commit to the file, and this process's waker): the idle ones
+        claim a resumed backlog at once."""
 
         def body(tx: Tx) -> bool:
             row = self.sql.one(tx, statement, {"name": name, "now": self.bound_now()})

@@ -380,9 +380,8 @@ class Dashboard:
             "cancel": f"Cancel job {job_id}?",
             "retry-failed": "Retry every failed job that matches the filter?",
             "purge": "Delete the jobs that finished before the cutoff?",
-            "pause": f"Pause queue {queue_name}? No worker claims its jobs until it is "
-            f"resumed; running jobs finish.",
-            "resume": f"Resume queue {queue_name}? Workers claim its jobs again at once.",
+            "pause": pages.queue_question("pause", queue_name),
+            "resume": pages.queue_question("resume", queue_name),
         }[name]
         if form.get("confirm") != "yes":
             return Response(200, pages.confirm(view, request.path, question, form).encode())

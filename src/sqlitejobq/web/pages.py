@@ -235,22 +235,25 @@ def _queue_row(
     if paused_at is None:
         state = badge("active")
         button = view.action(
-            "/actions/pause",
-            "Pause",
-            f"Pause queue {name}? No worker claims its jobs until it is resumed; running jobs "
-            "finish.",
-            fields={"queue": name},
+            "/actions/pause", "Pause", queue_question("pause", name), fields={"queue": name}
         )
     else:
         state = f"{badge('paused')} {when(paused_at, view.now)}"
         button = view.action(
-            "/actions/resume",
-            "Resume",
-            f"Resume queue {name}? Workers claim its jobs again at once.",
-            fields={"queue": name},
+            "/actions/resume", "Resume", queue_question("resume", name), fields={"queue": name}
         )
     link = f"<a href='{view.url('/jobs', queue=name)}'>{h(name)}</a>"
     return f"<tr data-queue='{h(name)}'><td>{link}</td>{cells}<td>{state} {button}</td></tr>"
+
+
+def queue_question(action: str, name: str) -> str:
+    """What the pause or resume button of queue ``name`` asks before it posts."""
+    if action == "pause":
+        return (
+            f"Pause queue {name}? No worker claims its jobs until it is resumed; running "
+            "jobs finish."
+        )
+    return f"Resume queue {name}? Workers claim its jobs again at once."
 
 
 # --- jobs -------------------------------------------------------------------------------
