@@ -132,8 +132,8 @@ def test_a_paused_queue_s_backlog_costs_the_claim_nothing(tmp_path: Path) -> Non
     conn.execute("BEGIN")
     small = {name: _steps(conn, text, params) for name, text in statements.items()}
     conn.execute("ROLLBACK")
-    conn.executemany(insert, [("held", n % 3) for n in range(20_000)])
     conn.execute("BEGIN")
+    conn.executemany(insert, [("held", n % 3) for n in range(20_000)])
     large = {name: _steps(conn, text, params) for name, text in statements.items()}
     assert conn.execute(sql.claim_from_queues(1), params).fetchall() == []
     assert [row[0] for row in conn.execute(sql.QUEUES_WITH_QUEUED_JOBS)] == ["open"]
