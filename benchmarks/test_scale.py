@@ -1,4 +1,5 @@
-"""Costs that must not grow with the table: claim, stats() and batch_progress()."""
+"""Costs that must not grow with the table: claim (beside a paused backlog too), stats()
+and batch_progress()."""
 
 from __future__ import annotations
 
@@ -47,6 +48,37 @@ def test_claim_cost_stays_flat(
 
     seconds = timed(benchmark, claim_and_release, rounds=size(300, 20), warmup_rounds=5)
     record(benchmark, request, jobs_in_table=jobs, claim_and_release_ms=median(seconds) * 1000)
+    queue.close()
+
+
+def paused_backlog(tmp_path_factory: pytest.TempPathFactory, jobs: int) -> Path:
+    """A database whose ``jobs`` queued jobs wait in a paused queue, and one job elsewhere."""
+    db = tmp_path_factory.mktemp(f"paused{jobs}") / "paused.db"
+    with Queue(db) as queue:
+        queue.pause("held")
+        for start in range(0, jobs, 50_000):
+            count = min(50_000, jobs - start)
+            queue.enqueue_many("noop", [{"n": start + n} for n in range(count)], queue="held")
+        queue.enqueue("noop", {}, queue="open")
+        queue.checkpoint()
+    return db
+
+
+@pytest.mark.parametrize("jobs", SIZES)
+def test_claim_cost_stays_flat_beside_a_paused_backlog(
+    benchmark: Any, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    jobs: int,
+) -> None:  # fmt: skip
+    queue = Queue(paused_backlog(tmp_path_factory, jobs))
+
+    def claim_and_release() -> None:
+        [job] = queue.claim("bench", limit=1)  # from every queue: the paused one is left out
+        assert job.queue == "open"
+        assert queue.release([job]) == 1
+
+    seconds = timed(benchmark, claim_and_release, rounds=size(300, 20), warmup_rounds=5)
+    record(benchmark, request, paused_jobs_in_table=jobs,
+           claim_and_release_ms=median(seconds) * 1000)  # fmt: skip
     queue.close()
 
 

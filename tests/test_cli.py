@@ -18,7 +18,7 @@ from .integration import limited_apps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
-            "purge", "migrate", "copy", "web"]  # fmt: skip
+            "pause", "resume", "purge", "migrate", "copy", "web"]  # fmt: skip
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -95,6 +95,55 @@ def test_the_claim_of_one_queue_needs_no_sort(tmp_path: Path) -> None:
     assert not [s for s in plan(db, sql.claim_from_queues(1)) if "TEMP B-TREE" in s]
 
 
+def _steps(conn: sqlite3.Connection, statement: str, params: dict[str, Any]) -> int:
+    """The virtual machine instructions (in tens) SQLite runs for a statement: its cost,
+    counted the same on any machine."""
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 10)
+    try:
+        conn.execute(statement, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return count[0]
+
+
+def test_a_paused_queue_s_backlog_costs_the_claim_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "plans.db"
+    Queue(db).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    insert = (
+        "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
+        "created_at) VALUES ('t', ?, '{}', 'queued', ?, 0, 0)"
+    )
+    conn.executemany(insert, [("held", n % 3) for n in range(10)] + [("open", 0)] * 10)
+    conn.execute("INSERT INTO sqlitejobq_queues (name, paused_at) VALUES ('held', 1.0)")
+    params = {**PARAMS, "q0": "held", "queue": "held", "now": 1.0, "limit": 10}
+    statements = {
+        "claim from the paused queue": sql.claim_from_queues(1),
+        "queues to claim from": sql.QUEUES_WITH_QUEUED_JOBS,
+        "next run, the paused queue": sql.NEXT_RUN_IN_QUEUE,
+        "next run, every queue": sql.NEXT_RUN_ANY_QUEUE,
+    }
+    conn.execute("BEGIN")
+    small = {name: _steps(conn, text, params) for name, text in statements.items()}
+    conn.execute("ROLLBACK")
+    conn.execute("BEGIN")
+    conn.executemany(insert, [("held", n % 3) for n in range(20_000)])
+    large = {name: _steps(conn, text, params) for name, text in statements.items()}
+    assert conn.execute(sql.claim_from_queues(1), params).fetchall() == []
+    assert [row[0] for row in conn.execute(sql.QUEUES_WITH_QUEUED_JOBS)] == ["open"]
+    assert conn.execute(sql.NEXT_RUN_IN_QUEUE, params).fetchone()[0] is None
+    conn.execute("ROLLBACK")
+    conn.close()
+    for name in statements:
+        assert large[name] <= small[name] + 2, f"{name}: {small[name]} -> {large[name]}"
+
+
 def test_a_bare_status_filter_would_not_reach_the_partial_index(tmp_path: Path) -> None:
     # why the listings of failed jobs carry the index's own IN term
     db = tmp_path / "plans.db"
@@ -163,5 +212,73 @@ def test_failed_jobs_are_listed_through_their_index_on_postgres(
             assert "Seq Scan on sqlitejobq_jobs" not in found, found
         bare = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id DESC LIMIT 50"
         assert "sqlitejobq_jobs_finished_badly" in _postgres_plan(conn, bare, {}, False)
+    finally:
+        conn.close()
+
+
+def _postgres_blocks(
+    conn: Any, statement: str, params: dict[str, Any], generic: bool
+) -> tuple[str, int]:
+    """The plan of a statement run (EXPLAIN ANALYZE, rolled back), custom or generic (as
+    ``_postgres_plan``), and the blocks it read."""
+    import json
+
+    from psycopg import ClientCursor
+    from psycopg import sql as pgsql
+
+    explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+    with conn.transaction(force_rollback=True):
+        if generic:
+            names: list[str] = []
+
+            def number(match: re.Match[str]) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            conn.execute(f"PREPARE measured AS {_NAMED_PARAMETER.sub(number, statement)}")
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            values = ", ".join(pgsql.Literal(params[n]).as_string(conn) for n in names)
+            explained = conn.execute(f"{explain}EXECUTE measured({values})")
+        else:
+            explained = ClientCursor(conn).execute(explain + statement, params)
+        [plan] = explained.fetchone()[0]
+    if generic:
+        conn.execute("DEALLOCATE measured")
+    top = plan["Plan"]
+    return json.dumps(plan), int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+@only_on("postgres", "the PostgreSQL planner's own choice on a populated table")
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+def test_a_paused_queue_s_backlog_costs_the_claim_nothing_on_postgres(
+    target: str, database: Database, generic: bool
+) -> None:
+    from sqlitejobq.backends.postgres import queries as pg
+
+    Queue(target).close()
+    conn = database.connect()
+    try:
+        conn.execute(
+            "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
+            "created_at) SELECT 't', 'held', '{}', 'queued', g % 3, 0, 0 "
+            "FROM generate_series(1, 50000) AS g"
+        )
+        conn.execute("INSERT INTO sqlitejobq_queues (name, paused_at) VALUES ('held', 1)")
+        conn.execute("ANALYZE sqlitejobq_jobs")
+        claim = {"worker": "w", "lease": 30.0, "now": 1.0, "limit": 10, "exclude": []}
+        for statement, params in (
+            (pg.CLAIM_FROM_QUEUES, {**claim, "queues": ["held"]}),
+            (pg.CLAIM_ANY_QUEUE, claim),
+            (pg.NEXT_RUN_ANY_QUEUE, {"now": 1.0}),
+            (pg.NEXT_RUN_IN_QUEUES, {"queues": ["held"], "now": 1.0}),
+        ):
+            plan, blocks = _postgres_blocks(conn, statement, params, generic)
+            assert "Seq Scan on sqlitejobq_jobs" not in plan, plan
+            assert blocks < 50, f"{blocks} blocks read for 50,000 paused jobs: {plan}"
+        conn.execute("UPDATE sqlitejobq_queues SET paused_at = NULL")
+        resumed = {**claim, "queues": ["held"]}
+        plan, _ = _postgres_blocks(conn, pg.CLAIM_FROM_QUEUES, resumed, generic)
+        assert '"Actual Rows": 10' in plan, plan  # resumed, it claims again
     finally:
         conn.close()

@@ -251,6 +251,18 @@ class AsyncQueue:
         """The newest job's id (None: no job yet)."""
         return await self._run(self.queue.max_job_id)
 
+    async def pause(self, name: str) -> bool:
+        """Pause a queue: no worker claims its jobs until resumed (as ``Queue.pause``)."""
+        return await self._run(self.queue.pause, name)
+
+    async def resume(self, name: str) -> bool:
+        """Let workers claim from a paused queue again (as ``Queue.resume``)."""
+        return await self._run(self.queue.resume, name)
+
+    async def paused(self) -> list[str]:
+        """The names of the paused queues, sorted (as ``Queue.paused``)."""
+        return await self._run(self.queue.paused)
+
     async def purge(self, older_than: float, **options: Any) -> int:
         """Delete jobs finished more than ``older_than`` seconds ago (as ``Queue.purge``)."""
         return await self._run(self.queue.purge, older_than, **options)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from . import __version__
+from . import __version__, validation
 from .backends import DRIVER_LOGGERS, engine_for, library_schema, redact_target
 from .errors import SqliteJobQError
 from .job import Job, JobStatus, LimitInfo, ScheduleInfo, WorkerInfo
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         parents=[common, as_json],
-        help="counts per queue and status, backlog age, lock waits, limits",
+        help="counts per queue and status, paused queues, backlog age, lock waits, limits",
     )
     status.add_argument(
         "--app",
@@ -265,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job")
     cancel.add_argument("id", type=int, help="the job's id")
+
+    pause = commands.add_parser(
+        "pause",
+        parents=[common, as_json],
+        help="stop every worker claiming from a named queue, until resume",
+        description="Pause a named queue for every worker on every host: within about a "
+        "second no worker claims its jobs, until `sqlitejobq resume NAME`. It still takes "
+        "enqueues, and jobs already running finish. A name no job uses yet may be paused.",
+    )
+    pause.add_argument("name", type=_checked(_queue_name), help="the queue's name")
+
+    resume = commands.add_parser(
+        "resume",
+        parents=[common, as_json],
+        help="let workers claim from a paused queue again",
+        description="Resume a paused queue: workers claim its jobs again at once.",
+    )
+    resume.add_argument("name", type=_checked(_queue_name), help="the queue's name")
 
     purge = commands.add_parser(
         "purge", parents=[common, as_json], help="delete finished jobs older than a duration"
@@ -474,6 +492,10 @@ def _checked(check: Callable[[object], str]) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
+
+
+def _queue_name(value: object) -> str:
+    return validation.name(value, "queue")
 
 
 def _duration(text: str) -> float:
@@ -701,7 +723,8 @@ def _open_for(args: argparse.Namespace) -> Queue:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``sqlitejobq status``: counts by queue and status, backlog age, lock waits, workers."""
+    """``sqlitejobq status``: counts by queue and status, paused queues, backlog age, lock
+    waits, workers."""
     with _open_for(args) as queue:
         stats = queue.stats()
         workers = queue.workers(alive_only=True)
@@ -718,7 +741,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(data)
         return 0
     statuses = [s.value for s in JobStatus]
-    rows = [[name, *(str(c[s]) for s in statuses)] for name, c in sorted(stats.counts.items())]
+    counts = {name: stats.counts.get(name, {}) for name in sorted({*stats.counts, *stats.paused})}
+    rows = [
+        [
+            name + (" (paused)" if name in stats.paused else ""),
+            *(str(c.get(s, 0)) for s in statuses),
+        ]
+        for name, c in counts.items()
+    ]
     rows.append(["(all)", *(str(stats.by_status[s]) for s in statuses)])
     wal = f"  (WAL {_human_bytes(_wal_size(database))})" if is_file else ""
     print(f"database   {database}{wal}")
@@ -726,6 +756,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_table(["queue", *statuses], rows))
     print()
     age = stats.oldest_queued_age
+    if stats.paused:
+        since = ", ".join(f"{name} (since {_when(at)})" for name, at in stats.paused.items())
+        print(f"paused queues           {since}")
     print(f"oldest due job waiting  {'-' if age is None else _human_seconds(age)}")
     if stats.next_run_at is not None and (age is None):
         print(f"next delayed job at     {_when(stats.next_run_at)}")
@@ -869,6 +902,35 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """``sqlitejobq pause``: no worker claims from the queue until resumed (``Queue.pause``)."""
+    with _open(args) as queue:
+        changed = queue.pause(args.name)
+    if args.json:
+        _print_json({"queue": args.name, "paused": True, "changed": changed})
+    elif changed:
+        print(
+            f"queue {args.name} paused: no worker claims its jobs until "
+            f"`sqlitejobq resume {args.name}`; running jobs finish"
+        )
+    else:
+        print(f"queue {args.name} was paused already")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``sqlitejobq resume``: workers claim from a paused queue again (``Queue.resume``)."""
+    with _open(args) as queue:
+        changed = queue.resume(args.name)
+    if args.json:
+        _print_json({"queue": args.name, "paused": False, "changed": changed})
+    elif changed:
+        print(f"queue {args.name} resumed")
+    else:
+        print(f"queue {args.name} was not paused")
+    return 0
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     """``sqlitejobq purge``: delete finished jobs older than a duration (``Queue.purge``)."""
     with _open(args) as queue:
@@ -988,6 +1050,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "retry": cmd_retry,
     "cancel": cmd_cancel,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
     "purge": cmd_purge,
     "migrate": cmd_migrate,
     "copy": cmd_copy,

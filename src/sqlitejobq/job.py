@@ -379,7 +379,13 @@ class LockStats:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """A snapshot of the queue: counts by queue and status, age of the backlog, lock waits."""
+    """A snapshot of the queue: counts by queue and status, age of the backlog, lock waits,
+    paused queues.
+
+    ``oldest_queued_age`` and ``next_run_at`` leave out the jobs of paused queues (none of
+    them is due until its queue is resumed); ``paused`` maps each paused queue's name to
+    when it was paused (epoch seconds), in name order.
+    """
 
     counts: dict[str, dict[str, int]]
     oldest_queued_age: float | None
@@ -387,6 +393,7 @@ class QueueStats:
     lock: LockStats
     workers_lock: LockStats
     active_workers: int
+    paused: dict[str, float] = field(default_factory=dict)
 
     def total(self, status: JobStatus | str | None = None) -> int:
         """Jobs in one status (all statuses when None) across every queue."""
@@ -411,6 +418,7 @@ class QueueStats:
             "oldest_queued_age": self.oldest_queued_age,
             "next_run_at": self.next_run_at,
             "active_workers": self.active_workers,
+            "paused": self.paused,
             "lock": asdict(self.lock),
             "workers_lock": asdict(self.workers_lock),
         }

@@ -555,7 +555,8 @@ class Queue:
         return self.backend.next_lease_expiry()[0]
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
-        """The earliest ``run_at`` of a queued job in ``queues`` (None: no queued job)."""
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), paused
+        queues left out (None: no such job)."""
         return self.backend.next_run_at(validation.names(queues, "queues"))[0]
 
     def data_version(self) -> int:
@@ -687,6 +688,28 @@ class Queue:
         if requeued:
             log.info("%d failed jobs queued again (retry)", len(requeued))
         return requeued
+
+    def pause(self, name: str) -> bool:
+        """Pause the named queue, for every worker on every host, until ``resume``: no
+        worker claims its jobs (within about a second, carried by the workers' wake-up), it
+        still takes enqueues, and jobs already running finish. A name no job uses yet may
+        be paused. True if this paused it, False if it was paused already."""
+        checked = validation.name(name, "queue")
+        changed = self.backend.pause_queue(checked)
+        log.info("queue %r %s", checked, "paused" if changed else "was paused already")
+        return changed
+
+    def resume(self, name: str) -> bool:
+        """Let workers claim from a paused queue again; its backlog starts at once. True if
+        this resumed it, False if it was not paused."""
+        checked = validation.name(name, "queue")
+        changed = self.backend.resume_queue(checked)
+        log.info("queue %r %s", checked, "resumed" if changed else "was not paused")
+        return changed
+
+    def paused(self) -> list[str]:
+        """The names of the paused queues, sorted."""
+        return list(self.backend.paused_queues())
 
     def purge(self, older_than: float) -> int:
         """Delete completed, failed and cancelled jobs that finished more than ``older_than``
@@ -856,8 +879,9 @@ class Queue:
         return [self.lifecycle.job(row) for row in self.backend.batch_jobs(batch_id)]
 
     def stats(self) -> QueueStats:
-        """Counts by queue and status, the age of the oldest due job, and lock waiting:
-        this process's own and the totals reported by every worker."""
+        """Counts by queue and status, the age of the oldest due job (paused queues left
+        out), lock waiting (this process's own and the totals reported by every worker),
+        and the paused queues."""
         snapshot = self.backend.snapshot(WORKER_ALIVE_WINDOW)
         counts: dict[str, dict[str, int]] = {}
         for queue, status, count in snapshot.counts:
@@ -870,6 +894,7 @@ class Queue:
             lock=self.backend.metrics.snapshot(),
             workers_lock=snapshot.workers_lock,
             active_workers=snapshot.active_workers,
+            paused=snapshot.paused,
         )
 
     def workers(self, *, limit: int = 50, alive_only: bool = False) -> list[WorkerInfo]:

@@ -118,8 +118,9 @@ class WorkerSummary:
 class Worker:
     """Runs the handlers of a queue's registry in ``concurrency`` threads.
 
-    ``queues`` limits the named queues it claims from (None: every queue). ``lease`` is how
-    long a claim holds a job without a heartbeat; the worker renews the leases of its
+    ``queues`` limits the named queues it claims from (None: every queue); a paused queue
+    (``Queue.pause``) is left out until it is resumed, which wakes the worker. ``lease`` is
+    how long a claim holds a job without a heartbeat; the worker renews the leases of its
     running jobs every third of it, so a long job keeps its lease while the worker lives.
 
     A handler that runs past its task's ``timeout`` (or the queue's ``job_timeout``) sees

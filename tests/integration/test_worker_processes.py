@@ -32,7 +32,10 @@ def run_log(tmp_path: Path) -> Path:
 
 
 def start_worker(db: str, run_log: Path, *args: str, app: str = APP) -> subprocess.Popen[str]:
-    env = {**os.environ, "SQLITEJOBQ_TEST_LOG": str(run_log), "PYTHONPATH": str(ROOT)}
+    # the tests' own PYTHONPATH goes on after the root: a run against a source tree
+    # (PYTHONPATH=src) starts workers of that tree, not of an installed copy
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "SQLITEJOBQ_TEST_LOG": str(run_log), "PYTHONPATH": path}
     return subprocess.Popen(
         [sys.executable, "-m", "sqlitejobq", "worker", "--db", db, "--app", app,
          "--log-level", "INFO", *args],

@@ -1,5 +1,5 @@
 """The dashboard in a real browser (headless Chromium): every page loads, a live batch's
-progress bar moves without a reload, retry and cancel work through the buttons.
+progress bar moves without a reload, retry, cancel, pause and resume work through the buttons.
 
 Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``;
 ``.ci/run`` installs them). Without them these tests skip saying so, except under
@@ -190,3 +190,34 @@ def test_retry_and_cancel_through_the_buttons(
     _wait_for(lambda: "Cancelled" in browser.page_source, 20, "the cancel notice")
     assert queue.get(later).status is JobStatus.CANCELLED
     assert browser.find_elements(By.XPATH, "//button[text()='Retry']")
+
+
+def test_pause_and_resume_a_queue_through_the_buttons(
+    queue: Queue, browser: Any, worker_process: Any, serve: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    web: Served = serve(queue, refresh=0)
+    first = queue.enqueue("step", {"n": 0, "seconds": 0.0})
+    _wait_for(lambda: queue.get(first).status is JobStatus.COMPLETED, 60, "the first job")
+    browser.get(web.url + "/")
+    pause = "//tr[@data-queue='default']//button[text()='Pause']"
+    browser.find_element(By.XPATH, pause).click()
+    browser.switch_to.alert.dismiss()  # asked first: nothing happens
+    assert queue.paused() == []
+    browser.find_element(By.XPATH, pause).click()
+    browser.switch_to.alert.accept()
+    _wait_for(lambda: "Paused: no worker claims" in browser.page_source, 20, "the notice")
+    assert queue.paused() == ["default"]
+    held = queue.enqueue_many("step", [{"n": n, "seconds": 0.0} for n in range(3)])
+    time.sleep(1.5)
+    assert {queue.get(job_id).status for job_id in held} == {JobStatus.QUEUED}
+    browser.get(web.url + "/")
+    browser.find_element(By.XPATH, "//tr[@data-queue='default']//button[text()='Resume']").click()
+    browser.switch_to.alert.accept()
+    _wait_for(lambda: "Resumed" in browser.page_source, 20, "the resume notice")
+    _wait_for(
+        lambda: all(queue.get(job_id).status is JobStatus.COMPLETED for job_id in held),
+        30,
+        "the held jobs to run once resumed",
+    )

@@ -15,6 +15,7 @@ from sqlitejobq.errors import InvalidArgument
 from sqlitejobq.web import Auth, dashboard
 from sqlitejobq.web.server import make
 
+from ..conftest import Database
 from .conftest import flaky_registry, populate
 
 pytestmark = pytest.mark.timeout(120)
@@ -159,6 +160,72 @@ def test_purge_deletes_finished_jobs_older_than_the_cutoff(full: Queue, serve) -
     assert bad.status_code == 400 and "older_than_days" in bad.text
 
 
+def test_a_queue_is_paused_and_resumed_from_the_overview_and_logged(
+    full: Queue, serve, caplog
+) -> None:
+    ids = populate(full)
+    web = serve(full)
+    overview = web.get("/").text
+    row = re.search(r"<tr data-queue='risky'>.*?</tr>", overview)
+    assert row is not None and "status active" in row[0]
+    assert 'action="/actions/pause"' in row[0] and 'name="queue" value="risky"' in row[0]
+    token = web.csrf()
+    asked = web.post("/actions/pause", {"csrf": token, "queue": "risky"})
+    assert asked.status_code == 200 and "Pause queue risky?" in asked.text
+    assert full.paused() == []
+    with caplog.at_level(logging.INFO, logger="sqlitejobq.web"):
+        answer = web.post("/actions/pause", {"csrf": token, "confirm": "yes", "queue": "risky"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        assert full.paused() == ["risky"]
+        page = web.get("/").text
+        assert "Paused: no worker claims" in page
+        row = re.search(r"<tr data-queue='risky'>.*?</tr>", page)
+        assert row is not None and "status paused" in row[0]
+        assert 'action="/actions/resume"' in row[0]
+        again = web.post("/actions/pause", {"csrf": token, "confirm": "yes", "queue": "risky"})
+        assert "Nothing to pause" in web.get(again.headers["location"]).text
+        answer = web.post("/actions/resume", {"csrf": token, "confirm": "yes", "queue": "risky"})
+        assert answer.status_code == 303 and full.paused() == []
+        assert "Resumed" in web.get(answer.headers["location"]).text
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("pause queue 'risky' by anonymous from 127.0.0.1: paused" in m for m in logged)
+    assert any("pause queue 'risky'" in m and "nothing to do" in m for m in logged)
+    assert any("resume queue 'risky'" in m and "resumed" in m for m in logged)
+    assert full.get(ids["queued"]).status is JobStatus.QUEUED
+
+
+def test_a_paused_queue_without_jobs_is_listed_and_bad_names_are_refused(
+    full: Queue, serve
+) -> None:
+    full.pause("quiet")
+    web = serve(full)
+    row = re.search(r"<tr data-queue='quiet'>.*?</tr>", web.get("/").text)
+    assert row is not None and "status paused" in row[0] and "Resume" in row[0]
+    token = web.csrf()
+    for bad in ("", "not a name", "x" * 201):
+        answer = web.post("/actions/pause", {"csrf": token, "confirm": "yes", "queue": bad})
+        assert answer.status_code == 400 and "queue must be" in answer.text
+    assert web.post("/actions/pause", {"confirm": "yes", "queue": "risky"}).status_code == 403
+    evil = web.post("/actions/resume", {"csrf": token, "confirm": "yes", "queue": "quiet"},
+                    headers={"Origin": "http://evil.example"})  # fmt: skip
+    assert evil.status_code == 403
+    assert full.paused() == ["quiet"]
+
+
+def test_read_only_mode_has_no_pause_button_and_refuses_the_post(full: Queue, serve) -> None:
+    populate(full)
+    full.pause("risky")
+    web = serve(full, read_only=True)
+    page = web.get("/").text
+    assert "status paused" in page and "/actions/pause" not in page
+    assert "/actions/resume" not in page
+    token = web.client.cookies["sqlitejobq_csrf"]
+    for action, name in (("pause", "default"), ("resume", "risky")):
+        refused = web.post(f"/actions/{action}", {"csrf": token, "confirm": "yes", "queue": name})
+        assert refused.status_code == 403
+    assert full.paused() == ["risky"]
+
+
 def test_jobs_are_paged_by_cursor_with_every_job_once(full: Queue, serve) -> None:
     ids = set(full.enqueue_many("ok", [{"n": i} for i in range(123)]))
     web = serve(full)
@@ -269,6 +336,35 @@ def test_healthz_fails_when_due_jobs_wait_without_a_live_worker(full: Queue, ser
     sick = web.get("/healthz")
     assert sick.status_code == 503
     assert sick.json()["checks"]["workers"]["ok"] is False
+
+
+def test_a_paused_queue_s_waiting_jobs_are_not_stuck_for_healthz(
+    full: Queue, serve, database: Database
+) -> None:
+    web = serve(full, max_queued_age=60)
+    full.pause("held")
+    job_id = full.enqueue("ok", {"n": 1}, queue="held")
+    database.execute("UPDATE sqlitejobq_jobs SET run_at = run_at - 3600 WHERE id = ?", (job_id,))
+    healthy = web.get("/healthz")
+    assert healthy.status_code == 200, healthy.text
+    checks = healthy.json()["checks"]
+    assert checks["workers"]["jobs_waiting"] == 0 and checks["backlog"]["oldest_queued_age"] == 0
+    assert checks["backlog"]["paused_queues"] == 1 and checks["backlog"]["jobs_paused"] == 1
+    full.resume("held")
+    sick = web.get("/healthz").json()["checks"]
+    assert sick["workers"]["ok"] is False and sick["backlog"]["ok"] is False
+    assert sick["backlog"]["oldest_queued_age"] >= 3600
+
+
+def test_metrics_show_each_paused_queue(full: Queue, serve) -> None:
+    full.pause("held")
+    full.pause("other")
+    text = serve(full).get("/metrics").text
+    assert 'sqlitejobq_queue_paused{queue="held"} 1' in text
+    assert 'sqlitejobq_queue_paused{queue="other"} 1' in text
+    full.resume("held")
+    text = serve(full).get("/metrics").text
+    assert 'queue="held"} 1' not in text and "# TYPE sqlitejobq_queue_paused gauge" in text
 
 
 def test_a_batch_page_lists_its_jobs_in_enqueue_order_a_page_at_a_time(full: Queue, serve) -> None:

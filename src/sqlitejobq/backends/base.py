@@ -122,13 +122,15 @@ class LimitedDue(NamedTuple):
 
 class Snapshot(NamedTuple):
     """What ``stats()`` reads in one go: counts by (queue, status), the earliest run_at of
-    a queued job, the database's now, the workers' reported lock totals and live count."""
+    a queued job in a queue that is not paused, the database's now, the workers' reported
+    lock totals and live count, and the paused queues (when each was paused)."""
 
     counts: list[tuple[str, str, int]]
     earliest_run_at: float | None
     now: float
     workers_lock: LockStats
     active_workers: int
+    paused: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,8 +444,8 @@ class HotPath(Protocol):
         ``backoff(task, attempts)`` seconds later (None: at once)."""
 
     def next_run_at(self, queues: tuple[str, ...] | None) -> tuple[float | None, float]:
-        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue), and
-        the clock's now: how long until it is due, whatever the host."""
+        """The earliest ``run_at`` of a queued job in ``queues`` (None: every queue) that
+        are not paused, and the clock's now: how long until it is due, whatever the host."""
 
     def next_lease_expiry(self) -> tuple[float | None, float]:
         """When the earliest lease of a processing job ends (None: none), and now."""
@@ -471,6 +473,16 @@ class Operations(Protocol):
         """Delete jobs that finished more than ``older_than`` seconds ago, then batches left
         with no job, and the rows of workers that stopped (or were silent for
         ``dead_after`` seconds) that long ago; how many jobs."""
+
+    def pause_queue(self, name: str) -> bool:
+        """Pause a queue: no worker claims its jobs until it is resumed (it still takes
+        enqueues; running jobs finish). Wakes the workers. False if it was paused already."""
+
+    def resume_queue(self, name: str) -> bool:
+        """Resume a paused queue and wake the workers. False if it was not paused."""
+
+    def paused_queues(self) -> dict[str, float]:
+        """The paused queues by name, in name order: when each was paused."""
 
     def watch(self, job_id: int) -> str | None:
         """Mark a job as waited for, so that the transaction that ends it wakes waiters

@@ -69,6 +69,9 @@ SHARED_SQL = (
     "UNIQUE_KEY",
     "LOCK_JOB_STATE",
     "UPDATE_WAITING",
+    "PAUSE_QUEUE",
+    "RESUME_QUEUE",
+    "PAUSED_QUEUES",
 )
 
 #: The statement of each kind of step, by its name in every engine's ``queries`` module.
@@ -121,6 +124,9 @@ class Statements(Generic[Tx]):
     UNIQUE_KEY: str
     LOCK_JOB_STATE: str
     UPDATE_WAITING: str
+    PAUSE_QUEUE: str
+    RESUME_QUEUE: str
+    PAUSED_QUEUES: str
     #: Finished jobs deleted per purge transaction.
     purge_chunk: int
     #: The engine's module of SQL text.
@@ -328,6 +334,10 @@ class Statements(Generic[Tx]):
         row = self.one(tx, self.UNIQUE_KEY, {"id": job_id})
         return None if row is None else row[0]
 
+    def paused_queues(self, tx: Tx) -> dict[str, float]:
+        """The paused queues, by name: when each was paused."""
+        return {str(row[0]): float(row[1]) for row in self.all(tx, self.PAUSED_QUEUES, {})}
+
     def purge_finished(self, tx: Tx, cutoff: float, chunk: int) -> list[tuple[str, str, int]]:
         """Delete up to ``chunk`` jobs finished before ``cutoff``: (queue, status, count)."""
         raise NotImplementedError
@@ -357,5 +367,6 @@ class Statements(Generic[Tx]):
         raise NotImplementedError
 
     def snapshot(self, tx: Tx, alive_window: float, now: float | None) -> Snapshot:
-        """Counts by (queue, status), the earliest run_at, now, and the workers' totals."""
+        """Counts by (queue, status), the earliest run_at (paused queues left out), now, the
+        workers' totals and the paused queues (``paused_queues``)."""
         raise NotImplementedError

@@ -18,7 +18,13 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import DuplicateJob, InvalidArgumentType, JobNotFound, SqliteJobQError
 from ..job import BatchProgress, WorkerInfo
-from ..limits import LimitedClaim, keys_for_unkeyed, plan_limited_claim, task_of_limit_key
+from ..limits import (
+    QUEUE_RULE_PREFIX,
+    LimitedClaim,
+    keys_for_unkeyed,
+    plan_limited_claim,
+    task_of_limit_key,
+)
 from .base import (
     FINISHED_STATUSES,
     STATUS_STEPS,
@@ -318,7 +324,7 @@ class Store(Generic[Tx]):
         if not claim.limits:
             return self.sql.claim(tx, claim, claim.limit, now)
         records: list[JobRecord] = []
-        keys = [k for k in self.sql.limited_keys(tx) if task_of_limit_key(k) in claim.limits]
+        keys = self._limited_keys(tx, claim)
         if keys:
             at = self.now_in(tx, now)
             plan = self._plan_limited(tx, claim, claim.limit, at, keys)
@@ -344,6 +350,16 @@ class Store(Generic[Tx]):
             records += plain
         return records
 
+    def _limited_keys(self, tx: Tx, claim: ClaimRequest) -> list[str]:
+        """The limit keys holding queued jobs that the claim's limits govern, less the keys
+        of a paused queue's own limit (all of whose jobs the claim would skip one by one;
+        a task's key skips the jobs of paused queues in its statement)."""
+        keys = [k for k in self.sql.limited_keys(tx) if task_of_limit_key(k) in claim.limits]
+        if any(k.startswith(QUEUE_RULE_PREFIX) for k in keys):
+            paused = {QUEUE_RULE_PREFIX + name for name in self.sql.paused_queues(tx)}
+            keys = [k for k in keys if task_of_limit_key(k) not in paused]
+        return keys
+
     def _plan_limited(
         self, tx: Tx, claim: ClaimRequest, want: int, now: float, keys: list[str]
     ) -> LimitedClaim:
@@ -366,8 +382,7 @@ class Store(Generic[Tx]):
         def read(tx: Tx) -> LimitedDue:
             now = self.bound_now()
             at = self.now_in(tx, now)
-            keys = [k for k in self.sql.limited_keys(tx) if task_of_limit_key(k) in claim.limits]
-            plan = self._plan_limited(tx, claim, 1, at, keys)
+            plan = self._plan_limited(tx, claim, 1, at, self._limited_keys(tx, claim))
             upcoming = self.sql.next_limited_run(tx, now)
             return LimitedDue(bool(plan.ids), plan.next_start, upcoming, at)
 
@@ -559,6 +574,37 @@ class Store(Generic[Tx]):
 
         self.write(tidy, "purge")
         return total
+
+    # --- paused queues -------------------------------------------------------------------
+
+    def pause_queue(self, name: str) -> bool:
+        """Pause a queue (the claims leave it out) and wake the workers; False if it was
+        paused already."""
+        return self._set_paused(name, self.sql.PAUSE_QUEUE, "pause")
+
+    def resume_queue(self, name: str) -> bool:
+        """Resume a paused queue and wake the workers; False if it was not paused."""
+        return self._set_paused(name, self.sql.RESUME_QUEUE, "resume")
+
+    def _set_paused(self, name: str, statement: str, what: str) -> bool:
+        """Pause or resume in one write that wakes the workers as an enqueue does (a NOTIFY
+        of the queue, or the commit to the file, and this process's waker): the idle ones
+        claim a resumed backlog at once."""
+
+        def body(tx: Tx) -> bool:
+            row = self.sql.one(tx, statement, {"name": name, "now": self.bound_now()})
+            if row is not None:
+                self.sql.notify(tx, {name})
+            return row is not None
+
+        changed = self.write(body, what)
+        if changed:
+            self.waker.notify()
+        return changed
+
+    def paused_queues(self) -> dict[str, float]:
+        """The paused queues by name, in name order: when each was paused."""
+        return self.look(self.sql.paused_queues, "read")
 
     # --- waiting --------------------------------------------------------------------------
 

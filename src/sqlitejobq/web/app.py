@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .. import validation
 from ..aqueue import AsyncQueue
 from ..errors import InvalidArgument, JobNotFound, SqliteJobQError
 from ..queue import Queue
@@ -70,6 +71,11 @@ _DONE = {
     "not-cancelled": "Nothing to cancel: the job has already finished.",
     "retried-failed": "Retried {n} failed jobs.",
     "purged": "Purged {n} finished jobs.",
+    "paused": "Paused: no worker claims the queue's jobs until it is resumed; running jobs "
+    "finish, and it still takes enqueues.",
+    "not-paused": "Nothing to pause: the queue was paused already.",
+    "resumed": "Resumed: workers claim the queue's jobs again.",
+    "not-resumed": "Nothing to resume: the queue was not paused.",
 }
 _NOTICE_SHAPE = re.compile(r"^([a-z-]{1,30})(?:\.(\d{1,12}))?$")
 _HOST_SHAPE = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)*)\.?(?::\d{1,5})?$")
@@ -366,11 +372,16 @@ class Dashboard:
         if action is None:
             return self._page(view, "Not found", f"no action {request.path}", 404)
         name, job_id = action
+        queue_name = ""
+        if name in ("pause", "resume"):
+            queue_name = validation.name(form.get("queue", ""), "queue")
         question = {
             "retry": f"Retry job {job_id}?",
             "cancel": f"Cancel job {job_id}?",
             "retry-failed": "Retry every failed job that matches the filter?",
             "purge": "Delete the jobs that finished before the cutoff?",
+            "pause": pages.queue_question("pause", queue_name),
+            "resume": pages.queue_question("resume", queue_name),
         }[name]
         if form.get("confirm") != "yes":
             return Response(200, pages.confirm(view, request.path, question, form).encode())
@@ -393,6 +404,17 @@ class Dashboard:
             )
             code = outcome if done else f"not-{outcome}"
             return _redirect(view.prefix + f"/jobs/{job_id}", code, request)
+        if name in ("pause", "resume"):
+            done = (self.queue.pause if name == "pause" else self.queue.resume)(queue_name)
+            outcome = {"pause": "paused", "resume": "resumed"}[name]
+            log.info(
+                "dashboard: %s queue %r by %s: %s",
+                name,
+                queue_name,
+                who,
+                outcome if done else "nothing to do",
+            )
+            return _redirect(view.prefix + "/", outcome if done else f"not-{outcome}", request)
         if name == "retry-failed":
             filters = pages.job_filters({**form, "status": "failed"}, hides=view.hides)
             filters.pop("status")
@@ -482,6 +504,8 @@ def _action(path: str) -> tuple[str, int | None] | None:
         return "retry-failed", None
     if path == "/actions/purge":
         return "purge", None
+    if path in ("/actions/pause", "/actions/resume"):
+        return path[len("/actions/") :], None
     return None
 
 

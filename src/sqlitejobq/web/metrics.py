@@ -59,11 +59,18 @@ def prometheus(queue: Queue) -> str:
             for s in JobStatus
         ],
     )
+    out.metric(
+        "sqlitejobq_queue_paused",
+        "gauge",
+        "1 for each paused queue: no worker claims its jobs until it is resumed.",
+        [({"queue": name}, 1) for name in stats.paused],
+    )
     age = stats.oldest_queued_age
     out.metric(
         "sqlitejobq_oldest_queued_age_seconds",
         "gauge",
-        "How long the oldest due queued job has waited (0 when none waits).",
+        "How long the oldest due queued job has waited, paused queues left out (0 when none "
+        "waits).",
         [({}, float(age or 0.0))],
     )
     points = queue.throughput(5)
@@ -175,6 +182,8 @@ class Health:
 
 def health(queue: Queue, max_queued_age: float) -> Health:
     """The database answers; a worker is alive when jobs wait; no due job waited too long.
+    The queued jobs of a paused queue are not waiting for a worker: they count in neither
+    check (``jobs_paused`` says how many there are).
 
     A failure to read says only "database unavailable": ``/healthz`` needs no credentials,
     and an error's text names hosts, paths and users; the text goes to the log."""
@@ -186,7 +195,8 @@ def health(queue: Queue, max_queued_age: float) -> Health:
         log.warning("healthz: the database did not answer: %s", exc)
         return Health(False, {"database": {"ok": False, "reason": "database unavailable"}})
     alive = sum(1 for w in workers if worker_state(w, now) == "alive")
-    waiting = stats.total(JobStatus.QUEUED) + stats.total(JobStatus.PROCESSING)
+    paused = sum(stats.counts.get(name, {}).get(JobStatus.QUEUED.value, 0) for name in stats.paused)
+    waiting = stats.total(JobStatus.QUEUED) - paused + stats.total(JobStatus.PROCESSING)
     age = stats.oldest_queued_age or 0.0
     checks: dict[str, dict[str, Any]] = {
         "database": {"ok": True},
@@ -195,6 +205,8 @@ def health(queue: Queue, max_queued_age: float) -> Health:
             "ok": age <= max_queued_age,
             "oldest_queued_age": round(age, 3),
             "max_queued_age": max_queued_age,
+            "paused_queues": len(stats.paused),
+            "jobs_paused": paused,
         },
     }
     return Health(all(c["ok"] for c in checks.values()), checks)

@@ -189,9 +189,13 @@ def overview(view: View) -> str:
         f"{throughput_chart(points)}"
     )
     statuses = ["queued", "processing", "waiting", "completed", "failed", "cancelled"]
-    rows = [_queue_row(view, name, by, statuses) for name, by in sorted(stats.counts.items())]
+    names = sorted({*stats.counts, *stats.paused})
+    rows = [
+        _queue_row(view, name, stats.counts.get(name, {}), statuses, stats.paused.get(name))
+        for name in names
+    ]
     counts = (
-        table(["queue", *statuses], rows, numeric=statuses)
+        table(["queue", *statuses, "state"], rows, numeric=statuses)
         if rows
         else '<p class="muted">No jobs yet.</p>'
     )
@@ -218,14 +222,38 @@ def overview(view: View) -> str:
     return layout(view, "", "Overview", body)
 
 
-def _queue_row(view: View, name: str, by: dict[str, int], statuses: list[str]) -> str:
-    """A queue's row of the overview: its count of jobs in each status, linked to them."""
+def _queue_row(
+    view: View, name: str, by: dict[str, int], statuses: list[str], paused_at: float | None
+) -> str:
+    """A queue's row of the overview: its count of jobs in each status, linked to them, and
+    whether workers claim from it, with the button that pauses or resumes it."""
     cells = "".join(
         f'<td class="num"><a href="{view.url("/jobs", queue=name, status=s)}">'
         f"{number(by.get(s, 0))}</a></td>"
         for s in statuses
     )
-    return f"<tr><td><a href='{view.url('/jobs', queue=name)}'>{h(name)}</a></td>{cells}</tr>"
+    if paused_at is None:
+        state = badge("active")
+        button = view.action(
+            "/actions/pause", "Pause", queue_question("pause", name), fields={"queue": name}
+        )
+    else:
+        state = f"{badge('paused')} {when(paused_at, view.now)}"
+        button = view.action(
+            "/actions/resume", "Resume", queue_question("resume", name), fields={"queue": name}
+        )
+    link = f"<a href='{view.url('/jobs', queue=name)}'>{h(name)}</a>"
+    return f"<tr data-queue='{h(name)}'><td>{link}</td>{cells}<td>{state} {button}</td></tr>"
+
+
+def queue_question(action: str, name: str) -> str:
+    """What the pause or resume button of queue ``name`` asks before it posts."""
+    if action == "pause":
+        return (
+            f"Pause queue {name}? No worker claims its jobs until it is resumed; running "
+            "jobs finish."
+        )
+    return f"Resume queue {name}? Workers claim its jobs again at once."
 
 
 # --- jobs -------------------------------------------------------------------------------

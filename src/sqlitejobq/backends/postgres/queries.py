@@ -212,6 +212,14 @@ WHERE unique_key = ANY(%(keys)s::text[]) AND status IN ('queued', 'processing', 
 
 # --- claim -------------------------------------------------------------------------------------
 
+# Whether the queue named by the SQL expression {name} is paused (a probe of the primary
+# key of the small table of paused queues). The claims and the next-due reads leave a
+# paused queue out before reading its jobs, so its backlog costs them nothing.
+_PAUSED = (
+    "EXISTS (SELECT 1 FROM sqlitejobq_queues AS p"
+    " WHERE p.name = {name} AND p.paused_at IS NOT NULL)"
+)
+
 _CLAIM = f"""
 {{with_clause}}
 picked AS MATERIALIZED (
@@ -237,21 +245,23 @@ picked AS MATERIALIZED (
 SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
 """
 
-# Claim up to %(limit)s due jobs of the queues in %(queues)s (text[]; duplicates ignored),
-# best first (priority DESC, run_at, id), for %(worker)s, leased for %(lease)s seconds.
-# Each queue is read through its own range of the claim index; rows another claimer holds
-# are skipped, not waited for. The MATERIALIZED CTE is the fence that keeps the planner
-# from joining the UPDATE into the scan (which could update more rows than LIMIT). The
-# price of the per-queue ranges: a claim from k queues locks up to k * limit rows for the
-# length of its transaction and updates only `limit` of them; other claimers skip the rest
-# meanwhile. With one queue it locks exactly what it claims.
+# Claim up to %(limit)s due jobs of the queues in %(queues)s (text[]; duplicates and paused
+# queues ignored), best first (priority DESC, run_at, id), for %(worker)s, leased for
+# %(lease)s seconds. Each queue is read through its own range of the claim index; rows
+# another claimer holds are skipped, not waited for. The MATERIALIZED CTE is the fence
+# that keeps the planner from joining the UPDATE into the scan (which could update more
+# rows than LIMIT). The price of the per-queue ranges: a claim from k queues locks up to
+# k * limit rows for the length of its transaction and updates only `limit` of them;
+# other claimers skip the rest meanwhile. With one queue it locks exactly what it claims.
 CLAIM_FROM_QUEUES = _CLAIM.format(
     with_clause="WITH",
-    queues="(SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)) AS q",
+    queues=f"""(SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)
+          WHERE NOT {_PAUSED.format(name="u.name")}) AS q""",
 )
 
 # Every queue: the names of the queues that hold queued jobs come from a skip scan of the
-# claim index (one probe per queue), then as above. Same parameters but %(queues)s.
+# claim index (one probe per queue), paused ones left out, then as above. Same parameters
+# but %(queues)s.
 CLAIM_ANY_QUEUE = _CLAIM.format(
     with_clause="""WITH RECURSIVE queue_names (name) AS (
     (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' AND limit_key IS NULL
@@ -262,10 +272,11 @@ CLAIM_ANY_QUEUE = _CLAIM.format(
             ORDER BY queue LIMIT 1)
     FROM queue_names WHERE queue_names.name IS NOT NULL
 ),""",
-    queues="(SELECT name FROM queue_names WHERE name IS NOT NULL) AS q",
+    queues=f"""(SELECT name FROM queue_names
+          WHERE name IS NOT NULL AND NOT {_PAUSED.format(name="queue_names.name")}) AS q""",
 )
 
-QUEUES_WITH_QUEUED_JOBS = """
+QUEUES_WITH_QUEUED_JOBS = f"""
 WITH RECURSIVE q (name) AS (
     (SELECT queue FROM sqlitejobq_jobs WHERE status = 'queued' AND limit_key IS NULL
      ORDER BY queue LIMIT 1)
@@ -274,7 +285,7 @@ WITH RECURSIVE q (name) AS (
             WHERE status = 'queued' AND limit_key IS NULL AND queue > q.name ORDER BY queue LIMIT 1)
     FROM q WHERE q.name IS NOT NULL
 )
-SELECT name FROM q WHERE name IS NOT NULL
+SELECT name FROM q WHERE name IS NOT NULL AND NOT {_PAUSED.format(name="q.name")}
 """
 
 # --- fenced steps on claimed jobs ----------------------------------------------------------
@@ -593,7 +604,7 @@ SELECT name FROM keys WHERE name IS NOT NULL
 """
 
 # The best due jobs of each key of %(keys)s, up to its room in %(rooms)s (parallel arrays),
-# in one round trip: a probe of the limited index per key.
+# in one round trip: a probe of the limited index per key; jobs of paused queues skipped.
 LIMITED_CANDIDATES = f"""
 SELECT c.id, c.priority, c.run_at, r.key
 FROM unnest(%(keys)s::text[], %(rooms)s::integer[]) AS r (key, room)
@@ -601,6 +612,7 @@ CROSS JOIN LATERAL (
     SELECT id, priority, run_at FROM sqlitejobq_jobs
     WHERE status = 'queued' AND limit_key = r.key AND run_at <= {NOW}
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND NOT {_PAUSED.format(name="sqlitejobq_jobs.queue")}
       AND NOT (task = ANY(%(exclude)s::text[]))
     ORDER BY priority DESC, run_at, id LIMIT r.room
 ) AS c
@@ -990,13 +1002,15 @@ def list_jobs(oldest_first: bool, by: str = "id") -> str:
 # The earliest run_at of queued jobs (due or not) and the statement's now. No index of its
 # own: the claim index is ordered (queue, priority DESC, run_at), so the earliest run_at of
 # each (queue, priority) pair is one probe, and the pairs are found by skipping from one
-# to the next: a probe per pair, however many jobs wait.
+# to the next: a probe per pair, however many jobs wait. The jobs of a paused queue do not
+# count: nothing is due there until it is resumed.
 _EARLIEST_OF_PAIRS = f"""
 SELECT (SELECT min(m.run_at) FROM pairs CROSS JOIN LATERAL (
             SELECT run_at FROM sqlitejobq_jobs
             WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
               AND priority = pairs.priority
-            ORDER BY run_at LIMIT 1) AS m),
+            ORDER BY run_at LIMIT 1) AS m
+        WHERE NOT {_PAUSED.format(name="pairs.queue")}),
        {NOW}
 """
 
@@ -1032,6 +1046,7 @@ NEXT_RUN_IN_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
     (SELECT queue, priority FROM sqlitejobq_jobs
      WHERE status = 'queued' AND limit_key IS NULL AND queue = %(queue)s::text
+       AND NOT {_PAUSED.format(name="%(queue)s::text")}
      ORDER BY priority DESC LIMIT 1)
     UNION ALL
     {_NEXT_PAIR.format(next_queue="")}
@@ -1043,7 +1058,8 @@ WITH RECURSIVE pairs (queue, priority) AS (
 NEXT_RUN_IN_QUEUES = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
     SELECT f.queue, f.priority
-    FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)) AS q
+    FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS u (name)
+          WHERE NOT {_PAUSED.format(name="u.name")}) AS q
     CROSS JOIN LATERAL (
         SELECT queue, priority FROM sqlitejobq_jobs
         WHERE status = 'queued' AND limit_key IS NULL AND queue = q.name
@@ -1052,6 +1068,28 @@ WITH RECURSIVE pairs (queue, priority) AS (
     {_NEXT_PAIR.format(next_queue="")}
 )
 {_EARLIEST_OF_PAIRS}
+"""
+
+# --- paused queues ----------------------------------------------------------------------
+
+# A queue paused (a row comes back only if it was not paused already), resumed (its row
+# stays, paused_at cleared: the table may hold other settings of a queue), and the paused
+# queues by name.
+PAUSE_QUEUE = f"""
+INSERT INTO sqlitejobq_queues AS q (name, paused_at) VALUES (%(name)s::text, {NOW})
+ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at
+WHERE q.paused_at IS NULL
+RETURNING name
+"""
+
+RESUME_QUEUE = """
+UPDATE sqlitejobq_queues SET paused_at = NULL
+WHERE name = %(name)s::text AND paused_at IS NOT NULL
+RETURNING name
+"""
+
+PAUSED_QUEUES = """
+SELECT name, paused_at FROM sqlitejobq_queues WHERE paused_at IS NOT NULL ORDER BY name
 """
 
 # --- workers ------------------------------------------------------------------------------

@@ -373,7 +373,8 @@ class PgStatements(Statements[Conn], queries=sql):
         return current, [(int(r[1]), int(r[2]), int(r[3])) for r in rows if r[1] is not None]
 
     def snapshot(self, tx: Conn, alive_window: float, now: float | None) -> Snapshot:
-        """Counts (shards summed), the earliest run_at, now and the workers' totals."""
+        """Counts (shards summed), the earliest run_at, now, the workers' totals and the
+        paused queues."""
         counts = [(q, s, int(n)) for q, s, n in tx.execute(sql.COUNTS).fetchall()]
         row = tx.execute(sql.NEXT_RUN_ANY_QUEUE, {"now": now}).fetchone()
         assert row is not None
@@ -388,4 +389,5 @@ class PgStatements(Statements[Conn], queries=sql):
             int(workers[3]),
             int(workers[4]),
         )
-        return Snapshot(counts, _float_or_none(earliest), float(at), lock, int(workers[5]))
+        paused = self.paused_queues(tx)
+        return Snapshot(counts, _float_or_none(earliest), float(at), lock, int(workers[5]), paused)

@@ -57,9 +57,22 @@ WHERE id IN ({{candidates}})
 RETURNING {JOB_COLUMNS}
 """
 
-_CANDIDATES_ONE_QUEUE = """
-SELECT id{extra} FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-WHERE status = 'queued' AND limit_key IS NULL AND queue = :q{n} AND run_at <= :now{excluding}
+# Whether the queue named by the SQL expression {name} is paused (a probe of the primary
+# key of the small table of paused queues).
+_PAUSED = (
+    "EXISTS (SELECT 1 FROM sqlitejobq_queues AS p"
+    " WHERE p.name = {name} AND p.paused_at IS NOT NULL)"
+)
+
+# A queue's name while it is not paused, else NULL: the queue's jobs are sought in the
+# claim index by this value, evaluated once per statement, so a paused queue's range is
+# never read however long its backlog. (A filter on each row would step through all of it.)
+_UNPAUSED = f"(SELECT {{name}} WHERE NOT {_PAUSED})"
+
+_CANDIDATES_ONE_QUEUE = f"""
+SELECT id{{extra}} FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
+WHERE status = 'queued' AND limit_key IS NULL AND queue = {_UNPAUSED.format(name=":q{n}")}
+  AND run_at <= :now{{excluding}}
 ORDER BY priority DESC, run_at, id LIMIT :limit
 """
 # Tasks the claiming worker does not know (a rolling deploy), as a JSON array: left for
@@ -67,7 +80,8 @@ ORDER BY priority DESC, run_at, id LIMIT :limit
 _EXCLUDING = "\n  AND task NOT IN (SELECT value FROM json_each(:exclude))"
 
 # The names of the queues that hold queued jobs: a skip from one distinct name to the
-# next over the claim index, so it costs one seek per queue, not one step per job.
+# next over the claim index, so it costs one seek per queue, not one step per job. Paused
+# queues are left out.
 _QUEUED_QUEUE_NAMES = """
 WITH RECURSIVE queues (name) AS (
     SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
@@ -79,7 +93,12 @@ WITH RECURSIVE queues (name) AS (
 )
 """
 
-QUEUES_WITH_QUEUED_JOBS = _QUEUED_QUEUE_NAMES + "SELECT name FROM queues WHERE name IS NOT NULL"
+QUEUES_WITH_QUEUED_JOBS = (
+    _QUEUED_QUEUE_NAMES
+    + """SELECT name FROM queues
+WHERE name IS NOT NULL AND NOT """
+    + _PAUSED.format(name="queues.name")
+)
 
 
 @lru_cache(maxsize=128)
@@ -376,12 +395,13 @@ WITH RECURSIVE keys (name) AS (
 SELECT name FROM keys WHERE name IS NOT NULL
 """
 
-# Up to :limit due jobs of one key in the claim's queues (a JSON array, or NULL: all), best
-# first.
-LIMITED_CANDIDATES = """
+# Up to :limit due jobs of one key in the claim's queues (a JSON array, or NULL: all) that
+# are not paused, best first.
+LIMITED_CANDIDATES = f"""
 SELECT id, priority, run_at, task FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_limited
 WHERE status = 'queued' AND limit_key = :key AND run_at <= :now
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND NOT {_PAUSED.format(name="sqlitejobq_jobs.queue")}
   AND task NOT IN (SELECT value FROM json_each(:exclude))
 ORDER BY priority DESC, run_at, id LIMIT :limit
 """
@@ -488,6 +508,26 @@ RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
 
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = :id"
 
+# A queue paused (a row comes back only if it was not paused already), resumed (its row
+# stays, paused_at cleared: the table may hold other settings of a queue), and the paused
+# queues by name.
+PAUSE_QUEUE = """
+INSERT INTO sqlitejobq_queues (name, paused_at) VALUES (:name, :now)
+ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at
+WHERE sqlitejobq_queues.paused_at IS NULL
+RETURNING name
+"""
+
+RESUME_QUEUE = """
+UPDATE sqlitejobq_queues SET paused_at = NULL
+WHERE name = :name AND paused_at IS NOT NULL
+RETURNING name
+"""
+
+PAUSED_QUEUES = """
+SELECT name, paused_at FROM sqlitejobq_queues WHERE paused_at IS NOT NULL ORDER BY name
+"""
+
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = :id"
 
 # The job's status, queue and batch before an operator changes it (the write lock is held).
@@ -588,17 +628,19 @@ WHERE id = :id
 
 # The earliest run_at of queued jobs, without an index of its own: the claim index is
 # ordered (queue, priority, run_at), so the earliest run_at of each (queue, priority) pair
-# is one seek, and the pairs are found by skipping from one to the next.
+# is one seek, and the pairs are found by skipping from one to the next. The jobs of a
+# paused queue do not count: nothing is due there until it is resumed.
 _LOWER_PRIORITY = """(SELECT max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
     WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
       AND priority < pairs.priority)"""
 _NEXT_QUEUE = """(SELECT min(queue) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
     WHERE status = 'queued' AND limit_key IS NULL AND queue > pairs.queue)"""
-_EARLIEST_OF_PAIRS = """
+_EARLIEST_OF_PAIRS = f"""
 SELECT min((SELECT min(run_at) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
             WHERE status = 'queued' AND limit_key IS NULL AND queue = pairs.queue
               AND priority = pairs.priority))
 FROM pairs WHERE queue IS NOT NULL AND priority IS NOT NULL
+  AND NOT {_PAUSED.format(name="pairs.queue")}
 """
 
 NEXT_RUN_ANY_QUEUE = f"""
@@ -620,7 +662,7 @@ WITH RECURSIVE pairs (queue, priority) AS (
 NEXT_RUN_IN_QUEUE = f"""
 WITH RECURSIVE pairs (queue, priority) AS (
     SELECT :queue, max(priority) FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_claim
-    WHERE status = 'queued' AND limit_key IS NULL AND queue = :queue
+    WHERE status = 'queued' AND limit_key IS NULL AND queue = {_UNPAUSED.format(name=":queue")}
     UNION ALL
     SELECT queue, {_LOWER_PRIORITY} FROM pairs WHERE priority IS NOT NULL
 )

@@ -373,12 +373,14 @@ class SqliteStatements(Statements[sqlite3.Connection], queries=sql):
         return current, [(int(m), int(c), int(f)) for m, c, f in rows]
 
     def snapshot(self, tx: sqlite3.Connection, alive_window: float, now: float | None) -> Snapshot:
-        """Counts, the earliest run_at, now and the workers' totals, in one snapshot."""
+        """Counts, the earliest run_at, now, the workers' totals and the paused queues, in
+        one snapshot."""
         assert now is not None
         counts = tx.execute(sql.COUNTS).fetchall()
         earliest = _scalar(tx.execute(sql.NEXT_RUN_ANY_QUEUE).fetchone())
         workers = tx.execute(sql.WORKER_TOTALS, {"alive_since": now - alive_window}).fetchone()
-        return Snapshot(counts, earliest, now, LockStats(*workers[:5]), int(workers[5]))
+        paused = self.paused_queues(tx)
+        return Snapshot(counts, earliest, now, LockStats(*workers[:5]), int(workers[5]), paused)
 
 
 def _job_values(job: NewJob, now: float) -> tuple[Any, ...]:
