@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from .integration import limited_apps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["worker", "enqueue", "status", "schedules", "jobs", "show", "retry", "cancel",
-            "pause", "resume", "purge", "migrate", "copy", "web"]  # fmt: skip
+            "update", "pause", "resume", "purge", "migrate", "copy", "web"]  # fmt: skip
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -141,6 +142,29 @@ def test_stored_text_reaches_the_terminal_shown_not_obeyed(
     assert '"note": "[U+202E]evil"' in out
     _, out, _ = cli(capsys, "show", str(job_id), "--db", db, "--json")
     assert json.loads(out)["payload"] == {"note": "\u202eevil"}  # JSON carries it as it is
+
+
+def test_update_changes_a_waiting_job_and_refuses_a_started_one(
+    capsys: pytest.CaptureFixture[str], db: str
+) -> None:
+    with Queue(db) as queue:
+        job_id = queue.enqueue("t")
+        started_id = queue.enqueue("t")
+        queue.claim("w", limit=1)  # the first job: processing
+    code, out, _ = cli(capsys, "update", str(started_id), "--priority", "9", "--queue", "vip",
+                       "--delay", "5m", "--json", "--db", db)  # fmt: skip
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["priority"], shown["queue"], shown["status"]) == (9, "vip", "queued")
+    assert 290 < shown["run_at"] - time.time() <= 301
+    code, out, _ = cli(capsys, "update", str(started_id), "--delay", "0", "--db", db)
+    assert code == 0 and f"job {started_id} queued in queue vip, priority 9" in out
+    code, _, err = cli(capsys, "update", str(job_id), "--priority", "1", "--db", db)
+    assert code == 1 and f"job {job_id} is processing" in err
+    code, _, err = cli(capsys, "update", str(job_id), "--db", db)
+    assert code == 2 and "give --priority, --queue or --delay" in err
+    code, _, err = cli(capsys, "update", "999", "--priority", "1", "--db", db)
+    assert code == 1 and "no job with id 999" in err
 
 
 def test_retry_cancel_and_their_errors(capsys: pytest.CaptureFixture[str], db: str) -> None:

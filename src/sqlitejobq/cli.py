@@ -266,6 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job")
     cancel.add_argument("id", type=int, help="the job's id")
 
+    update = commands.add_parser(
+        "update",
+        parents=[common, as_json],
+        help="change a queued or waiting job's priority, queue or due time",
+        description="Change a job that has not started (Queue.update): one that started or "
+        "finished is refused, nothing changed. Give at least one of the options.",
+    )
+    update.add_argument("id", type=int, help="the job's id")
+    update.add_argument("--priority", type=int, metavar="N", help="its new priority")
+    update.add_argument(
+        "--queue", type=_checked(_queue_name), metavar="NAME", help="the queue to move it to"
+    )
+    update.add_argument(
+        "--delay",
+        type=_duration,
+        metavar="DURATION",
+        help="due this long from now, e.g. 0 (now), 90s, 5m, 2h",
+    )
+
     pause = commands.add_parser(
         "pause",
         parents=[common, as_json],
@@ -902,6 +921,31 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    """``sqlitejobq update``: change a job that has not started (``Queue.update``)."""
+    changes = {
+        name: getattr(args, name)
+        for name in ("priority", "queue", "delay")
+        if getattr(args, name) is not None
+    }
+    if not changes:
+        print(
+            "sqlitejobq update: error: give --priority, --queue or --delay to change",
+            file=sys.stderr,
+        )
+        return 2
+    with _open(args) as queue:
+        job = queue.update(args.id, **changes)
+    if args.json:
+        _print_json(job.as_dict())
+    else:
+        print(
+            f"job {job.id} {job.status.value} in queue {job.queue}, priority {job.priority}, "
+            f"due {_when(job.run_at)}"
+        )
+    return 0
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     """``sqlitejobq pause``: no worker claims from the queue until resumed (``Queue.pause``)."""
     with _open(args) as queue:
@@ -1050,6 +1094,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "retry": cmd_retry,
     "cancel": cmd_cancel,
+    "update": cmd_update,
     "pause": cmd_pause,
     "resume": cmd_resume,
     "purge": cmd_purge,
