@@ -1,9 +1,10 @@
 """The queue as a state machine, checked against a model after every step.
 
-Hypothesis drives enqueue / claim / complete / fail / cancel / retry / heartbeat / release /
-lease expiry with a clock it controls, and checks: no job is lost, none completes twice,
-states only move along the allowed edges, claims follow priority then age, and the counts of
-stats() and batch_progress() match the jobs. It runs on every engine, each example on a
+Hypothesis drives enqueue / claim / complete / fail / snooze / cancel / retry / update /
+pause / resume / heartbeat / release / lease expiry with a clock it controls, and checks: no
+job is lost, none completes twice, states only move along the allowed edges, claims follow
+priority then age (and none comes from a paused queue), and the counts of stats() and
+batch_progress() match the jobs. It runs on every engine, each example on a
 fresh database (a SQLite file, or a PostgreSQL schema of its own).
 """
 
@@ -30,11 +31,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sqlitejobq import Job, JobStatus, Queue
+from sqlitejobq import InvalidArgument, Job, JobStatus, Queue
 from sqlitejobq.job import ALLOWED_TRANSITIONS
 
 from ..conftest import Clock, PgServer, with_schema
 
+#: How often a job may be snoozed before a snooze fails it (small, so the bound is met).
+MAX_SNOOZES = 2
 #: Makes a fresh database: its target, and what removes it.
 Fresh = Callable[[], tuple[str, Callable[[], None]]]
 
@@ -54,6 +57,8 @@ class Model:
     #: while waiting: the dependencies not finished yet, and what a failed one does
     pending: set[int] | None = None
     policy: str = "cancel"
+    #: times its handler put it off (raise Snooze)
+    snoozes: int = 0
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -65,7 +70,9 @@ class QueueMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.queue = Queue(
             target, clock=self.clock, retry_backoff=2.0, retry_backoff_max=10.0,
+            max_snoozes=MAX_SNOOZES,
         )  # fmt: skip
+        self.paused = False
         self.jobs: dict[int, Model] = {}
         self.batches: set[int] = set()
         self.seen_status: dict[int, JobStatus] = {}
@@ -161,7 +168,7 @@ class QueueMachine(RuleBasedStateMachine):
         due = sorted(
             (m.priority * -1, m.run_at, job_id)
             for job_id, m in self.jobs.items()
-            if m.status is JobStatus.QUEUED and m.run_at <= now
+            if m.status is JobStatus.QUEUED and m.run_at <= now and not self.paused
         )
         expected = [job_id for _, _, job_id in due[:limit]]
         claimed = self.queue.claim(worker, limit=limit, lease=lease)
@@ -197,6 +204,53 @@ class QueueMachine(RuleBasedStateMachine):
                 self.end_run(job.id, JobStatus.QUEUED)
             else:
                 self.end_run(job.id, JobStatus.FAILED)
+
+    @rule(job=consumes(claims), seconds=st.sampled_from([0.0, 5.0]))
+    def snooze(self, job: Job, seconds: float) -> None:
+        """The handler raised Snooze(seconds)."""
+        owned = self.owns(job)
+        lifecycle = self.queue.lifecycle
+        assert lifecycle.finish([(job, lifecycle.snooze_step(job, seconds))]) == [owned]
+        if owned:
+            model = self.jobs[job.id]
+            if model.cancel_requested:
+                self.end_run(job.id, JobStatus.CANCELLED)
+            elif model.snoozes >= MAX_SNOOZES:
+                self.end_run(job.id, JobStatus.FAILED)
+            else:
+                model.attempts -= 1
+                self.end_run(job.id, JobStatus.QUEUED)
+                assert model.run_at == self.clock() + seconds
+            model.snoozes += 1
+
+    @precondition(lambda self: self.jobs)
+    @rule(
+        data=st.data(), priority=st.sampled_from([0, 1, 2]), delay=st.sampled_from([None, 0.0, 8.0])
+    )
+    def update(self, data: st.DataObject, priority: int, delay: float | None) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
+        model = self.jobs[job_id]
+        if model.status is JobStatus.WAITING:
+            delay = None  # due when its dependencies finish
+        if model.status in (JobStatus.QUEUED, JobStatus.WAITING):
+            job = self.queue.update(job_id, priority=priority, delay=delay)
+            model.priority = priority
+            if delay is not None:
+                model.run_at = self.clock() + delay
+            assert (job.priority, job.run_at) == (model.priority, model.run_at)
+        else:
+            with pytest.raises(InvalidArgument, match=model.status.value):
+                self.queue.update(job_id, priority=priority, delay=delay)
+
+    @rule()
+    def pause(self) -> None:
+        assert self.queue.pause("default") is not self.paused
+        self.paused = True
+
+    @rule()
+    def resume(self) -> None:
+        assert self.queue.resume("default") is self.paused
+        self.paused = False
 
     @rule(job=claims)
     def heartbeat(self, job: Job) -> None:
