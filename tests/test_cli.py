@@ -60,6 +60,17 @@ def test_enqueue_with_delay_and_unique_key(capsys: pytest.CaptureFixture[str], d
         assert job.run_at - job.created_at == pytest.approx(300, abs=1)
 
 
+def test_enqueue_with_an_expiry(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    code, out, _ = cli(capsys, "enqueue", "--db", db, "t", "--expires", "1s")
+    assert code == 0
+    time.sleep(1.2)
+    with Queue(db) as queue:
+        assert queue.claim("w") == []
+        assert queue.get(int(out)).status is JobStatus.CANCELLED
+    code, _, err = cli(capsys, "enqueue", "--db", db, "t", "--expires", "0")
+    assert code == 1 and "expires must be > 0" in err
+
+
 def test_enqueue_with_dependencies(capsys: pytest.CaptureFixture[str], db: str) -> None:
     _, first, _ = cli(capsys, "enqueue", "--db", db, "t")
     code, second, _ = cli(capsys, "enqueue", "--db", db, "t", "--depends-on", first.strip(),

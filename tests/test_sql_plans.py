@@ -76,6 +76,7 @@ def plan(db: Path, statement: str) -> list[str]:
         ("what waits for a job", sql.WAITED_ON_BY.replace(":id", "1"), "PRIMARY KEY"),
         ("a page of batches", sql.BATCHES, "INTEGER PRIMARY KEY"),
         ("throughput of the last minutes", sql.THROUGHPUT, "INTEGER PRIMARY KEY"),
+        ("expired jobs", sql.EXPIRE_DUE.replace(":status", "'queued'"), "sqlitejobq_jobs_expiry"),
     ],
 )
 def test_hot_statements_search_an_index(
@@ -280,5 +281,31 @@ def test_a_paused_queue_s_backlog_costs_the_claim_nothing_on_postgres(
         resumed = {**claim, "queues": ["held"]}
         plan, _ = _postgres_blocks(conn, pg.CLAIM_FROM_QUEUES, resumed, generic)
         assert '"Actual Rows": 10' in plan, plan  # resumed, it claims again
+    finally:
+        conn.close()
+
+
+@only_on("postgres", "the PostgreSQL planner's own choice on a populated table")
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+def test_finding_expired_jobs_reads_only_the_jobs_that_have_an_expiry_on_postgres(
+    target: str, database: Database, generic: bool
+) -> None:
+    """The probe every claim makes: 50,000 queued jobs without an expiry cost it nothing."""
+    from sqlitejobq.backends.postgres import queries as pg
+
+    Queue(target).close()
+    conn = database.connect()
+    try:
+        conn.execute(
+            "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
+            "created_at) SELECT 't', 'q', '{}', 'queued', 0, 0, 0 "
+            "FROM generate_series(1, 50000) AS g"
+        )
+        conn.execute("ANALYZE sqlitejobq_jobs")
+        plan, blocks = _postgres_blocks(
+            conn, pg.EXPIRE_DUE, {"status": "queued", "now": 1.0}, generic
+        )
+        assert "Seq Scan on sqlitejobq_jobs" not in plan, plan
+        assert blocks < 20, f"{blocks} blocks read for 50,000 jobs without expiry: {plan}"
     finally:
         conn.close()

@@ -182,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run no earlier than this from now (e.g. 30, 5m, 2h)",
     )
     enqueue.add_argument(
+        "--expires",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="not started within this from now, the job never runs: it ends cancelled",
+    )
+    enqueue.add_argument(
         "--max-attempts",
         type=_positive_int,
         default=None,
@@ -694,6 +701,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             unique_key=args.unique_key,
             depends_on=args.depends_on,
             on_dependency_failure=args.on_dependency_failure,
+            expires=args.expires,
         )
         if args.json:
             _print_json(queue.get(job_id).as_dict())

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypedDict, Unpack
 
 from . import validation
@@ -64,6 +66,21 @@ def _minimum_one(value: object, what: str) -> int:
 
 
 def _positive_seconds(value: object, what: str) -> float:
+    return validation.seconds(value, what, positive=True)
+
+
+def _expires(value: object, what: str) -> float | datetime:
+    """Seconds from now (> 0), or an aware datetime in the future."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidArgument(f"{what} must be an aware datetime, got naive {value}")
+        if value.timestamp() <= time.time():
+            raise InvalidArgument(f"{what} {value.isoformat()} is in the past")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentType(
+            f"{what} must be seconds or an aware datetime, got {type(value).__name__}"
+        )
     return validation.seconds(value, what, positive=True)
 
 
@@ -170,6 +187,7 @@ class EnqueueKwargs(TypedDict, total=False):
     depends_on: Iterable[int] | None
     on_dependency_failure: str
     connection: Any
+    expires: float | datetime | None
 
 
 class BatchKwargs(EnqueueKwargs, total=False):
@@ -196,6 +214,19 @@ class EnqueueOptions(NamedTuple):
     on_dependency_failure: Annotated[str, _dependency_policy] = "cancel"
     #: The caller's open transaction to write the job in (None: one of its own).
     connection: Annotated[Any, _anything] = None
+    #: Not started within so many seconds (or by this aware datetime), the job never runs:
+    #: it ends cancelled, its error saying it expired.
+    expires: Annotated[float | datetime | None, _expires] = None
+
+    def expires_in(self) -> float | None:
+        """Seconds from now until the jobs expire (None: never); InvalidArgument if a
+        datetime given has passed meanwhile."""
+        if not isinstance(self.expires, datetime):
+            return self.expires
+        left = self.expires.timestamp() - time.time()
+        if left <= 0:
+            raise InvalidArgument(f"expires {self.expires.isoformat()} is in the past")
+        return left
 
     @classmethod
     def of(cls, options: EnqueueKwargs) -> EnqueueOptions:

@@ -420,6 +420,7 @@ class Queue:
         schema = None if defaults.payload_type is None else payload_schema(defaults.payload_type)
         delay, unique_key = options.delay, options.unique_key
         depends_on, policy = options.depends_on, options.on_dependency_failure
+        expires = options.expires_in()
 
         def make_job(payload: Any) -> NewJob:
             if schema is not None:
@@ -446,6 +447,7 @@ class Queue:
                 limit_key,
                 depends_on,
                 policy,
+                expires,
             )
 
         return make_job

@@ -77,6 +77,10 @@ class JobRecord(NamedTuple):
     cancel_requested: bool
 
 
+#: The error of a job whose expiry passed before it started (it ends cancelled).
+EXPIRED_ERROR = "Expired: not started before its expiry"
+
+
 class NewJob(NamedTuple):
     """A job to insert: its payload encoded, due ``delay`` seconds after the insert; held to
     the limits of ``limit_key`` (None: none); waiting for the jobs in ``depends_on``, and
@@ -92,6 +96,8 @@ class NewJob(NamedTuple):
     limit_key: str | None = None
     depends_on: tuple[int, ...] = ()
     dependency_policy: str = "cancel"
+    #: Seconds after the insert past which the job, not started, never runs (None: never).
+    expires: float | None = None
 
 
 class RescuedJob(NamedTuple):

@@ -69,6 +69,8 @@ SHARED_SQL = (
     "UNIQUE_KEY",
     "LOCK_JOB_STATE",
     "UPDATE_WAITING",
+    "SET_EXPIRY",
+    "EXPIRE_DUE",
     "PAUSE_QUEUE",
     "RESUME_QUEUE",
     "PAUSED_QUEUES",
@@ -124,6 +126,8 @@ class Statements(Generic[Tx]):
     UNIQUE_KEY: str
     LOCK_JOB_STATE: str
     UPDATE_WAITING: str
+    SET_EXPIRY: str
+    EXPIRE_DUE: str
     PAUSE_QUEUE: str
     RESUME_QUEUE: str
     PAUSED_QUEUES: str

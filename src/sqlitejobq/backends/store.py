@@ -111,7 +111,9 @@ class Store(Generic[Tx]):
         if then is not None and not make_batch:
             raise InvalidArgumentType("then needs a batch")
         now = self.bound_now()
-        plain = not make_batch and all(j.unique_key is None and not j.depends_on for j in jobs)
+        plain = not make_batch and all(
+            j.unique_key is None and not j.depends_on and j.expires is None for j in jobs
+        )
         if connection is None and plain and jobs:
             ids = self.enqueue_plain(jobs, now)
             self.waker.notify()
@@ -160,6 +162,9 @@ class Store(Generic[Tx]):
         for job, job_id in zip(jobs, inserted, strict=True):
             if job_id is not None:
                 tally.move(job.queue, batch_id, None, "queued")
+                if job.expires is not None:
+                    params = {"id": job_id, "expires": job.expires, "now": now}
+                    self.sql.run(tx, self.sql.SET_EXPIRY, params)
                 if job.depends_on:
                     self._wait_for(tx, job_id, job, batch_id, tally, now)
         held = [job.unique_key for job, i in zip(jobs, inserted, strict=True) if i is None]
@@ -223,6 +228,8 @@ class Store(Generic[Tx]):
             now = self.bound_now()
             tally = Tally()
             results = self._apply_steps(tx, steps, tally, now)
+            if claim is not None:
+                self._expire(tx, tally, now)
             self._release_dependents(tx, tally, now)
             records = [] if claim is None else self._claim(tx, claim, now)
             for record in records:
@@ -235,6 +242,14 @@ class Store(Generic[Tx]):
         if wake:
             self.waker.notify()
         return results, records
+
+    def _expire(self, tx: Tx, tally: Tally, now: float | None) -> None:
+        """Cancel the queued and waiting jobs whose expiry has passed, before a claim could
+        start one: a probe of the index of jobs that have an expiry when none is due; each
+        expired job is cancelled once, whatever the number of claims."""
+        for status in ("queued", "waiting"):
+            for row in self.sql.all(tx, self.sql.EXPIRE_DUE, {"status": status, "now": now}):
+                tally.changed(row, status)
 
     def _apply_steps(
         self, tx: Tx, steps: Sequence[StepValue], tally: Tally, now: float | None

@@ -172,10 +172,11 @@ class PostgresBackend(Store[psycopg.Connection[Any]]):
                 f"connection must be a psycopg connection to the queue's database, got "
                 f"{type(conn).__name__}"
             )
-        if job.unique_key is not None or job.depends_on:
+        if job.unique_key is not None or job.depends_on or job.expires is not None:
             raise InvalidArgumentType(
-                "unique_key and depends_on are not taken inside an async transaction: enqueue "
-                "that job with AsyncQueue.enqueue (its own transaction) or on a sync connection"
+                "unique_key, depends_on and expires are not taken inside an async transaction: "
+                "enqueue that job with AsyncQueue.enqueue (its own transaction) or on a sync "
+                "connection"
             )
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
             raise SqliteJobQError(

@@ -26,6 +26,8 @@ from functools import lru_cache
 
 from psycopg import sql as pgsql
 
+from ..base import EXPIRED_ERROR as EXPIRED
+
 JOB_COLUMNS = (
     "id, task, queue, payload, status, priority, attempts, max_attempts, progress, "
     "progress_message, result, error, traceback, run_at, created_at, started_at, finished_at, "
@@ -746,6 +748,37 @@ RETURNING j.status, j.queue, j.batch_id, j.id, j.has_dependents, j.limit_key, j.
 STATUS_QUEUE_BATCH = "SELECT status, queue, batch_id FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
 
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = %(id)s::bigint"
+
+# A new job not started within %(expires)s seconds never runs.
+SET_EXPIRY = f"""
+UPDATE sqlitejobq_jobs SET expires_at = {NOW} + %(expires)s::float8 WHERE id = %(id)s::bigint
+"""
+
+# The jobs of status %(status)s (queued or waiting) whose expiry has passed, cancelled, found
+# through the index of the jobs that have an expiry (empty when none does); rows another
+# transaction holds are left for the next claim.
+EXPIRE_DUE = f"""
+WITH due AS MATERIALIZED (
+    SELECT id FROM sqlitejobq_jobs
+    WHERE status IN ('queued', 'waiting') AND expires_at IS NOT NULL
+      AND status = %(status)s::text AND expires_at <= {NOW}
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sqlitejobq_jobs
+SET status = 'cancelled', finished_at = {NOW}, error = '{EXPIRED}',
+    history = {
+    _appended(
+        "expired",
+        "'cancelled'",
+        attempt="nullif(attempts, 0)",
+        worker="NULL::text",
+        started_at="NULL::float8",
+        error=f"'{EXPIRED}'::text",
+    )
+}
+WHERE id = ANY(ARRAY(SELECT id FROM due))
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
+"""
 
 # The job's status, queue and batch before an operator changes it, its row locked.
 LOCK_JOB_STATE = f"{STATUS_QUEUE_BATCH} FOR UPDATE"

@@ -194,9 +194,14 @@ CREATE TABLE sqlitejobq_throughput (
 );
 """
 # How often a job's handler put it off (``raise Snooze``), bounded by the queue's
-# ``max_snoozes``; the queues an operator paused (no worker claims from them until resumed).
+# ``max_snoozes``; when a job not started is worthless (``expires``), the jobs that have an
+# expiry found by it (only those: no other job pays for the index); the queues an operator
+# paused (no worker claims from them until resumed).
 _V7_STEERING = """
 ALTER TABLE sqlitejobq_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+ALTER TABLE sqlitejobq_jobs ADD COLUMN expires_at double precision;
+CREATE INDEX sqlitejobq_jobs_expiry ON sqlitejobq_jobs (expires_at)
+    WHERE status IN ('queued', 'waiting') AND expires_at IS NOT NULL;
 CREATE TABLE sqlitejobq_queues (
     name      text PRIMARY KEY,
     paused_at double precision
@@ -213,5 +218,5 @@ MIGRATIONS = [
     Migration(4, "dependencies, limits and schedules", _V4_SCHEDULING),
     Migration(5, "jobs someone waits for", _V5_WATCHED),
     Migration(6, "job history, throughput per minute, failed jobs by id", _V6_HISTORY),
-    Migration(7, "snoozes of a job, paused queues", _V7_STEERING),
+    Migration(7, "snoozes and expiry of a job, paused queues", _V7_STEERING),
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..base import EXPIRED_ERROR as EXPIRED
+
 JOB_COLUMNS = (
     "id, task, queue, payload, status, priority, attempts, max_attempts, progress, "
     "progress_message, result, error, traceback, run_at, created_at, started_at, finished_at, "
@@ -529,6 +531,30 @@ SELECT name, paused_at FROM sqlitejobq_queues WHERE paused_at IS NOT NULL ORDER 
 """
 
 UNIQUE_KEY = "SELECT unique_key FROM sqlitejobq_jobs WHERE id = :id"
+
+# A new job not started within :expires seconds never runs.
+SET_EXPIRY = "UPDATE sqlitejobq_jobs SET expires_at = :now + :expires WHERE id = :id"
+
+# The jobs of status :status (queued or waiting) whose expiry has passed, cancelled, found
+# through the index of the jobs that have an expiry (empty when none does).
+EXPIRE_DUE = f"""
+UPDATE sqlitejobq_jobs
+SET status = 'cancelled', finished_at = :now, error = '{EXPIRED}',
+    history = {
+    _appended(
+        "expired",
+        "'cancelled'",
+        attempt="nullif(attempts, 0)",
+        worker="NULL",
+        started_at="NULL",
+        error=f"'{EXPIRED}'",
+    )
+}
+WHERE id IN (SELECT id FROM sqlitejobq_jobs INDEXED BY sqlitejobq_jobs_expiry
+             WHERE status IN ('queued', 'waiting') AND expires_at IS NOT NULL
+               AND status = :status AND expires_at <= :now)
+RETURNING status, queue, batch_id, id, has_dependents, limit_key, watched
+"""
 
 # The job's status, queue and batch before an operator changes it (the write lock is held).
 LOCK_JOB_STATE = STATUS_QUEUE_BATCH

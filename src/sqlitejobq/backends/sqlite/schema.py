@@ -241,9 +241,16 @@ def _v5(conn: Any) -> None:
 
 
 # How often a job's handler put it off (``raise Snooze``), bounded by the queue's
-# ``max_snoozes``; the queues an operator paused (no worker claims from them until resumed).
+# ``max_snoozes``; when a job not started is worthless (``expires``), the jobs that have an
+# expiry found by it (only those: no other job pays for the index); the queues an operator
+# paused (no worker claims from them until resumed).
 _V8_STEERING = """
 ALTER TABLE sqlitejobq_jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0;
+
+ALTER TABLE sqlitejobq_jobs ADD COLUMN expires_at REAL;
+
+CREATE INDEX sqlitejobq_jobs_expiry ON sqlitejobq_jobs (expires_at)
+    WHERE status IN ('queued', 'waiting') AND expires_at IS NOT NULL;
 
 CREATE TABLE sqlitejobq_queues (
     name      TEXT PRIMARY KEY,
@@ -260,5 +267,5 @@ MIGRATIONS = [
     Migration(5, "dependencies, limits and schedules", _v5),
     Migration(6, "jobs someone waits for", _V6_WATCHED),
     Migration(7, "job history, throughput per minute, failed jobs by id", _V7_HISTORY),
-    Migration(8, "snoozes of a job, paused queues", _V8_STEERING),
+    Migration(8, "snoozes and expiry of a job, paused queues", _V8_STEERING),
 ]
