@@ -186,9 +186,10 @@ def test_enqueue_inside_the_callers_async_transaction(target: str) -> None:
                         raise RuntimeError("the caller's work failed")
                 except RuntimeError:
                     pass
-                with pytest.raises(TypeError, match="unique_key and depends_on"):
-                    async with conn.transaction():
-                        await queue.enqueue("t", {}, connection=conn, unique_key="k")
+                for option in ({"unique_key": "k"}, {"expires": 60}):
+                    with pytest.raises(TypeError, match="unique_key, depends_on and expires"):
+                        async with conn.transaction():
+                            await queue.enqueue("t", {}, connection=conn, **option)
             finally:
                 await conn.close()
             return kept, (await queue.stats()).by_status["queued"]
