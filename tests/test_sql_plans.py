@@ -7,8 +7,10 @@ PostgreSQL's planner, which picks its index on a populated table, in generic pla
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,20 @@ def test_a_bare_status_filter_would_not_reach_the_partial_index(tmp_path: Path) 
 _NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
 
 
+@contextlib.contextmanager
+def _populated(target: str, database: Database, jobs: str) -> Iterator[Any]:
+    """A connection to a fresh PostgreSQL queue once ``jobs`` (an INSERT) has filled its
+    table and the table is analyzed: what the planner chooses on real data."""
+    Queue(target).close()
+    conn = database.connect()
+    try:
+        conn.execute(jobs)
+        conn.execute("ANALYZE sqlitejobq_jobs")
+        yield conn
+    finally:
+        conn.close()
+
+
 def _postgres_plan(conn: Any, statement: str, params: dict[str, Any], generic: bool) -> str:
     """The plan of ``statement``: with its values (a custom plan), or as a prepared
     statement's plan made without them (a generic plan, what a statement run often gets)."""
@@ -192,15 +208,13 @@ def test_failed_jobs_are_listed_through_their_index_on_postgres(
 ) -> None:
     from sqlitejobq.backends.postgres import queries as pg
 
-    Queue(target).close()
-    conn = database.connect()
-    try:
-        conn.execute(
-            "INSERT INTO sqlitejobq_jobs (task, payload, status, run_at, created_at, error) "
-            "SELECT 't', '{}', CASE g % 100 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' "
-            "ELSE 'completed' END, 0, 0, 'Boom ' || g FROM generate_series(1, 50000) AS g"
-        )
-        conn.execute("ANALYZE sqlitejobq_jobs")
+    with _populated(
+        target,
+        database,
+        "INSERT INTO sqlitejobq_jobs (task, payload, status, run_at, created_at, error) "
+        "SELECT 't', '{}', CASE g % 100 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' "
+        "ELSE 'completed' END, 0, 0, 'Boom ' || g FROM generate_series(1, 50000) AS g",
+    ) as conn:
         params = dict.fromkeys(("queue", "task", "batch_id", "error", "before", "scan"))
         params.update(status="failed", after=0, limit=50)
         for statement in (
@@ -213,8 +227,6 @@ def test_failed_jobs_are_listed_through_their_index_on_postgres(
             assert "Seq Scan on sqlitejobq_jobs" not in found, found
         bare = "SELECT id FROM sqlitejobq_jobs WHERE status = 'failed' ORDER BY id DESC LIMIT 50"
         assert "sqlitejobq_jobs_finished_badly" in _postgres_plan(conn, bare, {}, False)
-    finally:
-        conn.close()
 
 
 def _postgres_blocks(
@@ -257,16 +269,14 @@ def test_a_paused_queue_s_backlog_costs_the_claim_nothing_on_postgres(
 ) -> None:
     from sqlitejobq.backends.postgres import queries as pg
 
-    Queue(target).close()
-    conn = database.connect()
-    try:
-        conn.execute(
-            "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
-            "created_at) SELECT 't', 'held', '{}', 'queued', g % 3, 0, 0 "
-            "FROM generate_series(1, 50000) AS g"
-        )
+    with _populated(
+        target,
+        database,
+        "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
+        "created_at) SELECT 't', 'held', '{}', 'queued', g % 3, 0, 0 "
+        "FROM generate_series(1, 50000) AS g",
+    ) as conn:
         conn.execute("INSERT INTO sqlitejobq_queues (name, paused_at) VALUES ('held', 1)")
-        conn.execute("ANALYZE sqlitejobq_jobs")
         claim = {"worker": "w", "lease": 30.0, "now": 1.0, "limit": 10, "exclude": []}
         for statement, params in (
             (pg.CLAIM_FROM_QUEUES, {**claim, "queues": ["held"]}),
@@ -281,8 +291,6 @@ def test_a_paused_queue_s_backlog_costs_the_claim_nothing_on_postgres(
         resumed = {**claim, "queues": ["held"]}
         plan, _ = _postgres_blocks(conn, pg.CLAIM_FROM_QUEUES, resumed, generic)
         assert '"Actual Rows": 10' in plan, plan  # resumed, it claims again
-    finally:
-        conn.close()
 
 
 @only_on("postgres", "the PostgreSQL planner's own choice on a populated table")
@@ -293,19 +301,15 @@ def test_finding_expired_jobs_reads_only_the_jobs_that_have_an_expiry_on_postgre
     """The probe every claim makes: 50,000 queued jobs without an expiry cost it nothing."""
     from sqlitejobq.backends.postgres import queries as pg
 
-    Queue(target).close()
-    conn = database.connect()
-    try:
-        conn.execute(
-            "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
-            "created_at) SELECT 't', 'q', '{}', 'queued', 0, 0, 0 "
-            "FROM generate_series(1, 50000) AS g"
-        )
-        conn.execute("ANALYZE sqlitejobq_jobs")
+    with _populated(
+        target,
+        database,
+        "INSERT INTO sqlitejobq_jobs (task, queue, payload, status, priority, run_at, "
+        "created_at) SELECT 't', 'q', '{}', 'queued', 0, 0, 0 "
+        "FROM generate_series(1, 50000) AS g",
+    ) as conn:
         plan, blocks = _postgres_blocks(
             conn, pg.EXPIRE_DUE, {"status": "queued", "now": 1.0}, generic
         )
         assert "Seq Scan on sqlitejobq_jobs" not in plan, plan
         assert blocks < 20, f"{blocks} blocks read for 50,000 jobs without expiry: {plan}"
-    finally:
-        conn.close()
